@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * kvm-trace: the one event layout shared by the BPF programs (kvm_trace.bpf.c) and the TypeScript
+ * decoder (src/decode/event-layout.ts). Layout only: no logic. test/event-layout.test.ts reads the
+ * compiled object's BTF and proves the decoder's offsets and sizes equal these.
+ */
+#ifndef __KVM_TRACE_H
+#define __KVM_TRACE_H
+
+#define KT_TASK_COMM_LEN 16
+/* Bytes of an ioctl argument captured per direction; larger arguments are truncated (KT_F_*_TRUNC). */
+#define KT_DATA_MAX 512
+/* KVM_RUN: bytes of struct kvm_run copied after the call (header + exit union, below kvm_valid_regs). */
+#define KT_RUN_SNAP 288
+
+enum kt_event_type {
+	KT_EV_IOCTL = 1, /* one record per KVM ioctl (type 0xAE), everything about it folded in */
+	KT_EV_FD = 2,    /* open of /dev/kvm, close of a tracked KVM fd */
+	KT_EV_MMAP = 3,  /* mmap of a tracked KVM fd (a vCPU's kvm_run) */
+	KT_EV_EXIT = 4,  /* a process that held KVM fds exited */
+	KT_EV_COPY = 5,  /* observed copy_{from,to}_user inside a KVM ioctl (kprobe/fentry only) */
+};
+
+enum kt_flags {
+	KT_F_IN_FAULT = 1 << 0,   /* reading the argument at enter faulted */
+	KT_F_OUT_FAULT = 1 << 1,  /* reading the argument (or kvm_run) at exit faulted */
+	KT_F_IN_TRUNC = 1 << 2,   /* argument larger than KT_DATA_MAX at enter */
+	KT_F_OUT_TRUNC = 1 << 3,  /* argument larger than KT_DATA_MAX at exit */
+	KT_F_RUN = 1 << 4,        /* run_kaddr / vcpu_id / exit_reason / out data = kvm_run snapshot are valid */
+	KT_F_NO_ENTER = 1 << 5,   /* exit seen without its enter (attached mid-call): enter fields are zero */
+};
+
+enum kt_fd_kind {
+	KT_FD_UNKNOWN = 0,
+	KT_FD_SYSTEM = 1, /* /dev/kvm */
+	KT_FD_VM = 2,     /* KVM_CREATE_VM result */
+	KT_FD_VCPU = 3,   /* KVM_CREATE_VCPU result */
+	KT_FD_DEVICE = 4, /* KVM_CREATE_DEVICE result (kvm_create_device.fd) */
+};
+
+enum kt_fd_op {
+	KT_FD_OPEN = 1,  /* openat("/dev/kvm") returned */
+	KT_FD_CLOSE = 2, /* close() of a tracked fd returned */
+};
+
+enum kt_copy_dir {
+	KT_COPY_FROM_USER = 1,
+	KT_COPY_TO_USER = 2,
+};
+
+/* Counters in the per-CPU "stats" array, indexed by this enum. */
+enum kt_stat {
+	KT_STAT_LOST = 0,       /* bpf_ringbuf_reserve/output failed: a record was dropped */
+	KT_STAT_EVENTS = 1,     /* records submitted */
+	KT_STAT_NO_ENTER = 2,   /* exits without an enter */
+	KT_STAT_STATE_FULL = 3, /* enter state could not be stored (map full) */
+	KT_STAT_MAX = 4,
+};
+
+/* Every record starts with this. ts_ns is bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it was emitted. */
+struct kt_hdr {
+	__u16 type;  /* enum kt_event_type */
+	__u16 flags; /* enum kt_flags */
+	__u32 cpu;
+	__u64 ts_ns;
+	__u32 pid; /* tgid */
+	__u32 tid;
+};
+
+struct kt_ioctl_event {
+	struct kt_hdr hdr; /* hdr.ts_ns: syscall exit */
+	__u64 enter_ns;    /* syscall enter */
+	__u64 arg;         /* third ioctl argument (user pointer or value) */
+	__s64 ret;         /* return value; -errno on failure */
+	__s32 fd;
+	__u32 cmd;
+	__u64 run_kaddr;   /* KVM_RUN (KT_F_RUN): vcpu->run, kernel address of struct kvm_run */
+	__s32 vcpu_id;     /* KVM_RUN (KT_F_RUN): vcpu->vcpu_id, else -1 */
+	__u32 exit_reason; /* KVM_RUN (KT_F_RUN): kvm_run.exit_reason after the call */
+	__u64 pio_data;    /* KVM_RUN with KVM_EXIT_IO: first 8 bytes at kvm_run + io.data_offset */
+	__u16 in_len;      /* bytes of data[] read at enter (write-direction argument) */
+	__u16 out_len;     /* bytes of data[] read at exit (read-direction argument, or kvm_run snapshot) */
+	__u32 fd_kind;     /* enum kt_fd_kind as tracked in the kernel, KT_FD_UNKNOWN if not seen created */
+	char comm[KT_TASK_COMM_LEN];
+	/* in bytes at [0, in_len), then out bytes at [in_len, in_len + out_len). A record may be shorter than
+	 * sizeof(struct kt_ioctl_event): it is always at least offsetof(data) + in_len + out_len long. */
+	__u8 data[2 * KT_DATA_MAX];
+};
+
+struct kt_fd_event {
+	struct kt_hdr hdr;
+	__s32 fd;
+	__u32 op;   /* enum kt_fd_op */
+	__u32 kind; /* enum kt_fd_kind */
+	__s32 ret;  /* close(): its return value; open: the fd */
+	char comm[KT_TASK_COMM_LEN];
+};
+
+struct kt_mmap_event {
+	struct kt_hdr hdr;
+	__u64 addr; /* mmap's return value (user address) */
+	__u64 len;
+	__u64 pgoff; /* offset argument in bytes */
+	__s32 fd;
+	__u32 kind; /* enum kt_fd_kind of fd */
+	__u32 prot;
+	__u32 mflags;
+};
+
+struct kt_exit_event {
+	struct kt_hdr hdr;
+	__s32 exit_code;
+	__u32 __pad;
+	char comm[KT_TASK_COMM_LEN];
+};
+
+struct kt_copy_event {
+	struct kt_hdr hdr;
+	__u64 uaddr;
+	__u64 len;
+	__u32 dir; /* enum kt_copy_dir */
+	__u32 cmd; /* the KVM ioctl this thread is inside */
+	__s32 fd;
+	__u32 __pad;
+};
+
+#endif /* __KVM_TRACE_H */

@@ -1,0 +1,128 @@
+/**
+ * The JSONL record contract: what `kvm-trace attach -o FILE` writes, one JSON object per line, and what
+ * `report`, the OpenTelemetry exporter and users consume. Addresses and request numbers are hex strings
+ * ("0x…") so 64-bit values survive JSON; counts and times are numbers (ns fit in a double until 2255).
+ */
+
+export type FdKind = 'system' | 'vm' | 'vcpu' | 'device' | 'unknown';
+
+/** Where a copied user buffer came from: seen by a kprobe/fentry on the copy routine, or derived. */
+export type FlagSource = 'observed' | 'derived';
+
+export interface BufferFlag {
+  /** "arg", or a nested buffer such as "kvm_msrs.entries", "kvm_cpuid2.entries", "sigmask". */
+  what: string;
+  dir: 'from_user' | 'to_user';
+  addr: string;
+  len: number;
+  /** Natural alignment of the buffer's type, from BTF. */
+  align: number;
+  misaligned: boolean;
+  cacheline_cross: boolean;
+  lines: number;
+  min_lines: number;
+  source: FlagSource;
+}
+
+export interface ExitInfo {
+  /** "IO", "MMIO", "HLT", … (KVM_EXIT_ without the prefix), or "UNKNOWN_<n>". */
+  reason: string;
+  code: number;
+  [detail: string]: unknown;
+}
+
+export interface IoctlRecord {
+  type: 'ioctl';
+  /** Syscall exit, CLOCK_MONOTONIC ns. */
+  ts_ns: number;
+  enter_ns: number;
+  pid: number;
+  tid: number;
+  comm: string;
+  fd: number;
+  fd_kind: FdKind;
+  /** Index of the VM (per process, in creation order) this fd belongs to, or null. */
+  vm: number | null;
+  /** vCPU id for vCPU fds, else null. */
+  vcpu: number | null;
+  cmd: string;
+  name: string;
+  /** Argument size encoded in the request number. */
+  size: number;
+  dir: 'none' | 'write' | 'read' | 'readwrite';
+  arg: string;
+  ret: number;
+  errno: string | null;
+  latency_ns: number;
+  args?: Record<string, unknown>;
+  exit?: ExitInfo;
+  flags?: BufferFlag[];
+  /** Why a failing call failed, when the cause is visible (ABI check). */
+  explain?: string;
+}
+
+export interface KvmRunRecord {
+  type: 'kvm_run';
+  pid: number;
+  vcpu: number;
+  fd: number;
+  kernel_addr: string | null;
+  user_addr: string | null;
+  mmap_size: number | null;
+}
+
+export interface FdRecord {
+  type: 'fd';
+  ts_ns: number;
+  pid: number;
+  tid: number;
+  op: 'open' | 'close' | 'leak';
+  fd: number;
+  fd_kind: FdKind;
+  vm: number | null;
+  vcpu: number | null;
+  ret?: number;
+}
+
+export interface LostRecord {
+  type: 'lost';
+  count: number;
+}
+
+export interface CopyRecord {
+  type: 'copy';
+  ts_ns: number;
+  pid: number;
+  tid: number;
+  dir: 'from_user' | 'to_user';
+  addr: string;
+  len: number;
+  cmd: string;
+  name: string;
+  fd: number;
+}
+
+export interface LatencyStats {
+  count: number;
+  errors: number;
+  p50_ns: number;
+  p99_ns: number;
+  max_ns: number;
+}
+
+export interface SummaryRecord {
+  type: 'summary';
+  strategy: string;
+  events: number;
+  lost: number;
+  unknown_ioctls: number;
+  duration_s: number;
+  ioctls: Record<string, LatencyStats>;
+  /** "pid/vcpu" -> exit reason -> count */
+  exits: Record<string, Record<string, number>>;
+  kvm_run: KvmRunRecord[];
+  fds: { opened: number; closed: number; leaked: number };
+  [extra: string]: unknown;
+}
+
+export type TraceRecord = IoctlRecord | KvmRunRecord | FdRecord | LostRecord | CopyRecord | SummaryRecord;
