@@ -1,0 +1,170 @@
+/**
+ * The safe ring-buffer reader the capture session uses: drains the mmapped ring (reader.ts) from the event
+ * loop when the kernel signals the map fd, AND on a timer — the BPF side submits with BPF_RB_NO_WAKEUP
+ * (a wakeup per record costs 1.9× on this host, see shared/HOST.md) and only forces a wakeup past a fill
+ * threshold, so the timer is what normally drains. Counts records rejected as too short; flush() drains
+ * what is left; close() flushes, stops polling and unmaps, and is idempotent.
+ *
+ * Records are handed to `onRecord` as (view, offset, len) without copying; the view is valid only during
+ * the call (the memory is unmapped on close).
+ */
+import { watchReadable, type FdWatch } from '../ffi/poll.js';
+import { RawRingReader } from './reader.js';
+import type { RecordHandler } from './records.js';
+
+export interface RingConsumerOptions {
+  /** Called for each record of at least `minRecordLen` bytes. */
+  onRecord: RecordHandler;
+  /** Records shorter than this are counted in `rejected` and not delivered (default 0: deliver all). */
+  minRecordLen?: number;
+  /** Timed drain period in ms (default 20); 0 disables the timer (poll wakeups only). */
+  intervalMs?: number;
+  /** Watch the map fd for kernel wakeups from the event loop (default true). */
+  poll?: boolean;
+  /** Most records drained in one event-loop turn before yielding (default 1 000 000). */
+  maxRecordsPerTurn?: number;
+  /** A background drain's handler threw: the consumer stops and reports here (else flush/close rethrow). */
+  onError?: (err: unknown) => void;
+  /** Keep the process alive while open (default true). */
+  ref?: boolean;
+}
+
+export interface RingConsumerStats {
+  /** Records read from the ring (delivered to onRecord + rejected). */
+  records: number;
+  /** Records shorter than minRecordLen: not delivered, counted. */
+  rejected: number;
+  /** Records the producer discarded (bpf_ringbuf_discard). */
+  discarded: number;
+  /** Drain passes run (poll, timer, flush). */
+  drains: number;
+  /** Drain passes started by a kernel wakeup. */
+  wakeups: number;
+}
+
+export class RingBufferConsumer {
+  private reader: RawRingReader | null;
+  private watch: FdWatch | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly handler: RecordHandler;
+  private readonly maxPerTurn: number;
+  private readonly onError?: (err: unknown) => void;
+  private error: unknown = undefined;
+  private draining = false;
+  readonly stats: RingConsumerStats = { records: 0, rejected: 0, discarded: 0, drains: 0, wakeups: 0 };
+
+  /** Map the ring of map fd `mapFd` (max_entries = `size` bytes) and start draining it. */
+  constructor(mapFd: number, size: number, opts: RingConsumerOptions) {
+    this.reader = new RawRingReader(mapFd, size);
+    this.maxPerTurn = opts.maxRecordsPerTurn ?? 1_000_000;
+    this.onError = opts.onError;
+    const min = opts.minRecordLen ?? 0;
+    const onRecord = opts.onRecord;
+    const stats = this.stats;
+    this.handler =
+      min > 0
+        ? (view, off, len) => {
+            if (len < min) stats.rejected++;
+            else onRecord(view, off, len);
+          }
+        : onRecord;
+    try {
+      if (opts.poll ?? true) {
+        this.watch = watchReadable(mapFd, () => {
+          this.stats.wakeups++;
+          this.background();
+        });
+        if (opts.ref === false) this.watch.unref();
+      }
+      const interval = opts.intervalMs ?? 20;
+      if (interval > 0) {
+        this.timer = setInterval(() => this.background(), interval);
+        if (opts.ref === false) this.timer.unref();
+      }
+    } catch (e) {
+      this.stop();
+      this.reader.close();
+      this.reader = null;
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.reader === null;
+  }
+
+  /** Bytes produced and not yet consumed. */
+  availableBytes(): number {
+    return this.reader ? this.reader.availableBytes() : 0;
+  }
+
+  /**
+   * Drain everything the producer has published (also past maxRecordsPerTurn). Returns the records
+   * read (delivered + rejected). Rethrows an error a background drain hit, or the handler's error.
+   */
+  flush(): number {
+    this.throwPending();
+    return this.drainAll(Number.MAX_SAFE_INTEGER);
+  }
+
+  /** Final flush, stop polling and the timer, unmap. Idempotent; rethrows a pending handler error once. */
+  close(): void {
+    if (!this.reader) return;
+    this.stop();
+    try {
+      if (this.error === undefined) this.drainAll(Number.MAX_SAFE_INTEGER);
+    } finally {
+      this.reader.close();
+      this.reader = null;
+    }
+    this.throwPending();
+  }
+
+  private background(): void {
+    if (!this.reader || this.error !== undefined) return;
+    try {
+      this.drainAll(this.maxPerTurn);
+    } catch (e) {
+      this.error = e;
+      this.stop();
+      if (this.onError) {
+        this.error = undefined;
+        this.onError(e);
+      }
+    }
+  }
+
+  private drainAll(budget: number): number {
+    const reader = this.reader;
+    if (!reader || this.draining) return 0;
+    this.draining = true;
+    let total = 0;
+    try {
+      this.stats.drains++;
+      for (;;) {
+        const step = reader.drain(this.handler, budget - total);
+        total += step.records;
+        this.stats.discarded += step.discarded;
+        if ((step.records === 0 && step.discarded === 0) || step.busy || total >= budget) break;
+      }
+    } finally {
+      this.draining = false;
+      this.stats.records += total;
+    }
+    return total;
+  }
+
+  private stop(): void {
+    this.watch?.close();
+    this.watch = null;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private throwPending(): void {
+    if (this.error === undefined) return;
+    const e = this.error;
+    this.error = undefined;
+    throw e;
+  }
+}

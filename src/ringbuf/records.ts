@@ -1,0 +1,125 @@
+/**
+ * Pure position arithmetic of a BPF ring buffer (kernel/bpf/ringbuf.c), over plain memory: no syscalls,
+ * so it is unit-tested on a plain buffer (test/ringbuf-records.test.ts) and driven by the mmap reader
+ * (reader.ts) over the kernel's pages.
+ *
+ * Layout the kernel gives us: a consumer position (u64, ours to publish), a producer position (u64, the
+ * kernel's), and a data area of `size` bytes (a power of two) mapped twice back to back, so a record that
+ * wraps past the end is still contiguous in the view. Each record is an 8-byte header — u32 len whose top
+ * bits are BUSY (1<<31, still being written: stop here) and DISCARD (1<<30, skip it), then a u32 page
+ * offset the kernel uses internally — followed by len bytes; the next record starts round_up(len + 8, 8)
+ * later. Positions grow forever; `pos & (size - 1)` is the place in the data area.
+ */
+
+export const RINGBUF_BUSY_BIT = 0x80000000;
+export const RINGBUF_DISCARD_BIT = 0x40000000;
+export const RINGBUF_HDR_SZ = 8;
+const LEN_MASK = 0x3fffffff;
+
+/** Called with a view over the data area, the byte offset of the record's first data byte, and its length. */
+export type RecordHandler = (view: DataView, offset: number, len: number) => void;
+
+/** Bytes a record of `len` data bytes occupies in the ring: header plus data, rounded up to 8. */
+export function recordStride(len: number): number {
+  return ((len & LEN_MASK) + RINGBUF_HDR_SZ + 7) & ~7;
+}
+
+/** The two u64 position words: `consumer` is ours (published on commit), `producer` is the kernel's. */
+export interface RingPositionWords {
+  consumer: BigUint64Array;
+  producer: BigUint64Array;
+}
+
+export interface DrainStep {
+  /** Records handed to the handler. */
+  records: number;
+  /** Records skipped because the producer discarded them. */
+  discarded: number;
+  /** True when draining stopped at a record still being written (it will be read next time). */
+  busy: boolean;
+}
+
+/**
+ * A consumer cursor over one ring: reads records between the local consumer position and the producer
+ * position, advances the local position, and publishes it on commit() so the producer can reuse the space.
+ */
+export class RingCursor {
+  /** Local consumer position: everything before it has been handed out (published on commit()). */
+  cons: number;
+  readonly size: number;
+  private readonly mask: number;
+  private readonly view: DataView;
+  private readonly words: Uint32Array;
+  private readonly pos: RingPositionWords;
+
+  /**
+   * @param data  the data area: 2 × size bytes (the same `size` bytes mapped twice), 8-byte aligned.
+   * @param size  ring size in bytes (a power of two).
+   */
+  constructor(data: ArrayBuffer, dataOffset: number, size: number, positions: RingPositionWords) {
+    if (size <= 0 || (size & (size - 1)) !== 0) throw new RangeError(`ring size ${size} is not a power of two`);
+    if (dataOffset % 8 !== 0) throw new RangeError('ring data area must be 8-byte aligned');
+    if (data.byteLength < dataOffset + 2 * size) throw new RangeError('ring data area must be mapped twice (2 × size)');
+    this.size = size;
+    this.mask = size - 1;
+    this.view = new DataView(data, dataOffset, 2 * size);
+    this.words = new Uint32Array(data, dataOffset, (2 * size) / 4);
+    this.pos = positions;
+    this.cons = Number(Atomics.load(positions.consumer, 0));
+  }
+
+  /** The producer position, read with acquire semantics. */
+  producer(): number {
+    return Number(Atomics.load(this.pos.producer, 0));
+  }
+
+  /** Bytes written by the producer and not yet consumed (including busy/discarded records). */
+  available(): number {
+    return this.producer() - this.cons;
+  }
+
+  /**
+   * Hand every complete record up to the producer position to `onRecord` (zero-copy: the view is the data
+   * area itself; copy what must outlive the call). Stops at a busy record or after `maxRecords`. The local
+   * position advances past a record before its handler runs, so a throwing handler skips only that record.
+   */
+  drain(onRecord: RecordHandler, maxRecords = Number.MAX_SAFE_INTEGER): DrainStep {
+    const prod = this.producer();
+    const words = this.words;
+    const view = this.view;
+    const mask = this.mask;
+    let cons = this.cons;
+    let records = 0;
+    let discarded = 0;
+    let busy = false;
+    while (cons < prod && records < maxRecords) {
+      const at = cons & mask;
+      const hdr = Atomics.load(words, at >>> 2);
+      if (hdr & RINGBUF_BUSY_BIT) {
+        busy = true;
+        break;
+      }
+      const len = hdr & LEN_MASK;
+      const stride = (len + RINGBUF_HDR_SZ + 7) & ~7;
+      if (stride > prod - cons) {
+        // A header claiming more than was produced can only be a torn read or corruption: stop, retry later.
+        busy = true;
+        break;
+      }
+      cons += stride;
+      this.cons = cons;
+      if (hdr & RINGBUF_DISCARD_BIT) {
+        discarded++;
+        continue;
+      }
+      records++;
+      onRecord(view, at + RINGBUF_HDR_SZ, len);
+    }
+    return { records, discarded, busy };
+  }
+
+  /** Publish the local consumer position (release): the producer may now overwrite consumed space. */
+  commit(): void {
+    Atomics.store(this.pos.consumer, 0, BigInt(this.cons));
+  }
+}
