@@ -13,9 +13,9 @@ export interface FdWatch {
 
 /** Call `onReadable` from the event loop whenever `fd` is readable (level-triggered, like epoll). */
 export function watchReadable(fd: number, onReadable: () => void): FdWatch {
-  const handle = koffi.node.poll(fd, { readable: true }, (ev) => {
-    if (ev.readable) onReadable();
-  });
+  // koffi 3.3 calls back with (status, events) although its typings declare (events): only readability is
+  // requested, so any callback means "look at the fd" (a spurious drain of an empty ring costs nothing).
+  const handle = koffi.node.poll(fd, { readable: true }, () => onReadable());
   let closed = false;
   return {
     close() {

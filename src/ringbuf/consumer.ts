@@ -50,6 +50,8 @@ export class RingBufferConsumer {
   private readonly maxPerTurn: number;
   private readonly onError?: (err: unknown) => void;
   private error: unknown = undefined;
+  /** A background drain failed: no more automatic drains, and close() does not drain either. */
+  private failed = false;
   private draining = false;
   readonly stats: RingConsumerStats = { records: 0, rejected: 0, discarded: 0, drains: 0, wakeups: 0 };
 
@@ -107,12 +109,15 @@ export class RingBufferConsumer {
     return this.drainAll(Number.MAX_SAFE_INTEGER);
   }
 
-  /** Final flush, stop polling and the timer, unmap. Idempotent; rethrows a pending handler error once. */
+  /**
+   * Final flush (skipped after a background failure), stop polling and the timer, unmap. Idempotent;
+   * rethrows a pending handler error once.
+   */
   close(): void {
     if (!this.reader) return;
     this.stop();
     try {
-      if (this.error === undefined) this.drainAll(Number.MAX_SAFE_INTEGER);
+      if (!this.failed) this.drainAll(Number.MAX_SAFE_INTEGER);
     } finally {
       this.reader.close();
       this.reader = null;
@@ -121,11 +126,12 @@ export class RingBufferConsumer {
   }
 
   private background(): void {
-    if (!this.reader || this.error !== undefined) return;
+    if (!this.reader || this.failed) return;
     try {
       this.drainAll(this.maxPerTurn);
     } catch (e) {
       this.error = e;
+      this.failed = true;
       this.stop();
       if (this.onError) {
         this.error = undefined;
