@@ -1,0 +1,405 @@
+/**
+ * Which user memory the kernel copies for each KVM ioctl, derived from the decoded argument: the fixed-size
+ * argument itself (copy_from_user / memdup_user for the write direction, copy_to_user for the read one) and
+ * the nested buffers the handler follows (kvm_msrs entries, kvm_cpuid2 entries, irq routing entries, the
+ * signal mask's sigset, the dirty-log bitmap, ONE_REG values, MSR-filter bitmaps, …).
+ *
+ * The rules follow what the handlers in virt/kvm/kvm_main.c (kvm_vcpu_ioctl, kvm_vm_ioctl) and
+ * arch/x86/kvm/x86.c (kvm_arch_vcpu_ioctl, kvm_arch_vm_ioctl, kvm_arch_dev_ioctl, msr_io) do — not what the
+ * direction bits of the number say: KVM_SET_IRQCHIP and KVM_SET_PIT are _IOR yet the kernel copies *from*
+ * the user, KVM_REINJECT_CONTROL is _IO yet copies a struct, KVM_GET_DIRTY_LOG is _IOW yet writes a bitmap.
+ * Sizes and member offsets come from the TypeSource (kernel BTF); nothing here is a typed-in offset.
+ *
+ * Only successful calls are derived: after a failure the errno alone does not say how far the handler got
+ * (every handler validates between its copies), so claiming a copy would be a guess.
+ */
+import { findMember, type IoctlInfo, type StructLayout, type TypeSource } from './types.js';
+import { parseAddr } from './cacheline.js';
+
+export type CopyDir = 'from_user' | 'to_user';
+
+export interface DerivedCopy {
+  /** "arg", or the nested buffer, e.g. "kvm_msrs.entries", "kvm_signal_mask.sigset", "kvm_dirty_log.dirty_bitmap". */
+  what: string;
+  dir: CopyDir;
+  addr: bigint;
+  /** Bytes copied; null when the length cannot be derived from the capture (see `unknown`). */
+  len: number | null;
+  /** Natural alignment of the buffer's type, from BTF (1 when the type is not known). */
+  align: number;
+  /** C type of the buffer, e.g. "struct kvm_regs", "struct kvm_msr_entry[3]". */
+  type: string;
+  /** Why `len` is null. */
+  unknown?: string;
+  /** A condition the derived length rests on. */
+  assumes?: string;
+}
+
+/** What the rules know about the memory slots of each VM, for the dirty-log bitmap length. */
+export interface SlotSizes {
+  /** Pages in memory slot `slot` (as_id << 16 | id) of this VM, if a KVM_SET_USER_MEMORY_REGION was seen. */
+  slotPages(pid: number, vm: number | null, slot: number): number | undefined;
+}
+
+/** The parts of an IoctlRecord the rules read. */
+export interface IoctlCall {
+  name: string;
+  pid: number;
+  vm: number | null;
+  fd_kind: string;
+  dir: string;
+  size: number;
+  arg: string;
+  ret: number;
+  args?: Record<string, unknown>;
+}
+
+export interface RuleEnv {
+  types: TypeSource;
+  /** The ioctl table entry for the call's name (argument type), when known. */
+  ioctl?: IoctlInfo;
+  slots?: SlotSizes;
+  pageSize?: number;
+}
+
+/** A number from a decoded field: numbers as-is, "0x…" strings (large values, addresses) parsed. */
+export function fieldNumber(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
+  const b = parseAddr(v);
+  return b !== undefined && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : undefined;
+}
+
+const stripStruct = (t: string): string => t.replace(/^(struct|union)\s+/, '').trim();
+
+class RuleCtx {
+  readonly copies: DerivedCopy[] = [];
+  constructor(
+    readonly call: IoctlCall,
+    readonly arg: bigint,
+    readonly env: RuleEnv,
+  ) {}
+
+  get args(): Record<string, unknown> {
+    return this.call.args ?? {};
+  }
+
+  num(field: string): number | undefined {
+    return fieldNumber(this.args[field]);
+  }
+
+  struct(name: string): StructLayout | undefined {
+    return this.env.types.struct(name);
+  }
+
+  /** The argument's own type: the table's argStruct/argType, sized and aligned by BTF. */
+  argType(): { type: string; size: number; align: number } {
+    const t = this.env.ioctl;
+    if (t?.argStruct) {
+      const s = this.struct(t.argStruct);
+      if (s) return { type: `struct ${t.argStruct}`, size: s.size, align: s.align };
+    }
+    if (t?.argType) {
+      const s = this.env.types.type(t.argType) ?? this.env.types.type(stripStruct(t.argType));
+      if (s) return { type: t.argType, size: s.size, align: s.align };
+    }
+    // No kernel type known: the encoded size is still what the kernel copied (a different size would be a
+    // different number and fail with ENOTTY), but its alignment is unknown.
+    return { type: t?.argType ?? `${this.call.size} bytes`, size: this.call.size, align: 1 };
+  }
+
+  /** The whole fixed-size argument at `arg`. */
+  whole(dir: CopyDir): void {
+    const a = this.argType();
+    if (a.size > 0) this.push({ what: 'arg', dir, addr: this.arg, len: a.size, align: a.align, type: a.type });
+  }
+
+  /** sizeof(struct `name`) at `arg`: the header of a variable-length argument. */
+  header(name: string, dir: CopyDir): void {
+    const s = this.struct(name);
+    if (s) this.push({ what: 'arg', dir, addr: this.arg, len: s.size, align: s.align, type: `struct ${name}` });
+    else this.unknown('arg', dir, this.arg, `struct ${name}`, `struct ${name} is not in the kernel BTF`);
+  }
+
+  /** `count` elements of the flexible array member `member` of struct `name`, at arg + offsetof(member). */
+  flex(name: string, member: string, count: number | undefined, dir: CopyDir): void {
+    const what = `${name}.${member}`;
+    const s = this.struct(name);
+    const hit = s && findMember(s, member);
+    if (!hit) {
+      this.unknown(what, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`);
+      return;
+    }
+    const m = hit.member;
+    const elemType = m.typeName.replace(/\[\d*\]$/, '');
+    const elem = this.elemSize(m.elemSize, elemType);
+    const addr = this.arg + BigInt(hit.offset);
+    if (count === undefined) {
+      this.unknown(what, dir, addr, `${elemType}[]`, `the element count was not captured`);
+      return;
+    }
+    if (count <= 0 || elem === undefined) {
+      if (elem === undefined) this.unknown(what, dir, addr, `${elemType}[${count}]`, `size of ${elemType} unknown`);
+      return;
+    }
+    this.push({ what, dir, addr, len: count * elem.size, align: elem.align || m.align, type: `${elemType}[${count}]` });
+  }
+
+  private elemSize(btfSize: number | undefined, elemType: string): { size: number; align: number } | undefined {
+    const t = this.env.types.type(stripStruct(elemType)) ?? this.env.types.type(elemType);
+    if (t) return t;
+    return btfSize ? { size: btfSize, align: 1 } : undefined;
+  }
+
+  /** One member of struct `name` at arg + offsetof(member) (get_user/put_user of a single field). */
+  member(name: string, member: string, dir: CopyDir): void {
+    const s = this.struct(name);
+    const hit = s && findMember(s, member);
+    if (!hit) {
+      this.unknown(`${name}.${member}`, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`);
+      return;
+    }
+    const m = hit.member;
+    this.push({ what: `${name}.${member}`, dir, addr: this.arg + BigInt(hit.offset), len: m.size, align: m.align, type: m.typeName });
+  }
+
+  /** A buffer elsewhere in memory (a pointer field) of a named type. */
+  at(what: string, dir: CopyDir, addr: bigint | undefined, typeName: string, len?: number, count?: number): void {
+    if (addr === undefined) {
+      this.unknown(what, dir, 0n, typeName, `${what} was not captured`);
+      return;
+    }
+    const t = this.env.types.type(stripStruct(typeName)) ?? this.env.types.type(typeName);
+    if (!t) {
+      this.unknown(what, dir, addr, typeName, `${typeName} is not in the kernel BTF`);
+      return;
+    }
+    const n = len ?? t.size * (count ?? 1);
+    if (n > 0) this.push({ what, dir, addr, len: n, align: t.align, type: count !== undefined ? `${typeName}[${count}]` : typeName });
+  }
+
+  unknown(what: string, dir: CopyDir, addr: bigint, type: string, why: string): void {
+    this.copies.push({ what, dir, addr, len: null, align: this.env.types.type(stripStruct(type))?.align ?? 1, type, unknown: why });
+  }
+
+  push(c: DerivedCopy): void {
+    this.copies.push(c);
+  }
+}
+
+type Rule = (c: RuleCtx) => void;
+
+const bitsPerLong = (c: RuleCtx): number => 8 * (c.env.types.type('long unsigned int')?.size ?? 8);
+const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/** KVM_GET_MSRS / KVM_SET_MSRS: msr_io() copies the 8-byte header, then nmsrs entries; GET writes them back. */
+const msrIo = (writeback: boolean): Rule => (c) => {
+  c.header('kvm_msrs', 'from_user');
+  const n = c.num('nmsrs');
+  c.flex('kvm_msrs', 'entries', n, 'from_user');
+  if (writeback) c.flex('kvm_msrs', 'entries', n, 'to_user');
+};
+
+/** KVM_GET_MSR_INDEX_LIST and the feature list: header in, header (with the kernel's count) out, indices out. */
+const msrList: Rule = (c) => {
+  c.header('kvm_msr_list', 'from_user');
+  c.header('kvm_msr_list', 'to_user');
+  c.flex('kvm_msr_list', 'indices', c.num('nmsrs'), 'to_user');
+};
+
+/** KVM_GET_SUPPORTED_CPUID & co.: header in, entries out (the kernel's nent), header out. */
+const cpuidOut: Rule = (c) => {
+  c.header('kvm_cpuid2', 'from_user');
+  c.flex('kvm_cpuid2', 'entries', c.num('nent'), 'to_user');
+  c.header('kvm_cpuid2', 'to_user');
+};
+
+/** KVM_GET_DIRTY_LOG: header in; then kvm_get_dirty_log_protect() copies ALIGN(npages, BITS_PER_LONG) / 8 bytes out. */
+const getDirtyLog: Rule = (c) => {
+  c.header('kvm_dirty_log', 'from_user');
+  const slot = c.num('slot');
+  const bitmap = parseAddr(c.args.dirty_bitmap);
+  const pages = slot === undefined ? undefined : c.env.slots?.slotPages(c.call.pid, c.call.vm, slot);
+  if (pages === undefined) {
+    c.unknown('kvm_dirty_log.dirty_bitmap', 'to_user', bitmap ?? 0n, 'long unsigned int',
+      slot === undefined ? 'slot not captured' : `size of memory slot ${slot} unknown (its KVM_SET_USER_MEMORY_REGION was not captured)`);
+    return;
+  }
+  c.at('kvm_dirty_log.dirty_bitmap', 'to_user', bitmap, 'long unsigned int', alignUp(pages, bitsPerLong(c)) / 8);
+};
+
+/** KVM_CLEAR_DIRTY_LOG: header in, then ALIGN(num_pages, BITS_PER_LONG) / 8 bytes of bitmap in. */
+const clearDirtyLog: Rule = (c) => {
+  c.header('kvm_clear_dirty_log', 'from_user');
+  const pages = c.num('num_pages');
+  if (pages === undefined) return;
+  c.at('kvm_clear_dirty_log.dirty_bitmap', 'from_user', parseAddr(c.args.dirty_bitmap), 'long unsigned int',
+    alignUp(pages, bitsPerLong(c)) / 8);
+};
+
+/** KVM_SET_SIGNAL_MASK: with a non-NULL argument, the 4-byte header and sizeof(sigset_t) bytes of sigset. */
+const signalMask: Rule = (c) => {
+  if (c.arg === 0n) return;
+  c.header('kvm_signal_mask', 'from_user');
+  const s = c.struct('kvm_signal_mask');
+  const m = s && findMember(s, 'sigset');
+  const sigset = c.env.types.type('sigset_t');
+  if (!m || !sigset) {
+    c.unknown('kvm_signal_mask.sigset', 'from_user', c.arg, 'sigset_t', 'sigset_t or kvm_signal_mask.sigset not in BTF');
+    return;
+  }
+  c.push({ what: 'kvm_signal_mask.sigset', dir: 'from_user', addr: c.arg + BigInt(m.offset), len: sigset.size, align: sigset.align, type: 'sigset_t' });
+};
+
+/** KVM_GET/SET_ONE_REG: the 16-byte kvm_one_reg, then the value at .addr, sized by the id's KVM_REG_SIZE field. */
+const oneReg = (dir: CopyDir): Rule => (c) => {
+  c.header('kvm_one_reg', 'from_user');
+  const id = parseAddr(c.args.id) ?? (typeof c.args.id === 'number' ? BigInt(c.args.id) : undefined);
+  const addr = parseAddr(c.args.addr);
+  if (id === undefined || addr === undefined) {
+    c.unknown('kvm_one_reg.addr', dir, addr ?? 0n, '__u64', 'id/addr not captured');
+    return;
+  }
+  // KVM_REG_SIZE(id) = 1 << ((id & KVM_REG_SIZE_MASK) >> KVM_REG_SIZE_SHIFT): bits 52..55 (uapi kvm.h).
+  const size = 1 << Number((id >> 52n) & 0xfn);
+  c.push({ what: 'kvm_one_reg.addr', dir, addr, len: size, align: Math.min(size, 8), type: `${size}-byte register` });
+};
+
+/** KVM_GET_REG_LIST: n in, n (the kernel's count) out, then n u64 ids out. */
+const regList: Rule = (c) => {
+  c.header('kvm_reg_list', 'from_user');
+  c.header('kvm_reg_list', 'to_user');
+  c.flex('kvm_reg_list', 'reg', c.num('n'), 'to_user');
+};
+
+/** KVM_{GET,SET,HAS}_DEVICE_ATTR: kvm_device_attr in; the value at .addr where its size is known on x86. */
+const deviceAttr = (op: 'get' | 'set' | 'has'): Rule => (c) => {
+  c.header('kvm_device_attr', 'from_user');
+  if (op === 'has') return;
+  const addr = parseAddr(c.args.addr);
+  const group = c.num('group');
+  const attr = c.num('attr');
+  const dir: CopyDir = op === 'get' ? 'to_user' : 'from_user';
+  // x86: /dev/kvm attributes (group 0, KVM_X86_XCOMP_GUEST_SUPP) are put_user(u64); vCPU group
+  // KVM_VCPU_TSC_CTRL (0) attribute KVM_VCPU_TSC_OFFSET (0) is get_user/put_user(u64). Devices vary.
+  const u64 = (c.call.fd_kind === 'system' && op === 'get' && group === 0) || (c.call.fd_kind === 'vcpu' && group === 0 && attr === 0);
+  if (u64) c.at('kvm_device_attr.addr', dir, addr, '__u64');
+  else c.unknown('kvm_device_attr.addr', dir, addr ?? 0n, 'void', `attribute size depends on the device (group ${group}, attr ${attr})`);
+};
+
+/** KVM_X86_SET_MSR_FILTER: the filter, then BITS_TO_LONGS(nmsrs) longs of bitmap per non-empty range. */
+const msrFilter: Rule = (c) => {
+  c.whole('from_user');
+  const ranges = Array.isArray(c.args.ranges) ? (c.args.ranges as Array<Record<string, unknown>>) : [];
+  const long = c.env.types.type('long unsigned int')?.size ?? 8;
+  ranges.forEach((r, i) => {
+    const n = fieldNumber(r?.nmsrs);
+    if (!n) return;
+    c.at(`kvm_msr_filter.ranges[${i}].bitmap`, 'from_user', parseAddr(r.bitmap), 'long unsigned int',
+      Math.ceil(n / (8 * long)) * long);
+  });
+};
+
+/** KVM_SET_XSAVE / KVM_GET_XSAVE2 copy guest_fpu.uabi_size bytes: sizeof(kvm_xsave) unless XFD features were granted. */
+const xsaveUabi = (dir: CopyDir): Rule => (c) => {
+  c.whole(dir);
+  const last = c.copies[c.copies.length - 1];
+  if (last) last.assumes = 'guest_fpu.uabi_size == sizeof(struct kvm_xsave): no dynamic xfeature permission (ARCH_REQ_XCOMP_GUEST_PERM)';
+};
+
+const RULES: Record<string, Rule> = {
+  KVM_RUN: () => {},
+  KVM_GET_MSRS: msrIo(true),
+  KVM_SET_MSRS: msrIo(false),
+  KVM_GET_MSR_INDEX_LIST: msrList,
+  KVM_GET_MSR_FEATURE_INDEX_LIST: msrList,
+  KVM_GET_SUPPORTED_CPUID: cpuidOut,
+  KVM_GET_EMULATED_CPUID: cpuidOut,
+  KVM_GET_CPUID2: cpuidOut,
+  KVM_GET_SUPPORTED_HV_CPUID: cpuidOut,
+  KVM_SET_CPUID2: (c) => {
+    c.header('kvm_cpuid2', 'from_user');
+    c.flex('kvm_cpuid2', 'entries', c.num('nent'), 'from_user');
+  },
+  KVM_SET_CPUID: (c) => {
+    c.header('kvm_cpuid', 'from_user');
+    c.flex('kvm_cpuid', 'entries', c.num('nent'), 'from_user');
+  },
+  KVM_SET_GSI_ROUTING: (c) => {
+    c.header('kvm_irq_routing', 'from_user');
+    c.flex('kvm_irq_routing', 'entries', c.num('nr'), 'from_user');
+  },
+  KVM_SET_SIGNAL_MASK: signalMask,
+  KVM_GET_DIRTY_LOG: getDirtyLog,
+  KVM_CLEAR_DIRTY_LOG: clearDirtyLog,
+  KVM_GET_ONE_REG: oneReg('to_user'),
+  KVM_SET_ONE_REG: oneReg('from_user'),
+  KVM_GET_REG_LIST: regList,
+  KVM_GET_DEVICE_ATTR: deviceAttr('get'),
+  KVM_SET_DEVICE_ATTR: deviceAttr('set'),
+  KVM_HAS_DEVICE_ATTR: deviceAttr('has'),
+  KVM_X86_SET_MSR_FILTER: msrFilter,
+  // kvm_vm_ioctl_set_pmu_event_filter(): the header, then header + events again in one copy
+  // (struct_size(filter, events, nevents)), re-checked against the first copy.
+  KVM_SET_PMU_EVENT_FILTER: (c) => {
+    c.header('kvm_pmu_event_filter', 'from_user');
+    const s = c.struct('kvm_pmu_event_filter');
+    const ev = s && findMember(s, 'events');
+    const n = c.num('nevents');
+    const u64 = c.env.types.type('__u64');
+    if (!s || !ev || !u64 || n === undefined) {
+      c.unknown('kvm_pmu_event_filter.events', 'from_user', c.arg, 'struct kvm_pmu_event_filter', 'nevents or the struct not known');
+      return;
+    }
+    c.push({ what: 'kvm_pmu_event_filter+events', dir: 'from_user', addr: c.arg, len: ev.offset + n * u64.size, align: s.align, type: `struct kvm_pmu_event_filter + __u64[${n}]` });
+  },
+  KVM_SET_XSAVE: xsaveUabi('from_user'),
+  KVM_GET_XSAVE2: xsaveUabi('to_user'),
+  // Direction bits that disagree with the handler: _IOR numbers whose handler copies from the user.
+  KVM_SET_IRQCHIP: (c) => c.whole('from_user'),
+  KVM_SET_PIT: (c) => c.whole('from_user'),
+  KVM_MEMORY_ENCRYPT_REG_REGION: (c) => c.whole('from_user'),
+  KVM_MEMORY_ENCRYPT_UNREG_REGION: (c) => c.whole('from_user'),
+  // _IO number, yet kvm_arch_vm_ioctl copies a struct kvm_reinject_control from the argument.
+  KVM_REINJECT_CONTROL: (c) => c.header('kvm_reinject_control', 'from_user'),
+  // Only copied in; the _IOWR bits notwithstanding (kvm_vm_ioctl copies the struct in and returns an fd).
+  KVM_CREATE_GUEST_MEMFD: (c) => c.whole('from_user'),
+  KVM_GET_NESTED_STATE: (c) => {
+    c.member('kvm_nested_state', 'size', 'from_user');
+    c.unknown('arg', 'to_user', c.arg, 'struct kvm_nested_state', 'vendor code decides how much nested state it writes');
+  },
+  KVM_SET_NESTED_STATE: (c) => {
+    c.header('kvm_nested_state', 'from_user');
+    c.unknown('kvm_nested_state.data', 'from_user', c.arg, 'struct kvm_nested_state', 'vendor code reads the nested-state data');
+  },
+  KVM_MEMORY_ENCRYPT_OP: (c) =>
+    c.unknown('arg', 'from_user', c.arg, 'void', 'SEV/TDX commands copy vendor-specific structures'),
+};
+
+/** By the direction bits of the number: the default for every handler that copies its fixed-size argument once. */
+const byDirection: Rule = (c) => {
+  const dir = c.call.dir;
+  if (dir === 'write' || dir === 'readwrite') c.whole('from_user');
+  if (dir === 'read' || dir === 'readwrite') c.whole('to_user');
+};
+
+/** True when this ioctl's copies follow a kernel-specific rule rather than its number's direction bits. */
+export function hasSpecialRule(name: string): boolean {
+  return Object.hasOwn(RULES, name);
+}
+
+/**
+ * The user memory the kernel copied for one successful KVM ioctl, in the handler's order. Failed calls,
+ * and calls without a user pointer, give an empty list.
+ */
+export function deriveCopies(call: IoctlCall, env: RuleEnv): DerivedCopy[] {
+  if (call.ret < 0) return [];
+  const arg = parseAddr(call.arg);
+  if (arg === undefined) return [];
+  const rule = RULES[call.name] ?? byDirection;
+  const ctx = new RuleCtx(call, arg, env);
+  // A NULL argument faults in copy_from_user (EFAULT): a successful call with arg 0 copied nothing, except
+  // KVM_SET_SIGNAL_MASK where NULL means "no mask".
+  if (arg === 0n && call.name !== 'KVM_SET_SIGNAL_MASK') return [];
+  rule(ctx);
+  return ctx.copies;
+}

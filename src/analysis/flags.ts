@@ -1,0 +1,166 @@
+/**
+ * Buffer flags for every KVM ioctl record: which user buffers the kernel copied (derived by copy-rules.ts,
+ * or observed by kprobe/fentry programs on the copy routines when the kernel allows them), each with
+ * `misaligned` (address not a multiple of its type's natural alignment, from BTF) and `cacheline_cross`
+ * (touches more cache lines than its length needs).
+ *
+ * `flagRecord` is the pure per-record function; `FlagAnalyzer` runs it over a record stream in order,
+ * keeping the little state the rules need: memory-slot sizes (for dirty-log bitmaps) and the observed
+ * CopyRecords of each thread until its ioctl record arrives (copies are emitted inside the syscall, the
+ * ioctl record at its exit, so they come first).
+ */
+import type { BufferFlag, CopyRecord, FlagSource, IoctlRecord, TraceRecord } from '../decode/records.js';
+import { bufferGeometry, DEFAULT_LINE_SIZE, hexAddr, parseAddr } from './cacheline.js';
+import { deriveCopies, fieldNumber, type DerivedCopy, type SlotSizes } from './copy-rules.js';
+import type { IoctlLookup, TypeSource } from './types.js';
+
+export type { DerivedCopy } from './copy-rules.js';
+
+export interface FlagOptions {
+  types: TypeSource;
+  /** Ioctl table lookup by name (argument type); without it the encoded size and an alignment of 1 are used. */
+  lookup?: IoctlLookup;
+  /** Cache line size in bytes; default 64 (callers pass systemLineSize() or the user's override). */
+  lineSize?: number;
+  pageSize?: number;
+}
+
+export interface IoctlAnalysis {
+  /** One flag per copied buffer whose length is known. */
+  flags: BufferFlag[];
+  /** Copies the kernel made whose length the capture does not reveal (not flagged). */
+  unknown: DerivedCopy[];
+  /** 'observed' when CopyRecords of the copy routines were joined to this call, else 'derived'. */
+  source: FlagSource;
+}
+
+/** The BufferFlag of one copy of known length. */
+export function flagCopy(copy: Pick<DerivedCopy, 'what' | 'dir' | 'addr' | 'align'> & { len: number }, lineSize: number, source: FlagSource): BufferFlag {
+  const g = bufferGeometry(copy.addr, copy.len, copy.align, lineSize);
+  return {
+    what: copy.what,
+    dir: copy.dir,
+    addr: hexAddr(copy.addr),
+    len: copy.len,
+    align: copy.align,
+    misaligned: g.misaligned,
+    cacheline_cross: g.cacheline_cross,
+    lines: g.lines,
+    min_lines: g.min_lines,
+    source,
+  };
+}
+
+function lookupSafe(lookup: IoctlLookup | undefined, name: string) {
+  if (!lookup) return undefined;
+  try {
+    return lookup(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Flags for one ioctl record. With `observed` CopyRecords (already joined to this call) the flags are the
+ * observed copies, labelled and typed by the derived copy at the same address and direction; otherwise the
+ * derived copies.
+ */
+export function flagRecord(rec: IoctlRecord, opts: FlagOptions, ctx: { slots?: SlotSizes; observed?: readonly CopyRecord[] } = {}): IoctlAnalysis {
+  const lineSize = opts.lineSize ?? DEFAULT_LINE_SIZE;
+  const derived = deriveCopies(rec, { types: opts.types, ioctl: lookupSafe(opts.lookup, rec.name), slots: ctx.slots, pageSize: opts.pageSize });
+  const observed = ctx.observed ?? [];
+  if (observed.length === 0) {
+    const flags: BufferFlag[] = [];
+    const unknown: DerivedCopy[] = [];
+    for (const c of derived) {
+      if (c.len === null) unknown.push(c);
+      else flags.push(flagCopy({ ...c, len: c.len }, lineSize, 'derived'));
+    }
+    return { flags, unknown, source: 'derived' };
+  }
+  const flags: BufferFlag[] = [];
+  const matched = new Set<DerivedCopy>();
+  for (const o of observed) {
+    const addr = parseAddr(o.addr);
+    if (addr === undefined) continue;
+    const d = derived.find((c) => c.dir === o.dir && c.addr === addr && !matched.has(c));
+    if (d) matched.add(d);
+    // A copy no rule predicted keeps the alignment of the derived buffer containing it, else 1 (type unknown).
+    const around = d ?? derived.find((c) => c.len !== null && addr >= c.addr && addr < c.addr + BigInt(c.len));
+    flags.push(flagCopy({ what: d?.what ?? 'copy', dir: o.dir, addr, len: o.len, align: around?.align ?? 1 }, lineSize, 'observed'));
+  }
+  return { flags, unknown: derived.filter((c) => c.len === null && !matched.has(c)), source: 'observed' };
+}
+
+/** Memory-slot sizes per VM, learned from successful KVM_SET_USER_MEMORY_REGION(2) records. */
+export class MemorySlots implements SlotSizes {
+  private readonly pages = new Map<string, number>();
+  constructor(private readonly pageSize = 4096) {}
+
+  observe(rec: IoctlRecord): void {
+    if (rec.ret < 0 || !rec.name.startsWith('KVM_SET_USER_MEMORY_REGION')) return;
+    const slot = fieldNumber(rec.args?.slot);
+    const size = parseAddr(rec.args?.memory_size) ?? (typeof rec.args?.memory_size === 'number' ? BigInt(rec.args.memory_size) : undefined);
+    if (slot === undefined || size === undefined) return;
+    const key = `${rec.pid}/${rec.vm}/${slot}`;
+    if (size === 0n) this.pages.delete(key);
+    else this.pages.set(key, Number(size / BigInt(this.pageSize)));
+  }
+
+  slotPages(pid: number, vm: number | null, slot: number): number | undefined {
+    return this.pages.get(`${pid}/${vm}/${slot}`);
+  }
+}
+
+/**
+ * Holds observed CopyRecords per thread until that thread's ioctl record arrives, then hands over those
+ * inside the call's [enter_ns, ts_ns] window. Bounded: at most `perThread` pending copies per thread.
+ */
+export class CopyJoiner {
+  private readonly pending = new Map<number, CopyRecord[]>();
+  dropped = 0;
+  constructor(private readonly perThread = 4096) {}
+
+  add(c: CopyRecord): void {
+    let list = this.pending.get(c.tid);
+    if (!list) this.pending.set(c.tid, (list = []));
+    list.push(c);
+    if (list.length > this.perThread) {
+      list.shift();
+      this.dropped++;
+    }
+  }
+
+  /** The copies of `rec`'s thread made during `rec`; copies older than the call's end are released. */
+  take(rec: Pick<IoctlRecord, 'tid' | 'enter_ns' | 'ts_ns'>): CopyRecord[] {
+    const list = this.pending.get(rec.tid);
+    if (!list) return [];
+    const inside = list.filter((c) => c.ts_ns >= rec.enter_ns && c.ts_ns <= rec.ts_ns);
+    const later = list.filter((c) => c.ts_ns > rec.ts_ns);
+    if (later.length) this.pending.set(rec.tid, later);
+    else this.pending.delete(rec.tid);
+    return inside;
+  }
+}
+
+/** Runs flagRecord over a record stream in order. */
+export class FlagAnalyzer {
+  readonly slots: MemorySlots;
+  readonly copies = new CopyJoiner();
+  constructor(private readonly opts: FlagOptions) {
+    this.slots = new MemorySlots(opts.pageSize);
+  }
+
+  /** Feed every record in stream order; returns the analysis for ioctl records, undefined for others. */
+  analyze(rec: TraceRecord): IoctlAnalysis | undefined {
+    if (rec.type === 'copy') {
+      this.copies.add(rec);
+      return undefined;
+    }
+    if (rec.type !== 'ioctl') return undefined;
+    const observed = this.copies.take(rec);
+    const out = flagRecord(rec, this.opts, { slots: this.slots, observed });
+    this.slots.observe(rec);
+    return out;
+  }
+}
