@@ -135,12 +135,12 @@ export class RawBtf {
 
   /** The string at `off` of the string section (split BTF: offsets past the base continue here). */
   str(off: number): string {
+    if (off === 0) return '';
     if (this.base) {
       const baseLen = this.base.totalStrLen;
       if (off < baseLen) return this.base.str(off);
-      off -= baseLen;
+      off -= baseLen; // a split section need not start with "\0": its offset 0 is a real string
     }
-    if (off === 0) return '';
     if (off >= this.header.strLen) throw new BtfError(`BTF string offset ${off} is past the string section`);
     const s = this.stringSection();
     const end = s.indexOf('\0', off);
@@ -161,6 +161,7 @@ export class RawBtf {
     const s = this.stringSection();
     const needle = `\0${name}\0`;
     const baseLen = this.base?.totalStrLen ?? 0;
+    if (this.base && s.startsWith(needle.slice(1))) out.push(baseLen);
     for (let i = s.indexOf(needle); i >= 0; i = s.indexOf(needle, i + 1)) out.push(baseLen + i + 1);
     return out;
   }
