@@ -1,0 +1,164 @@
+/**
+ * The benchmark run: decide what can be measured on this machine (workloads built, tracers installed),
+ * warm every workload up once, then run the rounds — in each round, for each workload, untraced first and
+ * every tracer after it (A B A C …), so each slowdown ratio compares two runs made moments apart — and
+ * finally the throughput stages. Returns raw samples; report.ts turns them into the table and JSON.
+ */
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BenchOptions } from './options.js';
+import { ProcessSet } from './procs.js';
+import { runSample, type Sample } from './run-sample.js';
+import { decoderThroughput, ringDrainThroughput, type Throughput } from './throughput.js';
+import { discoverTracers, ensureTracefs, type Tracer } from './tracers.js';
+import {
+  buildCLoop,
+  cliHasCommand,
+  DEFAULT_WORKLOADS,
+  describeWorkload,
+  makeWorkload,
+  type Workload,
+  type WorkloadId,
+} from './workloads.js';
+
+/** Peers run on the single-vCPU PIO loops only: they are slow, and that is the workload HOST.md reports. */
+const PEER_WORKLOADS: WorkloadId[] = ['guest-pio-1', 'c-pio-1'];
+
+export interface BenchRun {
+  options: BenchOptions;
+  workloads: Workload[];
+  /** Workloads that could not run, with the reason. */
+  skippedWorkloads: Array<{ id: WorkloadId; label: string; reason: string }>;
+  tracers: Tracer[];
+  samples: Sample[];
+  ring: Throughput;
+  decoder: Throughput;
+  notes: string[];
+  loadavg: { start: number[]; end: number[] };
+  aborted: boolean;
+}
+
+export interface RunnerHooks {
+  progress(text: string): void;
+  signal: AbortSignal;
+}
+
+/** Make sure this machine can run KVM workloads at all; throws one clear line otherwise. */
+function checkKvm(): void {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+  } catch {
+    throw new Error('/dev/kvm is missing or not accessible: the benchmark needs KVM (run as root on a KVM host)');
+  }
+}
+
+export function tracersFor(w: Workload, tracers: Tracer[]): Tracer[] {
+  return tracers.filter((t) => t.unavailable === null && (!t.peer || PEER_WORKLOADS.includes(w.id)));
+}
+
+export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: RunnerHooks): Promise<BenchRun> {
+  checkKvm();
+  const { loadavg } = await import('node:os');
+  const notes: string[] = [];
+  const tmpDir = mkdtempSync(join(tmpdir(), 'kvm-bench-'));
+  // Also removed if the bench is forced out (a second Ctrl-C) before the finally below runs.
+  const removeTmp = (): void => rmSync(tmpDir, { recursive: true, force: true });
+  process.on('exit', removeTmp);
+  try {
+    const wanted = opts.workloads ?? (opts.smoke ? ['guest-pio-1' as const] : DEFAULT_WORKLOADS);
+    const skippedWorkloads: BenchRun['skippedWorkloads'] = [];
+    const haveGuest = cliHasCommand('guest');
+    const needC = wanted.some((id) => id.startsWith('c-')) || (opts.smoke && !haveGuest);
+    const cBuild = needC ? buildCLoop(tmpDir) : { reason: 'not requested' };
+    const cBinary = 'binary' in cBuild ? cBuild.binary : null;
+
+    let ids: WorkloadId[] = [...wanted];
+    // The smoke run needs one workload: the reference guest, or the C loop until the guest exists.
+    if (opts.smoke && !haveGuest && !opts.workloads && cBinary) {
+      ids = ['c-pio-1'];
+      notes.push('reference guest not built yet: the smoke run used the C kvm-loop');
+    }
+    const candidates: Workload[] = [];
+    for (const id of ids) {
+      const d = describeWorkload(id);
+      if (d.kind === 'guest' && !haveGuest) skippedWorkloads.push({ id, label: d.label, reason: 'kvm-trace guest is not built yet' });
+      else if (d.kind === 'c' && !cBinary) skippedWorkloads.push({ id, label: d.label, reason: 'reason' in cBuild ? cBuild.reason : 'not built' });
+      else candidates.push(makeWorkload(id, cBinary, true));
+    }
+
+    // Warm-up (untraced, small): proves each workload runs before any tracer is involved, warms the page
+    // cache, and tells whether the guest's --exits counts per vCPU or in total.
+    const workloads: Workload[] = [];
+    for (const w of candidates) {
+      hooks.progress(`warm-up: ${w.label}`);
+      const warmExits = Math.min(opts.exits, 2000);
+      const s = await runSample({ procs, tmpDir, exits: warmExits }, w, { id: 'untraced', label: 'untraced', style: 'none', peer: false, unavailable: null }, 0);
+      if (hooks.signal.aborted) break;
+      if (s.error || s.exits === null) {
+        skippedWorkloads.push({ id: w.id, label: w.label, reason: `warm-up failed: ${s.error ?? 'no exit count'}` });
+        continue;
+      }
+      if (w.kind === 'guest' && w.vcpus > 1 && s.exits < warmExits * 0.5) {
+        // It was asked for warmExits / vcpus per vCPU and made about that many in all: the guest's --exits
+        // is a total over all vCPUs, so pass the total unchanged from now on.
+        workloads.push(makeWorkload(w.id, cBinary, false));
+      } else workloads.push(w);
+      if (s.timing === 'wall') notes.push(`${w.label}: reports no elapsed_s, timed by wall clock (includes start-up)`);
+    }
+    if (workloads.length === 0 && !hooks.signal.aborted) {
+      throw new Error(`no workload can run: ${skippedWorkloads.map((s) => `${s.id}: ${s.reason}`).join('; ')}`);
+    }
+
+    let tracers = discoverTracers().filter((t) => t.id === 'untraced' || !opts.tracers || opts.tracers.includes(t.id));
+    if (!opts.peers) tracers = tracers.filter((t) => !t.peer);
+    if (tracers.some((t) => (t.id === 'perf-trace' || t.id.startsWith('bpftrace')) && t.unavailable === null)) {
+      const note = ensureTracefs();
+      if (note) notes.push(note);
+    }
+
+    const samples: Sample[] = [];
+    const total = opts.rounds * workloads.reduce((n, w) => n + tracersFor(w, tracers).length, 0);
+    const start = { loadavg: loadavg() };
+    let done = 0;
+    outer: for (let round = 1; round <= opts.rounds; round++) {
+      for (const w of workloads) {
+        for (const t of tracersFor(w, tracers)) {
+          if (hooks.signal.aborted) break outer;
+          done++;
+          hooks.progress(`round ${round}/${opts.rounds} · ${w.label} · ${t.label} (${done}/${total})`);
+          samples.push(await runSample({ procs, tmpDir, exits: opts.exits }, w, t, round));
+        }
+      }
+    }
+
+    let ring: Throughput = { records_per_s: null, records: 0, seconds: 0, note: 'not run (aborted)' };
+    let decoder: Throughput = ring;
+    if (!hooks.signal.aborted) {
+      hooks.progress('ring-buffer drain throughput');
+      ring = await ringDrainThroughput(opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+      hooks.progress('decoder throughput');
+      decoder = await decoderThroughput(opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+    }
+    return {
+      options: opts,
+      workloads,
+      skippedWorkloads,
+      tracers,
+      samples,
+      ring,
+      decoder,
+      notes,
+      loadavg: { start: start.loadavg, end: loadavg() },
+      aborted: hooks.signal.aborted,
+    };
+  } finally {
+    await procs.stopAll();
+    removeTmp();
+    process.off('exit', removeTmp);
+  }
+}
+
+function failed(e: Error): Throughput {
+  return { records_per_s: null, records: 0, seconds: 0, note: `failed: ${e.message.split('\n')[0]}` };
+}

@@ -1,0 +1,131 @@
+/**
+ * The benchmark's pieces that decide its numbers, without running a benchmark: statistics, how a workload's
+ * summary and a tracer's summary are read, which attach flag means "aggregate", the workload gate, and the
+ * process set that must never leave a child behind.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ProcessSet } from '../scripts/bench/procs.js';
+import { readSummary } from '../scripts/bench/run-sample.js';
+import { spread } from '../scripts/bench/stats.js';
+import { aggregateFlag } from '../scripts/bench/tracers.js';
+import { describeWorkload, gated, parseWorkloadOutput } from '../scripts/bench/workloads.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'bench-parts-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('spread', () => {
+  it.each([
+    [[3, 1, 2], { median: 2, min: 1, max: 3, n: 3 }],
+    [[4, 1, 3, 2], { median: 2.5, min: 1, max: 4, n: 4 }],
+    [[5, null, undefined, Number.NaN], { median: 5, min: 5, max: 5, n: 1 }],
+  ])('%j → %j', (values, want) => {
+    expect(spread(values)).toEqual(want);
+  });
+  it('is null without finite values', () => expect(spread([null, Number.POSITIVE_INFINITY])).toBeNull());
+});
+
+describe('parseWorkloadOutput', () => {
+  it.each([
+    ['{"exits":{"IO":200000,"HLT":1},"vcpus":1,"elapsed_s":1.5}', 200001, 1.5, 'loop'],
+    ['noise\n{"vcpus":4,"exits":{"IO":8,"HLT":4},"elapsed_ms":250}\n', 12, 0.25, 'loop'],
+    ['{"exits":[{"IO":3},{"IO":4,"HLT":1}]}', 8, 9, 'wall'],
+    ['{"exits":7,"elapsed_s":0}', 7, 9, 'wall'],
+  ])('%j', (stdout, exits, elapsed, timing) => {
+    expect(parseWorkloadOutput(stdout, 9)).toEqual({ exits, elapsed_s: elapsed, timing });
+  });
+  it('throws without a summary', () => expect(() => parseWorkloadOutput('{"x":1}\nhello', 1)).toThrow(/no JSON summary/));
+});
+
+describe('readSummary', () => {
+  it('takes the last summary line of the -o file, skipping a torn first line of the tail window', () => {
+    const f = join(dir, 'trace.jsonl');
+    const body = Array.from({ length: 100 }, (_, i) => JSON.stringify({ type: 'ioctl', i })).join('\n');
+    writeFileSync(f, `${body}\n{"type":"summary","events":100,"lost":0,"ioctls":{"KVM_RUN":{"count":98}}}\n`);
+    expect(readSummary(f, '')).toMatchObject({ events: 100, lost: 0 });
+  });
+  it.each([
+    ['{"type":"summary","events":5,"lost":1}\n', 5],
+    ['attached\n{\n  "type": "summary",\n  "events": 6,\n  "lost": 0\n}\n', 6],
+  ])('falls back to stdout: %j', (stdout, events) => {
+    expect(readSummary(join(dir, 'absent.jsonl'), stdout)?.events).toBe(events);
+  });
+  it('is null without one', () => expect(readSummary(join(dir, 'absent.jsonl'), 'attached\n')).toBeNull());
+});
+
+describe('aggregateFlag', () => {
+  it.each([
+    ['  --aggregate        count in the kernel only', '--aggregate'],
+    ['  --count-only       no per-event records', '--count-only'],
+    ['  -o, --output <file>', null],
+  ])('%j → %s', (help, flag) => expect(aggregateFlag(help)).toBe(flag));
+});
+
+describe('workloads', () => {
+  it.each([
+    ['guest-pio-4', 'guest', 'pio', 4],
+    ['c-mmio-1', 'c', 'mmio', 1],
+  ] as const)('%s', (id, kind, loop, vcpus) => {
+    expect(describeWorkload(id)).toMatchObject({ kind, loop, vcpus });
+  });
+});
+
+describe('ProcessSet', () => {
+  it('the gate holds the workload until a line arrives, and exec keeps the pid', async () => {
+    const procs = new ProcessSet();
+    const t = procs.spawn('gate', ...splitArgv(gated(['/bin/sh', '-c', 'echo pid=$$'])), { stdin: 'pipe' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(t.done).toBe(false);
+    t.child.stdin?.end('\n');
+    const exit = await t.exited;
+    expect(exit.code).toBe(0);
+    expect(t.stdout().trim()).toBe(`pid=${t.pid}`);
+  });
+
+  it('stop() sends the signal, and SIGKILLs the whole group when it is ignored', async () => {
+    const procs = new ProcessSet();
+    const polite = procs.spawn('polite', 'sleep', ['30']);
+    const r1 = await procs.stop(polite, 'SIGINT', 5_000);
+    expect(r1).toMatchObject({ killed: false, exit: { signal: 'SIGINT' } });
+
+    // A wrapper that ignores SIGINT, with a child: both must be gone after stop().
+    const stubborn = procs.spawn('stubborn', '/bin/sh', ['-c', "trap '' INT; sleep 30 & echo $!; wait"], { gentle: true });
+    await stubborn.waitFor('stdout', /^\d+$/m, 5_000);
+    const childPid = Number(stubborn.stdout().trim());
+    const r2 = await procs.stop(stubborn, 'SIGINT', 300);
+    expect(r2.killed).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(alive(childPid)).toBe(false);
+  });
+
+  it('stopAll() leaves nothing running', async () => {
+    const procs = new ProcessSet();
+    const a = procs.spawn('a', 'sleep', ['30']);
+    const b = procs.spawn('b', 'sleep', ['30'], { gentle: true });
+    await procs.stopAll(1_000);
+    expect([a.done, b.done]).toEqual([true, true]);
+    expect([alive(a.pid), alive(b.pid)]).toEqual([false, false]);
+  });
+
+  it('waitFor() rejects with the last stderr line when the process exits first', async () => {
+    const procs = new ProcessSet();
+    const t = procs.spawn('fails', '/bin/sh', ['-c', 'echo "no BTF here" >&2; exit 3']);
+    await expect(t.waitFor('stderr', /attached/, 5_000)).rejects.toThrow(/exit code 3.*no BTF here/);
+  });
+});
+
+function splitArgv(argv: string[]): [string, string[]] {
+  return [argv[0], argv.slice(1)];
+}
+
+/** Running (a zombie waiting for its new parent to reap it counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
