@@ -61,7 +61,8 @@ export interface MetricsPipelineOptions {
   resource: Resource;
   otlp?: { url: string; protocol: OtlpProtocol; intervalMs: number; timeoutMs: number };
   prometheus?: { host: string; port: number };
-  warn: (line: string) => void;
+  /** (cause, line): one warning per cause for the whole sink. */
+  warn: (cause: string, line: string) => void;
   /** Live span counters for the observable instruments. */
   spanStats: () => { dropped: number; aggregatedRuns: number; sampledOutRuns: number };
 }
@@ -69,22 +70,18 @@ export interface MetricsPipelineOptions {
 /** Counts failed metric exports and warns once; forwards everything else to the real exporter. */
 class CountingMetricExporter implements PushMetricExporter {
   errors = 0;
-  private warned = false;
 
   constructor(
     private readonly inner: PushMetricExporter,
     private readonly url: string,
-    private readonly warn: (line: string) => void,
+    private readonly warn: (cause: string, line: string) => void,
   ) {}
 
   export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
     this.inner.export(metrics, (result) => {
       if (result.code !== ExportResultCode.SUCCESS) {
         this.errors++;
-        if (!this.warned) {
-          this.warned = true;
-          this.warn(`kvm-trace: warning: OTLP metric export to ${this.url} failed (${oneLineError(result.error)}); capture continues`);
-        }
+        this.warn('export', `kvm-trace: warning: OTLP export to ${this.url} failed (${oneLineError(result.error)}); capture continues`);
       }
       done(result);
     });

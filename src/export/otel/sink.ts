@@ -18,7 +18,7 @@ import { resolveOtelConfig, type OtelSinkOptions, type ResolvedOtelConfig } from
 import { MetricsPipeline } from './metrics.js';
 import { SpanBuilder } from './span-builder.js';
 import { TracePipeline } from './trace-pipeline.js';
-import { oneLineError, packageVersion } from './util.js';
+import { oneLineError, packageVersion, warnOncePer } from './util.js';
 
 export interface OtelStats {
   /** Spans ended and handed to the exporter (ioctl, aggregate KVM_RUN, vCPU, VM and process spans). */
@@ -104,6 +104,7 @@ class OtelSinkImpl implements OtelSink {
   private readonly metrics?: MetricsPipeline;
   private readonly idleTimer?: NodeJS.Timeout;
   private internalErrors = 0;
+  private readonly warnOnce: (cause: string, line: string) => void;
   private closing?: Promise<void>;
   private final?: OtelStats;
 
@@ -113,6 +114,7 @@ class OtelSinkImpl implements OtelSink {
     private readonly clock: MonotonicToEpoch,
     private readonly captureEnd: 'now' | 'last-record',
   ) {
+    this.warnOnce = warnOncePer(warn);
     const resource = resourceFromAttributes({
       [ATTR_SERVICE_NAME]: config.serviceName,
       [ATTR_SERVICE_VERSION]: packageVersion(),
@@ -127,7 +129,7 @@ class OtelSinkImpl implements OtelSink {
         batchSize: config.batchSize,
         scheduleDelayMs: config.scheduleDelayMs,
         exportTimeoutMs: config.exportTimeoutMs,
-        warn,
+        warn: this.warnOnce,
       });
       this.builder = new SpanBuilder(this.traces.tracer, clock, config.runSpans);
       if (config.runSpans.mode === 'aggregate') {
@@ -142,7 +144,7 @@ class OtelSinkImpl implements OtelSink {
           ? { url: config.metricsUrl, protocol: config.metricsProtocol, intervalMs: config.metricsIntervalMs, timeoutMs: config.exportTimeoutMs }
           : undefined,
         prometheus: config.prometheus,
-        warn,
+        warn: this.warnOnce,
         spanStats: () => this.stats(),
       });
     }
@@ -163,9 +165,8 @@ class OtelSinkImpl implements OtelSink {
     try {
       f();
     } catch (err) {
-      if (this.internalErrors++ === 0) {
-        this.warn(`kvm-trace: warning: OpenTelemetry export skipped a record (${oneLineError(err)}); counting further failures`);
-      }
+      this.internalErrors++;
+      this.warnOnce('internal', `kvm-trace: warning: OpenTelemetry export skipped a record (${oneLineError(err)}); counting further failures`);
     }
   }
 

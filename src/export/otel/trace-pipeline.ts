@@ -20,6 +20,8 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import type { OtlpProtocol } from './config.js';
 import { oneLineError, withDeadline } from './util.js';
 
+type WarnOnce = (cause: string, line: string) => void;
+
 export interface TracePipelineOptions {
   url: string;
   protocol: OtlpProtocol;
@@ -28,7 +30,7 @@ export interface TracePipelineOptions {
   batchSize: number;
   scheduleDelayMs: number;
   exportTimeoutMs: number;
-  warn: (line: string) => void;
+  warn: WarnOnce;
 }
 
 export interface TraceDeliveryStats {
@@ -43,12 +45,11 @@ class CountingExporter implements SpanExporter {
   exported = 0;
   failed = 0;
   errors = 0;
-  private warned = false;
 
   constructor(
     private readonly inner: SpanExporter,
     private readonly url: string,
-    private readonly warn: (line: string) => void,
+    private readonly warn: WarnOnce,
   ) {}
 
   export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
@@ -67,13 +68,11 @@ class CountingExporter implements SpanExporter {
   private fail(n: number, err: unknown): void {
     this.failed += n;
     this.errors++;
-    if (!this.warned) {
-      this.warned = true;
-      this.warn(
-        `kvm-trace: warning: OTLP span export to ${this.url} failed (${oneLineError(err)}); ` +
-          'capture continues, undelivered spans are counted as dropped',
-      );
-    }
+    this.warn(
+      'export',
+      `kvm-trace: warning: OTLP export to ${this.url} failed (${oneLineError(err)}); ` +
+        'capture continues, undelivered spans are counted as dropped',
+    );
   }
 
   shutdown(): Promise<void> {
@@ -108,7 +107,6 @@ export class TracePipeline {
   private readonly provider: TracerProvider;
   private readonly exporter: CountingExporter;
   private queueDropped = 0;
-  private warnedQueue = false;
   private closed?: Promise<void>;
 
   constructor(private readonly o: TracePipelineOptions) {
@@ -133,13 +131,11 @@ export class TracePipeline {
 
   private onQueueDrop(n: number): void {
     this.queueDropped += n;
-    if (!this.warnedQueue) {
-      this.warnedQueue = true;
-      this.o.warn(
-        `kvm-trace: warning: span queue full (${this.o.maxQueue} spans; the collector is slow or unreachable); ` +
-          'capture continues, dropped spans are counted',
-      );
-    }
+    this.o.warn(
+      'queue',
+      `kvm-trace: warning: span queue full (${this.o.maxQueue} spans; the collector is slow or unreachable); ` +
+        'capture continues, dropped spans are counted',
+    );
   }
 
   delivery(): TraceDeliveryStats {

@@ -30,7 +30,9 @@ export function oneLineError(err: unknown): string {
   for (let depth = 0; e && depth < 3; depth++) {
     const code = (e as { code?: unknown }).code;
     const msg = e instanceof Error ? e.message : String(e);
-    const text = typeof code === 'string' && !msg.includes(code) ? (msg ? `${code}: ${msg}` : code) : msg;
+    // Network errors carry a string code (ECONNREFUSED); OTLP HTTP errors a numeric status.
+    const tag = typeof code === 'string' ? code : typeof code === 'number' ? `HTTP ${code}` : '';
+    const text = tag && !msg.includes(tag) ? (msg ? `${tag}: ${msg}` : tag) : msg;
     if (text && !parts.some((p) => p.includes(text))) parts.push(text);
     e = e instanceof Error ? e.cause : undefined;
   }
@@ -55,3 +57,16 @@ export function packageVersion(): string {
   return (cachedVersion = '0.0.0');
 }
 let cachedVersion: string | undefined;
+
+/**
+ * One warning line per cause for the whole sink: an unreachable collector fails both the span and the metric
+ * exports, and the user needs to hear it once, not once per signal or per batch.
+ */
+export function warnOncePer(warn: (line: string) => void): (cause: string, line: string) => void {
+  const said = new Set<string>();
+  return (cause, line) => {
+    if (said.has(cause)) return;
+    said.add(cause);
+    warn(line);
+  };
+}
