@@ -23,6 +23,7 @@ import {
   type KvmVcpuEvents,
   type KvmXcrs,
 } from './abi/structs.js';
+import { encode } from './abi/layout.js';
 import { KvmHandle } from './handle.js';
 import { KvmRun, type KvmRunLayout } from './kvm-run.js';
 import { kvmIoctl, notifyKvmRun } from './observer.js';
@@ -151,15 +152,18 @@ export class Vcpu extends KvmHandle {
   setMsrs(entries: KvmMsrEntry[], at?: bigint): number {
     const head = S.kvm_msrs;
     const ent = S.kvm_msr_entry;
-    const a = this.argOf(head, { nmsrs: entries.length, entries: entries as never }, at, head.size + entries.length * ent.size);
+    const a = this.argOf(head, { nmsrs: entries.length }, at, head.size + entries.length * ent.size);
+    entries.forEach((e, i) => encode(ent, a.dv, { ...e }, head.size + i * ent.size));
     return this.call(KVM_SET_MSRS, a.addr);
   }
 
   /** KVM_SET_CPUID2: the CPUID the guest sees (typically Kvm.getSupportedCpuid()). */
   setCpuid2(entries: KvmCpuidEntry2[], at?: bigint): void {
     const head = S.kvm_cpuid2;
-    const size = head.size + entries.length * S.kvm_cpuid_entry2.size;
-    this.call(KVM_SET_CPUID2, this.argOf(head, { nent: entries.length, entries: entries as never }, at, size).addr);
+    const ent = S.kvm_cpuid_entry2;
+    const a = this.argOf(head, { nent: entries.length }, at, head.size + entries.length * ent.size);
+    entries.forEach((e, i) => encode(ent, a.dv, { ...e }, head.size + i * ent.size));
+    this.call(KVM_SET_CPUID2, a.addr);
   }
 
   /** KVM_GET_VCPU_EVENTS: pending exceptions, interrupts, NMI, SMI state. */
