@@ -2,11 +2,13 @@
  * A typed view over a vCPU's mmapped `struct kvm_run` (mmap of the vCPU fd at offset 0, vcpuMmapSize
  * bytes): the exit reason and the exit details a VMM reads after KVM_RUN, and the data page PIO uses.
  *
- * Offsets come from a KvmRunLayout, built once from the struct declaration in abi/structs.ts (whose
- * offsets test/kvm-structs.test.ts checks against the kernel's BTF). The layout is plain data so the
- * main thread can compute it once and hand it to vCPU worker threads. The views are created once per
- * mapping: reading the exit reason is one typed-array load, which is what keeps the KVM_RUN loop fast.
+ * Offsets come from a KvmRunLayout read from the running kernel's BTF (/sys/kernel/btf/vmlinux); only
+ * where BTF is unavailable from the declaration in abi/structs.ts (C layout rules, checked against BTF by
+ * test/kvm-structs.test.ts). The layout is plain data, so the main thread computes it once and hands it to
+ * vCPU worker threads. The views are created once per mapping: reading the exit reason is one typed-array
+ * load, which is what keeps the KVM_RUN loop fast.
  */
+import { Btf, type MemberLayout, type StructLayout } from '../btf/index.js';
 import { memoryView } from '../ffi/libc.js';
 import { exitReasonName } from './abi/ioctl-table.js';
 import { memberAt } from './abi/layout.js';
@@ -14,6 +16,8 @@ import { STRUCTS } from './abi/structs.js';
 
 /** Byte offsets of the kvm_run members kvm-trace reads or writes. */
 export interface KvmRunLayout {
+  /** Where the offsets came from. */
+  source: 'btf' | 'declared';
   size: number;
   immediateExit: number;
   exitReason: number;
@@ -25,17 +29,29 @@ export interface KvmRunLayout {
   ex: { exception: number; errorCode: number };
 }
 
-let cached: KvmRunLayout | null = null;
+/** Kernel builds rename some uapi members (HOST.md: byte 1 is `immediate_exit__unsafe` in BTF). */
+const BTF_ALIASES: Record<string, string> = { immediate_exit: 'immediate_exit__unsafe' };
 
-/** The kvm_run layout from the declared struct (C layout rules, checked against BTF by a test). */
-export function kvmRunLayout(): KvmRunLayout {
-  if (cached) return cached;
-  const t = STRUCTS.kvm_run;
-  const at = (p: string): number => memberAt(t, p).offset;
+/** Offset of a dotted path in a BTF layout; "" segments are anonymous members. */
+export function btfOffset(s: StructLayout, path: string): number {
+  let rec: StructLayout | undefined = s;
+  let off = 0;
+  for (const part of path.split('.')) {
+    const m: MemberLayout | undefined =
+      rec?.members.find((x) => x.name === part) ?? rec?.members.find((x) => x.name === BTF_ALIASES[part]);
+    if (!m) throw new Error(`BTF struct ${s.name} has no member ${path}`);
+    off += m.offset;
+    rec = m.nested;
+  }
+  return off;
+}
+
+function build(source: KvmRunLayout['source'], size: number, at: (path: string) => number): KvmRunLayout {
   // The exit union is an anonymous member (name ""), so its members are reached through "".
   const u = (p: string): number => at(`.${p}`);
-  cached = {
-    size: t.size,
+  return {
+    source,
+    size,
     immediateExit: at('immediate_exit'),
     exitReason: at('exit_reason'),
     io: { direction: u('io.direction'), size: u('io.size'), port: u('io.port'), count: u('io.count'), dataOffset: u('io.data_offset') },
@@ -45,6 +61,32 @@ export function kvmRunLayout(): KvmRunLayout {
     hw: { reason: u('hw.hardware_exit_reason') },
     ex: { exception: u('ex.exception'), errorCode: u('ex.error_code') },
   };
+}
+
+/** The layout from the running kernel's BTF, or null when the kernel exposes no BTF for kvm_run. */
+export function kvmRunLayoutFromBtf(btf?: Btf): KvmRunLayout | null {
+  let s: StructLayout | undefined;
+  try {
+    s = (btf ?? Btf.vmlinux()).struct('kvm_run');
+  } catch {
+    return null; // no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF off) or unreadable
+  }
+  if (!s) return null;
+  const rec = s;
+  return build('btf', rec.size, (p) => btfOffset(rec, p));
+}
+
+/** The layout from the declaration in abi/structs.ts. */
+export function kvmRunLayoutDeclared(): KvmRunLayout {
+  const t = STRUCTS.kvm_run;
+  return build('declared', t.size, (p) => memberAt(t, p).offset);
+}
+
+let cached: KvmRunLayout | null = null;
+
+/** kvm_run's layout: from BTF when the kernel has it, else declared. Computed once per thread. */
+export function kvmRunLayout(): KvmRunLayout {
+  cached ??= kvmRunLayoutFromBtf() ?? kvmRunLayoutDeclared();
   return cached;
 }
 
