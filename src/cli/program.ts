@@ -18,7 +18,7 @@ export type Register = (program: Command, io: CliIo) => void;
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
-  () => import('./commands/guest.js'),
+  () => import('./commands/abi.js'),
 ];
 
 function packageVersion(): string {
