@@ -19,6 +19,7 @@ export type Register = (program: Command, io: CliIo) => void;
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
   () => import('./commands/abi.js'),
+  () => import('./commands/guest.js'),
 ];
 
 function packageVersion(): string {
