@@ -54,7 +54,20 @@ export interface IoctlRecord {
   ret: number;
   errno: string | null;
   latency_ns: number;
+  /** Exit seen without its enter (tracing attached mid-call): enter_ns and latency_ns are 0. */
+  no_enter?: true;
+  /**
+   * The decoded argument (see src/decode/btf-args.ts and ioctl-args.ts for the full rules): BTF member
+   * names; integers as numbers when exact else "0x…"; pointers and address-named u64s as "0x…"; byte
+   * arrays > 16 as hex strings (memory order, no "0x"); anonymous struct/union members flattened; flexible
+   * arrays up to the captured bytes and their count member; `_truncated: true` when bytes were cut,
+   * `_fault: true` when the argument could not be read. Integer arguments are named (KVM_CHECK_EXTENSION
+   * {cap:"KVM_CAP_…", value}, KVM_CREATE_VCPU {id}, KVM_CREATE_VM {type}, …). Decoded from the out bytes
+   * when the call succeeded and they were captured, else from the in bytes.
+   */
   args?: Record<string, unknown>;
+  /** Read-write calls: top-level scalar members the caller passed in with a different value. */
+  args_in?: Record<string, unknown>;
   exit?: ExitInfo;
   flags?: BufferFlag[];
   /** Why a failing call failed, when the cause is visible (ABI check). */

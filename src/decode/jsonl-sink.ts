@@ -1,0 +1,158 @@
+/**
+ * RecordSink writing one JSON object per line to a file (or any Writable). Lines are batched into chunks
+ * (default 64 KiB) so a million records are a few hundred writes, not a million; when the stream pushes
+ * back (write() returns false) chunks wait in memory until 'drain', up to `maxBufferedBytes`, past which
+ * records are dropped and counted rather than growing memory without bound. close() flushes everything,
+ * ends the stream (when the sink opened it) and resolves once the data is written — or, after a stream
+ * error, once what could not be written is counted in `stats.dropped` (the error is kept in `error`).
+ */
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import type { RecordSink } from '../export/sink.js';
+import type { TraceRecord } from './records.js';
+
+export interface JsonlSinkOptions {
+  /** Bytes collected before a chunk is handed to the stream (default 64 KiB). */
+  chunkBytes?: number;
+  /** Bytes allowed to wait for the stream to drain before records are dropped (default 256 MiB). */
+  maxBufferedBytes?: number;
+  /** End the stream on close() (default: true for a path, false for a caller's Writable). */
+  endStream?: boolean;
+}
+
+export interface JsonlSinkStats {
+  /** Records accepted (written or still buffered). */
+  records: number;
+  /** Bytes handed to the stream. */
+  bytes: number;
+  /** Records not delivered (stream error, buffer full while the stream pushed back, after close). */
+  dropped: number;
+}
+
+interface Chunk {
+  text: string;
+  records: number;
+}
+
+export class JsonlSink implements RecordSink {
+  readonly stats: JsonlSinkStats = { records: 0, bytes: 0, dropped: 0 };
+  /** The stream's error, if one happened (records after it are dropped). */
+  error: Error | undefined;
+  private readonly stream: Writable;
+  private readonly endStream: boolean;
+  private readonly chunkBytes: number;
+  private readonly maxBuffered: number;
+  private parts: string[] = [];
+  private partBytes = 0;
+  private waiting: Chunk[] = [];
+  private waitingBytes = 0;
+  private blocked = false;
+  private closing: Promise<void> | undefined;
+
+  /** Write to `target`: a path (created or truncated) or a Writable. */
+  constructor(target: string | Writable, opts: JsonlSinkOptions = {}) {
+    this.stream = typeof target === 'string' ? createWriteStream(target, { flags: 'w' }) : target;
+    this.endStream = opts.endStream ?? typeof target === 'string';
+    this.chunkBytes = opts.chunkBytes ?? 64 * 1024;
+    this.maxBuffered = opts.maxBufferedBytes ?? 256 * 1024 * 1024;
+    this.stream.on('error', (e: Error) => this.fail(e));
+    this.stream.on('drain', () => this.onDrain());
+  }
+
+  /** Open `path` and wait until it is open: a bad path rejects here with the system's reason. */
+  static async open(path: string, opts: JsonlSinkOptions = {}): Promise<JsonlSink> {
+    const stream = createWriteStream(path, { flags: 'w' });
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', reject);
+    });
+    return new JsonlSink(stream, { endStream: true, ...opts });
+  }
+
+  write(record: TraceRecord): void {
+    if (this.error || this.closing) {
+      this.stats.dropped++;
+      return;
+    }
+    let line: string;
+    try {
+      line = JSON.stringify(record) + '\n';
+    } catch {
+      this.stats.dropped++; // not serialisable (a decoder bug): counted, never thrown
+      return;
+    }
+    if (this.blocked && this.waitingBytes + this.partBytes + line.length > this.maxBuffered) {
+      this.stats.dropped++;
+      return;
+    }
+    this.parts.push(line);
+    this.partBytes += line.length;
+    this.stats.records++;
+    if (this.partBytes >= this.chunkBytes) this.flushParts();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.finish();
+    return this.closing;
+  }
+
+  /** Hand the collected lines to the stream as one chunk (or queue it while the stream pushes back). */
+  private flushParts(): void {
+    if (this.parts.length === 0) return;
+    const chunk: Chunk = { text: this.parts.join(''), records: this.parts.length };
+    this.parts = [];
+    this.partBytes = 0;
+    if (this.blocked) {
+      this.waiting.push(chunk);
+      this.waitingBytes += chunk.text.length;
+    } else {
+      this.push(chunk);
+    }
+  }
+
+  private push(chunk: Chunk): void {
+    this.stats.bytes += Buffer.byteLength(chunk.text);
+    if (!this.stream.write(chunk.text)) this.blocked = true;
+  }
+
+  private onDrain(): void {
+    this.blocked = false;
+    while (this.waiting.length > 0 && !this.blocked) {
+      const chunk = this.waiting.shift()!;
+      this.waitingBytes -= chunk.text.length;
+      this.push(chunk);
+    }
+  }
+
+  private fail(e: Error): void {
+    this.error ??= e;
+    this.stats.dropped += this.parts.length + this.waiting.reduce((n, c) => n + c.records, 0);
+    this.parts = [];
+    this.partBytes = 0;
+    this.waiting = [];
+    this.waitingBytes = 0;
+    this.blocked = false;
+  }
+
+  private async finish(): Promise<void> {
+    this.flushParts();
+    while ((this.blocked || this.waiting.length > 0) && !this.error) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.stream.off('drain', done);
+          this.stream.off('error', done);
+          resolve();
+        };
+        this.stream.once('drain', done);
+        this.stream.once('error', done);
+      });
+    }
+    if (this.error) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => resolve();
+      this.stream.once('error', done);
+      if (this.endStream) this.stream.end(done);
+      else this.stream.write('', done); // not ours to end: resolves once earlier writes went through
+    });
+  }
+}
