@@ -58,10 +58,11 @@ const SECTION_COMMENTS: Array<[RegExp, FdKind]> = [
 ];
 
 /**
- * Where the header's section comments are incomplete or wrong. Each entry is the ":Type:" line of
- * Documentation/virt/kvm/api.rst (Linux 6.x). The vCPU section of kvm.h runs to the end of the file, so
- * later VM ioctls (KVM_CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS, ...) need an entry here; several ioctls are
- * valid on more than one fd kind.
+ * Where the header's section comments are incomplete or wrong. Entries follow the ":Type:" lines of
+ * Documentation/virt/kvm/api.rst (Linux 6.x), plus what x86 code accepts beyond them (KVM_GET/HAS_DEVICE_ATTR
+ * on /dev/kvm, KVM_CAP_SYS_ATTRIBUTES). The vCPU section of kvm.h runs to the end of the file, so later VM
+ * ioctls (KVM_CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS, ...) need an entry here; several ioctls are valid on
+ * more than one fd kind.
  */
 const FD_KIND_OVERRIDES: Record<string, FdKind[]> = {
   KVM_CHECK_EXTENSION: ['system', 'vm'],
