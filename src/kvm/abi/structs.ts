@@ -6,6 +6,7 @@
  *
  * Keys are C tags. Flexible arrays (kvm_msrs.entries, kvm_cpuid2.entries, kvm_msr_list.indices) are
  * zero-length arrays, as in C: the struct size is the header, the entries follow it in the same buffer.
+ * (The kernel's __DECLARE_FLEX_ARRAY wraps them in an anonymous struct; offsets are the same.)
  * `char` is signed on x86_64, hence s8. kvm_run is declared here as well (header, the exit union members
  * the guest reads, sync-regs area) so code can run without BTF; src/kvm/kvm-run.ts prefers BTF offsets.
  */
@@ -176,7 +177,10 @@ const kvm_enable_cap = struct('kvm_enable_cap', [
 
 const kvm_mp_state = struct('kvm_mp_state', [['mp_state', u32]]);
 
-/** The exit union members the guest and the decoders read; `padding` fixes the union at 256 bytes. */
+/**
+ * The exit union members the guest reads; `padding` fixes the union at 256 bytes. (hypercall is left out:
+ * its uapi `longmode` is `#ifndef __KERNEL__`, so kernel BTF and the header disagree about that member.)
+ */
 const kvm_run_exit = union('', [
   ['hw', struct('', [['hardware_exit_reason', u64]])],
   ['fail_entry', struct('', [['hardware_entry_failure_reason', u64], ['cpu', u32]])],
@@ -192,10 +196,6 @@ const kvm_run_exit = union('', [
     ]),
   ],
   ['mmio', struct('', [['phys_addr', u64], ['data', array(u8, 8)], ['len', u32], ['is_write', u8]])],
-  [
-    'hypercall',
-    struct('', [['nr', u64], ['args', array(u64, 6)], ['ret', u64], ['longmode', u32], ['pad', u32]]),
-  ],
   ['internal', struct('', [['suberror', u32], ['ndata', u32], ['data', array(u64, 16)]])],
   ['padding', array(s8, 256)],
 ]);
