@@ -14,8 +14,9 @@ const args = new Set(process.argv.slice(2));
 // Debian packages per purpose. libbpf1 is loaded at run time through koffi (libbpf.so.1).
 const PACKAGES = {
   run: ['libbpf1'],
-  // chromium renders the HTML report in a test; cc builds the C baseline of the guest benchmark.
-  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev'],
+  // chromium renders the HTML report in a test; cc builds the C baseline of the guest benchmark and the
+  // ioctl-table cross-check; bpftool's BTF dump cross-checks the BTF reader.
+  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool'],
   bench: ['libbpf1', 'gcc', 'libc6-dev'],
   peers: ['strace', 'linux-perf', 'bpftrace'],
   'bpf-build': ['clang', 'llvm', 'bpftool', 'libbpf-dev'],
