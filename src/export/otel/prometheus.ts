@@ -8,12 +8,13 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import { oneLineError } from './util.js';
 
 export const PROMETHEUS_PATH = '/metrics';
 
 export class PrometheusEndpoint {
-  readonly reader = new PrometheusExporter({ preventServerStart: true });
+  readonly reader: PrometheusExporter;
   private server?: Server;
   /** The URL scrapers should use, once listening. */
   url?: string;
@@ -21,7 +22,10 @@ export class PrometheusEndpoint {
   constructor(
     readonly host: string,
     readonly port: number,
-  ) {}
+    metricProducers: MetricProducer[] = [],
+  ) {
+    this.reader = new PrometheusExporter({ preventServerStart: true, metricProducers });
+  }
 
   listen(): Promise<string> {
     if (this.url) return Promise.resolve(this.url);

@@ -110,10 +110,10 @@ export class TracePipeline {
   private closed?: Promise<void>;
 
   constructor(private readonly o: TracePipelineOptions) {
-    const inner =
-      o.protocol === 'http/json'
-        ? new JsonTraceExporter({ url: o.url, timeoutMillis: o.exportTimeoutMs })
-        : new ProtoTraceExporter({ url: o.url, timeoutMillis: o.exportTimeoutMs });
+    // At close the batch processor sends every queued batch at once; the exporter must accept that many
+    // concurrent requests or it fails the excess with "Concurrent export limit reached".
+    const cfg = { url: o.url, timeoutMillis: o.exportTimeoutMs, concurrencyLimit: Math.ceil(o.maxQueue / o.batchSize) + 2 };
+    const inner = o.protocol === 'http/json' ? new JsonTraceExporter(cfg) : new ProtoTraceExporter(cfg);
     this.exporter = new CountingExporter(inner, o.url, o.warn);
     const processor = new BatchSpanProcessor({
       exporter: this.exporter,
