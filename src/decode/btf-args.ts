@@ -7,7 +7,7 @@
  *   parent (C-style access: kvm_irq_level.irq, kvm_dirty_log.dirty_bitmap);
  * - integers are numbers when exact (|v| ≤ Number.MAX_SAFE_INTEGER), else "0x…" strings;
  * - pointers (BTF ptr) and 64-bit integers named like addresses (…addr…, …address…, base, …bitmap…, gpa,
- *   hva, phys…) are "0x…" strings;
+ *   hva, phys…; also apic_base-style …base) are "0x…" strings;
  * - byte (char/__u8) arrays longer than 16 are hex strings in memory order without "0x" ("0a1b…"), shorter
  *   ones number arrays; other arrays are arrays; nested named structs are objects;
  * - flexible array members (entries[], indices[], sigset[]) hold as many elements as were captured, capped
@@ -33,7 +33,7 @@ export type StructDecoder = (dv: DataView, off: number, len: number) => ArgsObje
 const MAX_SAFE_HI = 0x1fffff; // hi word of Number.MAX_SAFE_INTEGER
 const TWO32 = 4294967296;
 const PAD_NAME = /^_*(pad|padding|reserved|rsvd|dummy|unused)\d*$/;
-const ADDR_NAME = /addr|address|^base$|bitmap|_ptr$|^ptr$|^gpa$|^gva$|^hva$|^uaddr|^phys/;
+const ADDR_NAME = /addr|address|base$|bitmap|_ptr$|^ptr$|^gpa$|^gva$|^hva$|^uaddr|^phys/;
 /** Count members a flexible array honours, in order of preference. */
 const FLEX_COUNT_NAMES = ['nent', 'nmsrs', 'nr', 'n', 'len', 'count', 'nr_entries', 'num_entries', 'nents', 'ndata'];
 /** Byte arrays up to this length decode as number arrays, longer ones as hex strings. */
@@ -330,6 +330,10 @@ export class BtfArgsDecoder {
     const esize = el.size;
     return (dv, base, off, ctx) => {
       const start = base + off;
+      if (start > ctx.end || (start === ctx.end && !flexible)) {
+        ctx.truncated = true; // not captured at all
+        return undefined;
+      }
       let n = flexible ? Number.MAX_SAFE_INTEGER : nelems;
       let counted = false;
       if (count && base + count.off + count.size <= ctx.end) {
