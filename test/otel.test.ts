@@ -255,6 +255,38 @@ describe('span export', () => {
   });
 });
 
+describe('span lifetimes', () => {
+  it('a VM span lasts until its last vCPU ends when the VM fd closes first; a leaked fd ends with kvm.end=leak', async () => {
+    const rx = await startOtlpReceiver();
+    try {
+      const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 50_000_000, vcpus: 2, runsPerVcpu: 20 });
+      const fds = cap.records.filter((r) => r.type === 'fd' && r.op === 'close');
+      const vmClose = fds.find((r) => r.type === 'fd' && r.fd_kind === 'vm')!;
+      const vcpuCloses = fds.filter((r) => r.type === 'fd' && r.fd_kind === 'vcpu');
+      // Close the VM fd before the vCPU fds, and let the last vCPU fd leak (process exit).
+      const rest = cap.records.filter((r) => !fds.includes(r) && r.type !== 'summary');
+      const lastVcpuNs = (vcpuCloses[1] as { ts_ns: number }).ts_ns;
+      const reordered = [
+        ...rest,
+        { ...vmClose, ts_ns: (vcpuCloses[0] as { ts_ns: number }).ts_ns - 10 },
+        vcpuCloses[0],
+        { ...vcpuCloses[1], op: 'leak' as const },
+      ];
+      const clock = readClockPair();
+      await exportRecords(reordered, { endpoint: rx.url, metrics: false, clock });
+      const vm = rx.spans.find((s) => s.name === 'kvm.vm')!;
+      const pair = new MonotonicToEpoch(clock);
+      expect(vm.endNs).toBe(pair.epochNs(lastVcpuNs));
+      expect(vm.attributes['kvm.end']).toBe('close');
+      const ends = Object.fromEntries(rx.spans.filter((s) => s.name === 'kvm.vcpu').map((s) => [s.attributes['kvm.vcpu'], s.attributes['kvm.end']]));
+      const leaked = (vcpuCloses[1] as { vcpu: number }).vcpu;
+      expect(ends).toEqual({ [1 - leaked]: 'close', [leaked]: 'leak' });
+    } finally {
+      await rx.close();
+    }
+  });
+});
+
 describe('delivery accounting', () => {
   it('an unreachable collector: close() stays within the bound, every span is counted as dropped, one warning', async () => {
     const port = await closedPort();

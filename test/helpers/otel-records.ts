@@ -202,7 +202,7 @@ export function syntheticCapture(o: SyntheticOptions): SyntheticCapture {
   fdRec(pid, 'close', 3, 'system', null, null);
 
   // Records arrive in time order (the ring buffer is drained in order of syscall exit).
-  const timeOf = (r: TraceRecord) => ('ts_ns' in r ? r.ts_ns : undefined);
+  const timeOf = (r: TraceRecord): number | undefined => (r.type === 'ioctl' || r.type === 'fd' || r.type === 'copy' ? r.ts_ns : undefined);
   const timed = records.map((r, i) => ({ r, i, t: timeOf(r) }));
   let lastT = o.startNs;
   for (const x of timed) {
@@ -234,7 +234,7 @@ export function syntheticCapture(o: SyntheticOptions): SyntheticCapture {
     fds: { opened: 2 + nVcpus, closed: 2 + nVcpus, leaked: 0 },
   };
   ordered.push(summary);
-  const endNs = Math.max(...ordered.map((r) => ('ts_ns' in r ? r.ts_ns : 0)));
+  const endNs = Math.max(...ordered.map((r) => timeOf(r) ?? 0));
   return {
     records: ordered,
     endNs,

@@ -132,7 +132,8 @@ class OtelSinkImpl implements OtelSink {
         warn: this.warnOnce,
       });
       this.builder = new SpanBuilder(this.traces.tracer, clock, config.runSpans);
-      if (config.runSpans.mode === 'aggregate') {
+      // Idle windows are a live-capture concern; a replay writes records far faster than wall time passes.
+      if (config.runSpans.mode === 'aggregate' && captureEnd === 'now') {
         this.idleTimer = setInterval(() => this.guard(() => this.builder?.flushIdle()), config.runSpans.windowMs);
         this.idleTimer.unref();
       }

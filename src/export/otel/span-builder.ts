@@ -17,7 +17,9 @@
  * A VM's span ends at the later of its fd's close and its last vCPU's end (vCPU fds keep a VM alive in the
  * kernel); a leaked fd (still open at process exit) ends the span with kvm.end = "leak"; whatever is still
  * open at the end of the capture ends then with kvm.end = "capture_end". VMs and vCPUs first seen mid-life
- * (the capture attached late) get their span at the first record that names them, marked kvm.seen_late.
+ * (the capture attached late) get their span at the first ioctl that names them, marked kvm.seen_late.
+ * `copy` records (kernel copies seen by kprobe/fentry, where the kernel allows those) are not exported: the
+ * flags derived from them already travel on the ioctl records.
  */
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
@@ -181,13 +183,10 @@ export class SpanBuilder {
     const vcpuId = r.vcpu ?? known?.vcpu ?? null;
 
     if (r.op === 'open') {
-      if (kind === 'vm' && vmIndex !== null) {
-        const vm = this.vm(p, vmIndex, r.ts_ns);
-        vm.fd ??= r.fd;
-        this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vm', vm: vmIndex });
-      } else if (kind === 'vcpu' && vmIndex !== null && vcpuId !== null) {
-        const v = this.vcpu(p, vmIndex, vcpuId, r.ts_ns);
-        v.fd ??= r.fd;
+      // Only learn where the fd belongs: the span starts with the creating ioctl (whose entry is earlier
+      // than this record), or with the first ioctl on the fd when the capture attached late.
+      if (kind === 'vm' && vmIndex !== null) this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vm', vm: vmIndex });
+      else if (kind === 'vcpu' && vmIndex !== null && vcpuId !== null) {
         this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vcpu', vm: vmIndex, vcpu: vcpuId });
       }
       return;
