@@ -18,12 +18,13 @@ export interface FormatOptions {
   maxFields?: number;
 }
 
-/** "850ns", "3.2µs", "1.25ms", "2.01s". */
+/** "850ns", "3.2µs", "12.5µs", "1.25ms", "2.01s": three significant digits. */
 export function formatDuration(ns: number): string {
+  const p3 = (v: number): string => String(Number(v.toPrecision(3)));
   if (ns < 1000) return `${Math.round(ns)}ns`;
-  if (ns < 1e6) return `${(ns / 1e3).toFixed(ns < 1e4 ? 1 : 0)}µs`;
-  if (ns < 1e9) return `${(ns / 1e6).toFixed(2)}ms`;
-  return `${(ns / 1e9).toFixed(2)}s`;
+  if (ns < 999_500) return `${p3(ns / 1e3)}µs`;
+  if (ns < 999_500_000) return `${p3(ns / 1e6)}ms`;
+  return `${p3(ns / 1e9)}s`;
 }
 
 function isZero(v: unknown): boolean {
