@@ -99,9 +99,11 @@ describe('monotonic → epoch clock', () => {
   });
 });
 
+/** A KVM_RUN record; times are relative to T0 (a monotonic clock never reads 0, which means "entry not seen"). */
+const T0 = 1_000_000_000;
 function run(vcpu: number, enterNs: number, latency: number, extra: Partial<IoctlRecord> = {}): IoctlRecord {
   return {
-    type: 'ioctl', ts_ns: enterNs + latency, enter_ns: enterNs, pid: 10, tid: 11 + vcpu, comm: 'v', fd: 5 + vcpu, fd_kind: 'vcpu', vm: 0,
+    type: 'ioctl', ts_ns: T0 + enterNs + latency, enter_ns: T0 + enterNs, pid: 10, tid: 11 + vcpu, comm: 'v', fd: 5 + vcpu, fd_kind: 'vcpu', vm: 0,
     vcpu, cmd: '0xae80', name: 'KVM_RUN', size: 0, dir: 'none', arg: '0x0', ret: 0, errno: null, latency_ns: latency,
     exit: { reason: 'IO', code: 2 }, ...extra,
   };
@@ -117,7 +119,7 @@ describe('KVM_RUN window rule', () => {
     expect(out).toHaveLength(0);
     agg.add(run(0, 1_000_000, 10, { ret: -1, errno: 'EINTR', exit: undefined })); // opens window 1
     expect(out).toHaveLength(1);
-    expect(out[0]).toMatchObject({ vcpu: 0, count: 2, firstEnterNs: 0, lastExitNs: 1_000_009, latencySumNs: 20 });
+    expect(out[0]).toMatchObject({ vcpu: 0, count: 2, firstEnterNs: T0, lastExitNs: T0 + 1_000_009, latencySumNs: 20 });
     expect([...out[0].exits]).toEqual([['IO', 2]]);
     agg.flushVcpu(10, 0, 0);
     expect(out[1]).toMatchObject({ vcpu: 0, count: 1, errors: 1 });
@@ -125,6 +127,15 @@ describe('KVM_RUN window rule', () => {
     agg.flushAll();
     expect(out[2]).toMatchObject({ vcpu: 1, count: 1 });
     expect(agg.openWindows).toBe(0);
+  });
+
+  it('a run seen without its entry counts but does not enter the latency fields', () => {
+    const out: RunWindow[] = [];
+    const agg = new RunAggregator(1000, (w) => out.push(w), () => 0);
+    agg.add(run(0, 0, 0, { enter_ns: 0, ts_ns: T0 + 5_000, latency_ns: 0, no_enter: true }));
+    agg.add(run(0, 6_000, 7_000));
+    agg.flushAll();
+    expect(out[0]).toMatchObject({ count: 2, timed: 1, firstEnterNs: T0 + 5_000, latencyMinNs: 7_000, latencySumNs: 7_000 });
   });
 
   it('idle windows are closed after windowMs of wall time', () => {

@@ -287,6 +287,47 @@ describe('span lifetimes', () => {
   });
 });
 
+describe('decoder corner cases', () => {
+  it('a call seen without its entry starts at its exit; a VM seeded from /proc keeps the decoder-assigned index', async () => {
+    const rx = await startOtlpReceiver();
+    try {
+      const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 50_000_000, vcpus: 1, runsPerVcpu: 5 });
+      // The decoder seeded VM 0 from /proc, so the captured KVM_CREATE_VM makes VM 1: its open record says
+      // vm 1 and every later record of that VM too. The first vCPU ioctl lost its entry.
+      let first = true;
+      const recs = cap.records.map((r) => {
+        if (r.type === 'fd' && r.fd_kind !== 'system') return { ...r, vm: 1 };
+        if (r.type !== 'ioctl') return r;
+        if (r.vm === 0) {
+          const out = { ...r, vm: 1 };
+          if (first && r.fd_kind === 'vcpu') {
+            first = false;
+            return { ...out, enter_ns: 0, latency_ns: 0, no_enter: true as const };
+          }
+          return out;
+        }
+        return r;
+      });
+      const clock = readClockPair();
+      await exportRecords(recs, { endpoint: rx.url, metrics: false, clock });
+      const vms = rx.spans.filter((s) => s.name === 'kvm.vm');
+      expect(vms).toHaveLength(1);
+      expect(vms[0].attributes['kvm.vm']).toBe(1);
+      expect(vms[0].attributes['kvm.seen_late']).toBeUndefined();
+      const vcpu = rx.spans.find((s) => s.name === 'kvm.vcpu')!;
+      expect(vcpu.parentSpanId).toBe(vms[0].spanId);
+      const noEnter = rx.spans.find((s) => s.attributes['kvm.ioctl.no_enter'] === true)!;
+      expect(noEnter.startNs).toBe(noEnter.endNs);
+      expect(noEnter.attributes['kvm.ioctl.latency_ns']).toBeUndefined();
+      expect(noEnter.parentSpanId).toBe(vcpu.spanId);
+      const pair = new MonotonicToEpoch(clock);
+      expect(noEnter.startNs).toBeGreaterThan(pair.epochNs(cap.records.find((r) => r.type === 'ioctl')!.ts_ns as number));
+    } finally {
+      await rx.close();
+    }
+  });
+});
+
 describe('delivery accounting', () => {
   it('an unreachable collector: close() stays within the bound, every span is counted as dropped, one warning', async () => {
     const port = await closedPort();

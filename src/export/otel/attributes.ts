@@ -29,6 +29,8 @@ export const ATTR_IOCTL_RET = 'kvm.ioctl.ret';
 /** The errno name ("ENOTTY"); absent on success on spans, "none" on metrics. */
 export const ATTR_IOCTL_ERRNO = 'kvm.ioctl.errno';
 export const ATTR_IOCTL_LATENCY_NS = 'kvm.ioctl.latency_ns';
+/** The syscall's entry was not seen (capture attached mid-call): no latency, span starts at the exit. */
+export const ATTR_IOCTL_NO_ENTER = 'kvm.ioctl.no_enter';
 /** The decoded argument struct, as JSON (capped at ARGS_JSON_MAX characters). */
 export const ATTR_IOCTL_ARGS = 'kvm.ioctl.args';
 export const ATTR_IOCTL_EXPLAIN = 'kvm.ioctl.explain';
@@ -45,6 +47,8 @@ export const EXIT_DETAIL_PREFIX = 'kvm.exit.';
 export const ATTR_RUN_AGGREGATED = 'kvm.run.aggregated';
 export const ATTR_RUN_COUNT = 'kvm.run.count';
 export const ATTR_RUN_ERRORS = 'kvm.run.errors';
+/** Runs in the window whose entry was seen (the latency fields cover these). */
+export const ATTR_RUN_TIMED = 'kvm.run.timed';
 export const ATTR_RUN_LATENCY_MIN_NS = 'kvm.run.latency_min_ns';
 export const ATTR_RUN_LATENCY_MAX_NS = 'kvm.run.latency_max_ns';
 export const ATTR_RUN_LATENCY_SUM_NS = 'kvm.run.latency_sum_ns';
@@ -110,7 +114,9 @@ export function ioctlAttributes(r: IoctlRecord): Attributes {
   a[ATTR_IOCTL_SIZE] = r.size;
   a[ATTR_IOCTL_ARG] = r.arg;
   a[ATTR_IOCTL_RET] = r.ret;
-  a[ATTR_IOCTL_LATENCY_NS] = r.latency_ns;
+  // No latency for a call whose entry was not seen (it would read 0): kvm.ioctl.no_enter says so.
+  if (r.no_enter) a[ATTR_IOCTL_NO_ENTER] = true;
+  else a[ATTR_IOCTL_LATENCY_NS] = r.latency_ns;
   a[ATTR_FD] = r.fd;
   a[ATTR_FD_KIND] = r.fd_kind;
   if (r.vm !== null) a[ATTR_VM] = r.vm;

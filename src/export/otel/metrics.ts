@@ -256,7 +256,8 @@ export class MetricsPipeline implements MetricProducer {
       [A.ATTR_IOCTL_ERRNO]: errno,
       [A.ATTR_FD_KIND]: r.fd_kind,
     }));
-    this.duration.record(r.name, () => ({ [A.ATTR_IOCTL_NAME]: r.name }), r.latency_ns / 1e9);
+    // A call whose entry was not seen has no latency (its 0 would pull the percentiles down).
+    if (!r.no_enter) this.duration.record(r.name, () => ({ [A.ATTR_IOCTL_NAME]: r.name }), r.latency_ns / 1e9);
     if (r.exit && !r.errno) {
       const exit = r.exit;
       this.exits.add(`${r.pid}\0${r.vm}\0${r.vcpu}\0${exit.reason}`, () => {

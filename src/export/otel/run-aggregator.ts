@@ -5,6 +5,9 @@
  */
 import type { BufferFlag, IoctlRecord } from '../../decode/records.js';
 
+/** Entry time, or the exit time for a record whose entry was not seen (enter_ns 0). */
+const enterOf = (r: IoctlRecord): number => (r.no_enter || r.enter_ns <= 0 ? r.ts_ns : r.enter_ns);
+
 export interface RunWindow {
   /** "pid/vm/vcpu" */
   key: string;
@@ -22,6 +25,8 @@ export interface RunWindow {
   latencyMinNs: number;
   latencyMaxNs: number;
   latencySumNs: number;
+  /** Runs with a known latency (entry seen). */
+  timed: number;
   /** exit reason -> count (successful runs with exit info). */
   exits: Map<string, number>;
   /** errno -> count (failed runs). */
@@ -54,8 +59,9 @@ export class RunAggregator {
   /** Add one KVM_RUN record; closes (emits) the vCPU's current window first when the run lies past it. */
   add(r: IoctlRecord): void {
     const key = runKey(r.pid, r.vm, r.vcpu);
+    const enter = enterOf(r);
     let w = this.open.get(key);
-    if (w && r.enter_ns >= w.firstEnterNs + this.windowNs) {
+    if (w && enter >= w.firstEnterNs + this.windowNs) {
       this.open.delete(key);
       this.emit(w);
       w = undefined;
@@ -70,13 +76,14 @@ export class RunAggregator {
         tid: r.tid,
         comm: r.comm,
         cmd: r.cmd,
-        firstEnterNs: r.enter_ns,
+        firstEnterNs: enter,
         lastExitNs: r.ts_ns,
         count: 0,
         errors: 0,
         latencyMinNs: Number.POSITIVE_INFINITY,
         latencyMaxNs: 0,
         latencySumNs: 0,
+        timed: 0,
         exits: new Map(),
         errnos: new Map(),
         flags: [],
@@ -88,12 +95,16 @@ export class RunAggregator {
     w.count++;
     w.tid = r.tid;
     w.comm = r.comm;
-    if (r.enter_ns < w.firstEnterNs) w.firstEnterNs = r.enter_ns;
+    if (enter < w.firstEnterNs) w.firstEnterNs = enter;
     if (r.ts_ns > w.lastExitNs) w.lastExitNs = r.ts_ns;
-    const lat = r.latency_ns;
-    if (lat < w.latencyMinNs) w.latencyMinNs = lat;
-    if (lat > w.latencyMaxNs) w.latencyMaxNs = lat;
-    w.latencySumNs += lat;
+    // A run without its entry has no latency: it counts, but not in min/max/sum (`timed` counts those that do).
+    if (!r.no_enter && r.enter_ns > 0) {
+      const lat = r.latency_ns;
+      if (lat < w.latencyMinNs) w.latencyMinNs = lat;
+      if (lat > w.latencyMaxNs) w.latencyMaxNs = lat;
+      w.latencySumNs += lat;
+      w.timed++;
+    }
     if (r.errno) {
       w.errors++;
       w.errnos.set(r.errno, (w.errnos.get(r.errno) ?? 0) + 1);

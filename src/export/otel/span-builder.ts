@@ -142,7 +142,7 @@ export class SpanBuilder {
 
     if (r.name === 'KVM_CREATE_VM' && r.ret >= 0) {
       const index = r.vm ?? p.nextVm;
-      const vm = this.startVm(p, index, r.enter_ns, false);
+      const vm = this.startVm(p, index, enterOf(r), false);
       vm.fd = r.ret;
       vm.span.setAttribute(A.ATTR_VM_FD, r.ret);
       this.fds.set(`${r.pid}:${r.ret}`, { kind: 'vm', vm: index });
@@ -151,19 +151,20 @@ export class SpanBuilder {
     }
 
     const where = this.locate(r);
+    const enter = enterOf(r);
     if (where.kind === 'vcpu') {
-      const v = this.vcpu(p, where.vm, where.vcpu, r.enter_ns);
+      const v = this.vcpu(p, where.vm, where.vcpu, enter);
       if (v.fd === undefined && r.fd_kind === 'vcpu') v.fd = r.fd;
       if (r.name === 'KVM_RUN') this.run(r, v);
       else this.ioctlSpan(r, v.ctx);
       return;
     }
     if (where.kind === 'vm') {
-      const vm = this.vm(p, where.vm, r.enter_ns);
+      const vm = this.vm(p, where.vm, enter);
       if (r.name === 'KVM_CREATE_VCPU' && r.ret >= 0) {
         const id = vcpuIdOf(r);
         if (id !== undefined) {
-          const v = this.startVcpu(vm, id, r.enter_ns, false);
+          const v = this.startVcpu(vm, id, enter, false);
           v.fd = r.ret;
           v.span.setAttribute(A.ATTR_VCPU_FD, r.ret);
           this.fds.set(`${r.pid}:${r.ret}`, { kind: 'vcpu', vm: vm.index, vcpu: id });
@@ -185,8 +186,10 @@ export class SpanBuilder {
     if (r.op === 'open') {
       // Only learn where the fd belongs: the span starts with the creating ioctl (whose entry is earlier
       // than this record), or with the first ioctl on the fd when the capture attached late.
-      if (kind === 'vm' && vmIndex !== null) this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vm', vm: vmIndex });
-      else if (kind === 'vcpu' && vmIndex !== null && vcpuId !== null) {
+      if (kind === 'vm' && vmIndex !== null) {
+        this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vm', vm: vmIndex });
+        this.adoptVmIndex(p, r.fd, vmIndex);
+      } else if (kind === 'vcpu' && vmIndex !== null && vcpuId !== null) {
         this.fds.set(`${r.pid}:${r.fd}`, { kind: 'vcpu', vm: vmIndex, vcpu: vcpuId });
       }
       return;
@@ -209,6 +212,24 @@ export class SpanBuilder {
       if ([...vm.vcpus.values()].every((x) => x.ended)) this.endNode(vm, r.ts_ns, reason);
     } else if (r.fd_kind === 'system' && p.proc && !p.proc.ended && (p.proc.fd === undefined || p.proc.fd === r.fd)) {
       this.endNode(p.proc, r.ts_ns, reason);
+    }
+  }
+
+  /**
+   * The decoder's open record names the index of the VM that KVM_CREATE_VM just made. It can differ from
+   * the one guessed at the ioctl when VMs created before the capture were seeded from /proc (they take
+   * indexes first): re-key the VM, whose root span is still open, to the decoder's index.
+   */
+  private adoptVmIndex(p: ProcState, fd: number, index: number): void {
+    for (const [guess, vm] of p.vms) {
+      if (vm.fd !== fd || vm.ended || guess === index) continue;
+      if (p.vms.get(index)) return; // the index is taken by a VM we already track: keep both as they are
+      p.vms.delete(guess);
+      vm.index = index;
+      vm.span.setAttribute(A.ATTR_VM, index);
+      p.vms.set(index, vm);
+      if (index >= p.nextVm) p.nextVm = index + 1;
+      return;
     }
   }
 
@@ -272,7 +293,8 @@ export class SpanBuilder {
     a[A.ATTR_RUN_WINDOW_MS] = this.windowMs;
     a[A.ATTR_RUN_COUNT] = w.count;
     a[A.ATTR_RUN_ERRORS] = w.errors;
-    a[A.ATTR_RUN_LATENCY_MIN_NS] = w.count > 0 ? w.latencyMinNs : 0;
+    a[A.ATTR_RUN_TIMED] = w.timed;
+    a[A.ATTR_RUN_LATENCY_MIN_NS] = w.timed > 0 ? w.latencyMinNs : 0;
     a[A.ATTR_RUN_LATENCY_MAX_NS] = w.latencyMaxNs;
     a[A.ATTR_RUN_LATENCY_SUM_NS] = w.latencySumNs;
     for (const [reason, n] of w.exits) a[A.RUN_EXITS_PREFIX + reason] = n;
@@ -296,7 +318,7 @@ export class SpanBuilder {
   private ioctlSpan(r: IoctlRecord, parent: Context, extra?: Attributes): void {
     const a = A.ioctlAttributes(r);
     if (extra) Object.assign(a, extra);
-    const start = this.clock.hrTime(r.enter_ns);
+    const start = this.clock.hrTime(enterOf(r));
     const span = this.tracer.startSpan(r.name, { kind: SpanKind.INTERNAL, startTime: start, attributes: a }, parent);
     if (r.flags) {
       for (const f of r.flags) {
@@ -325,7 +347,7 @@ export class SpanBuilder {
     if (p.exe) a[A.ATTR_PROCESS_EXECUTABLE_NAME] = p.exe;
     const span = this.tracer.startSpan(
       A.SPAN_PROCESS,
-      { kind: SpanKind.INTERNAL, startTime: this.clock.hrTime(r.enter_ns), attributes: a, root: true },
+      { kind: SpanKind.INTERNAL, startTime: this.clock.hrTime(enterOf(r)), attributes: a, root: true },
       ROOT_CONTEXT,
     );
     p.proc = { span, ctx: trace.setSpan(ROOT_CONTEXT, span), ended: false, fd: r.fd_kind === 'system' ? r.fd : undefined };
@@ -390,6 +412,14 @@ export class SpanBuilder {
     if (vm !== null) return { kind: 'vm', vm };
     return { kind: 'process' };
   }
+}
+
+/**
+ * When the ioctl entered. A record whose entry was not seen (tracing attached mid-call, `no_enter`) has
+ * enter_ns 0; its span starts and ends at the exit rather than at boot time.
+ */
+export function enterOf(r: IoctlRecord): number {
+  return r.no_enter || r.enter_ns <= 0 ? r.ts_ns : r.enter_ns;
 }
 
 /** The vCPU id KVM_CREATE_VCPU was asked for: its argument is the id itself (not a pointer). */
