@@ -29,8 +29,15 @@ describe('spread', () => {
 
 describe('parseWorkloadOutput', () => {
   it.each([
-    ['{"exits":{"IO":200000,"HLT":1},"vcpus":1,"elapsed_s":1.5}', 200001, 1.5, 'loop'],
-    ['noise\n{"vcpus":4,"exits":{"IO":8,"HLT":4},"elapsed_ms":250}\n', 12, 0.25, 'loop'],
+    ['{"exits":{"IO":200000,"HLT":1},"vcpus":1,"loop_s":1.5}', 200001, 1.5, 'loop'],
+    [
+      '{"exits":{"IO":4,"HLT":2},"elapsed_s":3,"per_vcpu":[{"scenarios":[{"loop_ns":5e8},{"loop_ns":1e8}]},{"scenarios":[{"loop_ns":4e8}]}]}',
+      6,
+      0.6,
+      'loop',
+    ],
+    ['{"exits":{"IO":200000,"HLT":1},"vcpus":1,"elapsed_s":1.5}', 200001, 1.5, 'run'],
+    ['noise\n{"vcpus":4,"exits":{"IO":8,"HLT":4},"elapsed_ms":250}\n', 12, 0.25, 'run'],
     ['{"exits":[{"IO":3},{"IO":4,"HLT":1}]}', 8, 9, 'wall'],
     ['{"exits":7,"elapsed_s":0}', 7, 9, 'wall'],
   ])('%j', (stdout, exits, elapsed, timing) => {

@@ -6,8 +6,8 @@
  *
  *   kvm-loop pio|mmio EXITS VCPUS
  *
- * Prints one JSON line: {"exits":{"IO":n,"HLT":v},"vcpus":v,"elapsed_s":s}; elapsed_s covers only the
- * KVM_RUN loops (from the moment every vCPU is ready to the last HLT), like the guest's own summary.
+ * Prints one JSON line: {"exits":{"IO":n,"HLT":v},"vcpus":v,"loop_s":s}; loop_s covers only the KVM_RUN
+ * loops (from the moment every vCPU is ready to the last HLT), like the guest's per-vCPU loop_ns.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 		hlt += args[i].res.hlt;
 	}
 	double elapsed = now_s() - t0;
-	printf("{\"exits\":{\"%s\":%lu,\"HLT\":%lu},\"vcpus\":%d,\"elapsed_s\":%.6f}\n", mmio_mode ? "MMIO" : "IO",
+	printf("{\"exits\":{\"%s\":%lu,\"HLT\":%lu},\"vcpus\":%d,\"loop_s\":%.6f}\n", mmio_mode ? "MMIO" : "IO",
 	       mmio_mode ? mmio : io, hlt, vcpus, elapsed);
 	munmap(mem, MEM_SIZE);
 	close(vm_fd);

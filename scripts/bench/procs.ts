@@ -21,6 +21,8 @@ export interface Tracked {
   /** Resolves once the process has exited (never rejects). */
   exited: Promise<Exit>;
   done: boolean;
+  /** performance.now() when it exited (null while running). */
+  exitedMs: number | null;
   /** Captured output (the last 256 KiB of each), unless redirected to a file. */
   stdout(): string;
   stderr(): string;
@@ -98,6 +100,7 @@ export class ProcessSet {
       startedMs: performance.now(),
       exited,
       done: false,
+      exitedMs: null,
       stdout: () => out,
       stderr: () => err,
       waitFor: (stream, re, timeoutMs) =>
@@ -130,6 +133,7 @@ export class ProcessSet {
     if (opts.gentle) this.gentle.add(t);
     void exited.then(() => {
       t.done = true;
+      t.exitedMs = performance.now();
       this.live.delete(t);
     });
     return t;

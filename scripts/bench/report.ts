@@ -169,7 +169,8 @@ export interface BenchJson {
   kvm_trace: Headline;
   kvm_trace_aggregate: Headline;
   peers: Record<string, Headline>;
-  decoder: { records_per_s: number | null; note: string };
+  /** records_per_s: decoding only; with_json_records_per_s: decoding plus JSON.stringify of each record. */
+  decoder: { records_per_s: number | null; with_json_records_per_s: number | null; note: string };
   ringbuf: { records_per_s: number | null; note: string };
   targets: Target[];
   workloads: WorkloadResult[];
@@ -200,7 +201,11 @@ export function buildJson(run: BenchRun): BenchJson {
     kvm_trace: kt,
     kvm_trace_aggregate: agg,
     peers,
-    decoder: { records_per_s: round(run.decoder.records_per_s, 0), note: run.decoder.note },
+    decoder: {
+      records_per_s: round(run.decoder.records_per_s, 0),
+      with_json_records_per_s: round(run.decoder.with_json_records_per_s, 0),
+      note: run.decoder.note,
+    },
     ringbuf: { records_per_s: round(run.ring.records_per_s, 0), note: run.ring.note },
     targets: targets(kt, agg, run),
     workloads: results,
@@ -248,6 +253,7 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
         `${w.exits_per_s ? `, ${si(w.exits_per_s)} exits/s, ${((1e6 / w.exits_per_s) || 0).toFixed(1)} µs/exit` : ''}`,
     );
     for (const e of w.errors) out.push(`  untraced failed, ${e}`);
+    if (Object.keys(w.tracers).length === 0) continue;
     out.push(`  ${pad('tracer', 52)} ${pad('ratio (min–max)', 20)} ${pad('attach', 8)} ${pad('detach', 8)} ${pad('RSS', 8)} ${pad('lost', 6)} records/s`);
     for (const [, t] of Object.entries(w.tracers)) {
       if (!t) continue;
@@ -265,8 +271,12 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
   for (const t of notRun) out.push(`not run: ${t.label} — ${t.unavailable}`);
   for (const s of j.skipped_workloads) out.push(`not run: ${s.label} — ${s.reason}`);
   out.push('');
-  out.push(`ring-buffer drain: ${j.ringbuf.records_per_s !== null ? `${si(j.ringbuf.records_per_s)} records/s — ` : ''}${j.ringbuf.note}`);
-  out.push(`decoder:           ${j.decoder.records_per_s !== null ? `${si(j.decoder.records_per_s)} records/s — ` : ''}${j.decoder.note}`);
+  const rate = (x: number | null): string => (x !== null ? `${si(x)} records/s` : 'n/a');
+  out.push(`ring-buffer drain: ${rate(j.ringbuf.records_per_s)} — ${j.ringbuf.note}`);
+  out.push(
+    `decoder:           ${rate(j.decoder.records_per_s)}` +
+      `${j.decoder.with_json_records_per_s !== null ? ` (${rate(j.decoder.with_json_records_per_s)} with JSON.stringify)` : ''} — ${j.decoder.note}`,
+  );
   out.push('');
   out.push(`targets (on ${j.workload ?? 'no workload'}):`);
   for (const t of j.targets) {

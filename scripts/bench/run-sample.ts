@@ -19,7 +19,7 @@ export interface Sample {
   /** The workload's loop time (its own elapsed_s). */
   elapsed_s: number | null;
   exits: number | null;
-  timing?: 'loop' | 'wall';
+  timing?: 'loop' | 'run' | 'wall';
   /** Tracer start → ready ("attached", or the canary ioctl seen). */
   attach_s?: number | null;
   /** SIGINT → tracer exited. */
@@ -77,7 +77,8 @@ export async function runSample(ctx: SampleContext, w: Workload, t: Tracer, roun
     const go = performance.now();
     work.child.stdin?.end('\n');
     const wexit = await work.exited;
-    const wall = (performance.now() - go) / 1000;
+    const workEnd = performance.now();
+    const wall = (workEnd - go) / 1000;
     if (wexit.code !== 0) throw new Error(`${w.id} failed (${describeExit(wexit)}): ${lastLine(work.stderr())}`);
     const result = parseWorkloadOutput(work.stdout(), wall);
     const sample: Sample = { ...base, elapsed_s: result.elapsed_s, exits: result.exits, timing: result.timing };
@@ -88,9 +89,13 @@ export async function runSample(ctx: SampleContext, w: Workload, t: Tracer, roun
     if (!tracer) return sample; // wrap: the tracer exited with its workload
 
     sample.cpu_s = cpuSeconds(tracer.pid);
-    if (tracer.done) throw new Error(`${t.id} exited while the workload ran: ${lastLine(tracer.stderr())}`);
+    if (tracer.done && (tracer.exitedMs ?? 0) < workEnd) {
+      throw new Error(`${t.id} exited while the workload ran: ${lastLine(tracer.stderr())}`);
+    }
+    // A tracer may also stop by itself once its -p target is gone; then there is no detach time to measure.
+    const stoppedItself = tracer.done;
     const stop = await ctx.procs.stop(tracer, 'SIGINT', STOP_GRACE_MS);
-    sample.detach_s = stop.seconds;
+    sample.detach_s = stoppedItself ? null : stop.seconds;
     if (stop.killed) throw new Error(`${t.id} did not exit within ${STOP_GRACE_MS / 1000} s of SIGINT (killed)`);
     if (stop.exit.code !== 0 && stop.exit.signal === null) {
       throw new Error(`${t.id} exited with code ${stop.exit.code} after SIGINT: ${lastLine(tracer.stderr())}`);

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchOptions } from './options.js';
 import { ProcessSet } from './procs.js';
+import { recordRawStream } from './record-raw.js';
 import { runSample, type Sample } from './run-sample.js';
 import { decoderThroughput, ringDrainThroughput, type Throughput } from './throughput.js';
 import { discoverTracers, ensureTracefs, type Tracer } from './tracers.js';
@@ -33,7 +34,7 @@ export interface BenchRun {
   tracers: Tracer[];
   samples: Sample[];
   ring: Throughput;
-  decoder: Throughput;
+  decoder: Throughput & { with_json_records_per_s?: number | null };
   notes: string[];
   loadavg: { start: number[]; end: number[] };
   aborted: boolean;
@@ -104,7 +105,8 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
         // is a total over all vCPUs, so pass the total unchanged from now on.
         workloads.push(makeWorkload(w.id, cBinary, false));
       } else workloads.push(w);
-      if (s.timing === 'wall') notes.push(`${w.label}: reports no elapsed_s, timed by wall clock (includes start-up)`);
+      if (s.timing === 'run') notes.push(`${w.label}: reports no loop time, timed by its elapsed_s (includes VM set-up)`);
+      if (s.timing === 'wall') notes.push(`${w.label}: reports no time, timed by the bench's clock (includes start-up)`);
     }
     if (workloads.length === 0 && !hooks.signal.aborted) {
       throw new Error(`no workload can run: ${skippedWorkloads.map((s) => `${s.id}: ${s.reason}`).join('; ')}`);
@@ -133,12 +135,16 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
     }
 
     let ring: Throughput = { records_per_s: null, records: 0, seconds: 0, note: 'not run (aborted)' };
-    let decoder: Throughput = ring;
+    let decoder: BenchRun['decoder'] = ring;
     if (!hooks.signal.aborted) {
       hooks.progress('ring-buffer drain throughput');
       ring = await ringDrainThroughput(opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
-      hooks.progress('decoder throughput');
-      decoder = await decoderThroughput(opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+      const source = workloads[0];
+      hooks.progress(`decoder throughput: recording a raw stream of ${source.label}`);
+      const recording = await recordRawStream(procs, source, Math.min(opts.exits, 50_000), join(tmpDir, 'recorded.ktraw'));
+      hooks.progress('decoder throughput: decoding it');
+      decoder = await decoderThroughput(recording, opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+      if (!('reason' in recording) && recording.lost > 0) notes.push(`the decoder's recording lost ${recording.lost} records (ring full)`);
     }
     return {
       options: opts,

@@ -3,11 +3,12 @@
  *  - ring-buffer drain: a real BPF ring buffer (src/ringbuf/producer.ts fills it in the kernel with
  *    BPF_PROG_TEST_RUN), drained through the zero-copy mmap reader (src/ringbuf/reader.ts), timed for the
  *    drain only;
- *  - decoder: records per second turning a recorded raw byte stream into JSONL records (src/decode).
+ *  - decoder: records per second turning a recorded raw byte stream (record-raw.ts) into JSONL records
+ *    (src/decode).
  * The modules are loaded from dist/ at run time: a stage whose module is not built yet is reported as
  * "n/a (module missing)" instead of failing the benchmark.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { distPath } from './paths.js';
 
@@ -49,7 +50,7 @@ export async function ringDrainThroughput(minSeconds: number, maxRecords: number
   const ring = await loadDist('src/ringbuf/index.js');
   const prod = await loadDist('src/ringbuf/producer.js');
   if (!ring || !prod || typeof ring.RawRingReader !== 'function' || typeof prod.TestRingProducer !== 'function') {
-    return na('n/a (module missing: src/ringbuf reader/producer not built)');
+    return na('module missing: src/ringbuf reader/producer not built');
   }
   const size = 1 << 20;
   const Producer = prod.TestRingProducer as new (size: number, o?: { flags?: number }) => Producer;
@@ -86,9 +87,67 @@ export async function ringDrainThroughput(minSeconds: number, maxRecords: number
   }
 }
 
-/** Decoder throughput over a recorded raw stream; waits for src/decode to export a raw-stream decoder. */
-export async function decoderThroughput(_minSeconds: number, _maxRecords: number): Promise<Throughput> {
+interface DecoderLike {
+  stats: { events: number; rejected: number; unknownIoctls: number };
+}
+
+/**
+ * Decoder throughput: records/s turning the recorded raw stream (record-raw.ts) into JSONL records with the
+ * real Decoder (default options, full argument decoding) and the module's own stream replay. Each timed pass
+ * gets a fresh Decoder (built outside the timer: it compiles its BTF decoders once) so fd tracking starts
+ * from the same state; one untimed pass first warms the JIT. A second number adds JSON.stringify of every
+ * record, the rest of what `attach -o FILE` does per record.
+ */
+export async function decoderThroughput(
+  recording: { file: string; records: number } | { reason: string },
+  minSeconds: number,
+  maxRecords: number,
+): Promise<Throughput & { with_json_records_per_s: number | null; records_out: number }> {
+  const none = (note: string) => ({ ...na(note), with_json_records_per_s: null, records_out: 0 });
   const decode = await loadDist('src/decode/index.js');
-  if (!decode) return na('n/a (module missing: src/decode/index.js not built)');
-  return na('n/a (src/decode exports no raw-stream decoder yet)');
+  if (!decode || typeof decode.Decoder !== 'function' || typeof decode.decodeStream !== 'function') {
+    return none('module missing: src/decode (Decoder, decodeStream)');
+  }
+  if ('reason' in recording) return none(`no recorded stream: ${recording.reason}`);
+  if (recording.records === 0) return none('the recorded stream is empty');
+  const Decoder = decode.Decoder as new (o: { emit: (r: unknown) => void }) => DecoderLike;
+  const decodeStream = decode.decodeStream as (bytes: Uint8Array, d: DecoderLike) => number;
+  const bytes = new Uint8Array(readFileSync(recording.file));
+
+  let out = 0;
+  let jsonBytes = 0;
+  const count = (): void => {
+    out++;
+  };
+  const toJson = (r: unknown): void => {
+    out++;
+    jsonBytes += JSON.stringify(r).length;
+  };
+  const timed = (emit: (r: unknown) => void): { records: number; seconds: number; rejected: number } => {
+    decodeStream(bytes, new Decoder({ emit })); // warm-up
+    let records = 0;
+    let ms = 0;
+    let rejected = 0;
+    while (ms < minSeconds * 1000 && records < maxRecords) {
+      const d = new Decoder({ emit });
+      const t0 = performance.now();
+      records += decodeStream(bytes, d);
+      ms += performance.now() - t0;
+      rejected += d.stats.rejected;
+    }
+    return { records, seconds: ms / 1000, rejected };
+  };
+  const plain = timed(count);
+  out = 0;
+  const withJson = timed(toJson);
+  void jsonBytes;
+  const rejectedNote = plain.rejected ? `, ${plain.rejected} records rejected` : '';
+  return {
+    records_per_s: plain.records / plain.seconds,
+    records: plain.records,
+    seconds: plain.seconds,
+    with_json_records_per_s: withJson.records / withJson.seconds,
+    records_out: out,
+    note: `Decoder over a recorded stream of ${recording.records} real records (${(bytes.length / recording.records).toFixed(0)} B/record avg)${rejectedNote}`,
+  };
 }
