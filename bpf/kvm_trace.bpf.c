@@ -291,25 +291,30 @@ static __always_inline void state_done(struct enter_state *st)
 #endif
 }
 
-/* The struct file behind fd in the current process, or NULL. */
+/* A kernel pointer read as a plain number, turned back into a typed (read-only, untrusted) BTF pointer:
+ * loads through it are single instructions the verifier guards with an exception-table entry, instead of
+ * one bpf_probe_read_kernel() call per field. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define kt_cast(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
+/* The struct file behind fd in the current process, or NULL. Only fdt->fd[fd] needs a helper: the
+ * verifier treats a pointer-to-pointer member as a number. */
 static __always_inline struct file *file_of_fd(__s32 fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fdarr;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || (__u32)fd >= fdt->max_fds)
 		return NULL;
-	fdarr = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fdarr[fd]))
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
 		return NULL;
-	return file;
+	return kt_cast(struct file, file);
 }
 
 static __always_inline const void *ioctl_handler(struct file *file)
 {
-	return file ? (const void *)BPF_CORE_READ(file, f_op, unlocked_ioctl) : NULL;
+	return file ? (const void *)file->f_op->unlocked_ioctl : NULL;
 }
 
 static __always_inline __u32 tracked_kind(__u32 tgid, __s32 fd)
@@ -336,7 +341,7 @@ static __always_inline struct kvm_vcpu *vcpu_of(struct enter_info *in, __u32 tgi
 	struct file *file;
 
 	if (in->vcpu)
-		return (struct kvm_vcpu *)in->vcpu;
+		return kt_cast(struct kvm_vcpu, (void *)in->vcpu);
 	file = file_of_fd(in->fd);
 	if (!file)
 		return NULL;
@@ -346,7 +351,7 @@ static __always_inline struct kvm_vcpu *vcpu_of(struct enter_info *in, __u32 tgi
 	} else if (tracked_kind(tgid, in->fd) != KT_FD_VCPU) {
 		return NULL;
 	}
-	return BPF_CORE_READ(file, private_data);
+	return kt_cast(struct kvm_vcpu, file->private_data);
 }
 
 /* ---- KVM ioctls ---- */
@@ -408,16 +413,17 @@ static __always_inline void fill_ioctl(struct kt_ioctl_event *e, struct enter_in
 	e->in_len = 0;
 	e->out_len = 0;
 	e->fd_kind = KT_FD_UNKNOWN;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	__builtin_memcpy(e->comm, bpf_get_current_task_btf()->comm, sizeof(e->comm));
 }
 
-/* KVM_RUN, the hot path: a fixed-size record reserved in the ring, kvm_run read straight into it. */
+/* KVM_RUN, the hot path: a fixed-size record reserved in the ring, kvm_run read straight into it, the
+ * exit reason and PIO data offset then taken from that copy (CO-RE offsets) rather than read again. */
 static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long ret)
 {
 	struct kt_ioctl_event *e = bpf_ringbuf_reserve(&events, KT_RUN_REC_LEN, 0);
 	struct kvm_vcpu *vcpu;
-	struct kvm_run *run;
-	__u32 data_offset;
+	struct kvm_run *run, *snap;
+	__u64 data_offset;
 	const void *pio;
 
 	if (!e) {
@@ -429,29 +435,32 @@ static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long
 	if (!vcpu)
 		goto out;
 	e->fd_kind = KT_FD_VCPU;
-	run = BPF_CORE_READ(vcpu, run);
+	run = vcpu->run;
 	e->run_kaddr = (__u64)run;
-	e->vcpu_id = BPF_CORE_READ(vcpu, vcpu_id);
+	e->vcpu_id = vcpu->vcpu_id;
 	if (!run || bpf_probe_read_kernel(e->data, KT_RUN_SNAP, run)) {
 		e->hdr.flags |= KT_F_OUT_FAULT;
 		goto out;
 	}
 	e->out_len = KT_RUN_SNAP;
 	e->hdr.flags |= KT_F_RUN;
-	e->exit_reason = BPF_CORE_READ(run, exit_reason);
+	snap = (struct kvm_run *)e->data;
+	_Static_assert(KT_RUN_SNAP >= 48, "the snapshot must cover kvm_run.io");
+	e->exit_reason = BPF_CORE_READ(snap, exit_reason);
 	if (e->exit_reason != KT_KVM_EXIT_IO)
 		goto out;
 	/* kvm_run's mmap is page 0 = vcpu->run, page 1 (KVM_PIO_PAGE_OFFSET) = vcpu->arch.pio_data: two
 	 * separate kernel pages, so the PIO bytes are found through the page data_offset points into. */
-	data_offset = BPF_CORE_READ(run, io.data_offset);
+	data_offset = BPF_CORE_READ(snap, io.data_offset);
+	if (data_offset % KT_PAGE_SIZE > KT_PAGE_SIZE - sizeof(e->pio_data))
+		goto out;
 	if (data_offset / KT_PAGE_SIZE == 0)
 		pio = (const void *)run + data_offset;
 	else if (data_offset / KT_PAGE_SIZE == 1)
-		pio = (const void *)BPF_CORE_READ(vcpu, arch.pio_data) + (data_offset % KT_PAGE_SIZE);
+		pio = (const void *)vcpu->arch.pio_data + (data_offset % KT_PAGE_SIZE);
 	else
 		goto out;
-	if (data_offset % KT_PAGE_SIZE <= KT_PAGE_SIZE - sizeof(e->pio_data))
-		bpf_probe_read_kernel(&e->pio_data, sizeof(e->pio_data), pio);
+	bpf_probe_read_kernel(&e->pio_data, sizeof(e->pio_data), pio);
 out:
 	rb_submit(e, KT_RUN_REC_LEN);
 }

@@ -6,6 +6,7 @@
  *   the object. close() is idempotent; a failure anywhere in open() tears down what was built; a process
  *   'exit' hook closes tracers left open (the kernel would free them with the fds anyway: nothing is pinned).
  */
+import { readFileSync } from 'node:fs';
 import { SyscallError, NotSupportedError } from '../ffi/errors.js';
 import {
   type BpfLinkPtr,
@@ -57,6 +58,8 @@ export interface TracerOptions {
   verbose?: boolean;
   /** Another object file (tests); default bpf/prebuilt/kvm_trace.bpf.o. */
   objectPath?: string;
+  /** Attach exactly these programs instead of the strategy's set (experiments, failure-path tests). */
+  programs?: string[];
 }
 
 export interface TracerStats {
@@ -75,6 +78,13 @@ export interface BpfIds {
   progs: number[];
   maps: number[];
   links: number[];
+}
+
+/** Per-program run counters from /proc/self/fdinfo (non-zero only while kernel.bpf_stats_enabled=1). */
+export interface ProgramRuntime {
+  name: string;
+  runCount: number;
+  runTimeNs: number;
 }
 
 /** Loading failed (verifier, relocation): carries libbpf's log, including the verifier's. */
@@ -167,7 +177,7 @@ export class KvmTracer {
       setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
       setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
 
-      const wanted = strategyPrograms(choice.strategy);
+      const wanted = opts.programs ?? strategyPrograms(choice.strategy);
       const progs = selectPrograms(obj, wanted);
       try {
         loadObject(obj);
@@ -188,7 +198,7 @@ export class KvmTracer {
           attached.push(name);
         } catch (err) {
           const base = (BASE_PROGRAMS as readonly string[]).includes(name);
-          if (base || requested !== 'auto') throw attachError(name, err, libbpfLog);
+          if (base || requested !== 'auto' || opts.programs) throw attachError(name, err, libbpfLog);
           // auto: the richer programs loaded but cannot attach here; keep the base set.
           reason = `${reason}; attaching ${name} failed (${(err as Error).message}), so tracepoint only`;
           strategy = 'tracepoint';
@@ -257,6 +267,24 @@ export class KvmTracer {
       .map(bpfObjectId);
     const links = this.#links.map(linkFd).filter((fd) => fd >= 0).map(bpfObjectId);
     return { progs, maps, links };
+  }
+
+  /**
+   * How often each attached program ran and for how long in total, as the kernel counts it (fdinfo
+   * run_cnt / run_time_ns). The kernel only counts while the sysctl kernel.bpf_stats_enabled is 1.
+   */
+  programRuntime(): ProgramRuntime[] {
+    if (!this.#obj) return [];
+    const out: ProgramRuntime[] = [];
+    for (const prog of objectPrograms(this.#obj)) {
+      const name = programName(prog);
+      const fd = programFd(prog);
+      if (fd < 0 || !this.programs.includes(name)) continue;
+      const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+      const field = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)$`, 'm').exec(info)?.[1] ?? 0);
+      out.push({ name, runCount: field('run_cnt'), runTimeNs: field('run_time_ns') });
+    }
+    return out;
   }
 
   /** Detach every program and free the object. Safe to call more than once and from any path. */

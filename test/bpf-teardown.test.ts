@@ -1,0 +1,116 @@
+// Nothing of ours remains in the kernel after the process that attached is stopped by SIGINT or SIGTERM,
+// or dies of a thrown error: a real child process (dist/src/bpf/standalone.js) attaches, prints its
+// program/map/link ids, and we compare them with the kernel's lists afterwards.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { kernelBpfIds } from '../src/ffi/libbpf.js';
+import { packageRoot } from '../src/bpf/paths.js';
+import type { BpfIds } from '../src/bpf/tracer.js';
+import { bpfSkipReason } from './bpf-support.js';
+
+const skip = bpfSkipReason(false);
+if (skip) console.log(`bpf-teardown tests skipped: ${skip}`);
+
+const root = packageRoot();
+const standalone = join(root, 'dist', 'src', 'bpf', 'standalone.js');
+
+interface ChildResult {
+  ids: BpfIds;
+  stdout: string[];
+  stderr: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Start the standalone attach, wait for its ids, then `stop` it; resolve when it has exited. */
+function runChild(args: string[], stop: (pid: number) => void): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [standalone, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let stderr = '';
+    let ids: BpfIds | undefined;
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        lines.push(line);
+        const o = JSON.parse(line) as { attached?: boolean; ids?: BpfIds };
+        if (o.attached && o.ids) {
+          ids = o.ids;
+          // The ids are live while the child runs.
+          const progs = new Set(kernelBpfIds('prog'));
+          if (!ids.progs.every((id) => progs.has(id))) reject(new Error('child ids not in the kernel list'));
+          stop(child.pid!);
+        }
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (!ids) reject(new Error(`child exited (${code ?? signal}) before attaching: ${stderr}`));
+      else resolve({ ids, stdout: lines, stderr, code, signal });
+    });
+  });
+}
+
+async function remaining(ids: BpfIds): Promise<BpfIds> {
+  const left = (): BpfIds => {
+    const p = new Set(kernelBpfIds('prog'));
+    const m = new Set(kernelBpfIds('map'));
+    const l = new Set(kernelBpfIds('link'));
+    return { progs: ids.progs.filter((i) => p.has(i)), maps: ids.maps.filter((i) => m.has(i)), links: ids.links.filter((i) => l.has(i)) };
+  };
+  let now = left();
+  for (let i = 0; i < 60 && now.progs.length + now.maps.length + now.links.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    now = left();
+  }
+  return now;
+}
+
+const NONE: BpfIds = { progs: [], maps: [], links: [] };
+
+describe.skipIf(skip !== undefined)('teardown of a real attached process', () => {
+  beforeAll(() => {
+    // The child runs compiled JS: bring dist/ up to date (tsc emits even if unrelated files have errors).
+    spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], {
+      cwd: root,
+      stdio: 'ignore',
+    });
+    if (!existsSync(standalone)) throw new Error(`${standalone} was not built`);
+  });
+
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s: the handler closes the tracer, nothing remains', async (sig) => {
+    const r = await runChild([], (pid) => process.kill(pid, sig));
+    expect(r.ids.progs.length).toBe(7);
+    expect(r.ids.links.length).toBe(7);
+    const end = JSON.parse(r.stdout.at(-1)!) as { stopped: string; stats: { lost: number } };
+    expect(end.stopped).toBe(sig);
+    expect(r.code).toBe(0);
+    expect(await remaining(r.ids)).toEqual(NONE);
+  });
+
+  it('a thrown error after attach: nothing remains', async () => {
+    const r = await runChild(['--throw-after-attach'], () => {});
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('thrown after attach');
+    expect(await remaining(r.ids)).toEqual(NONE);
+  });
+
+  it('SIGKILL: the kernel frees everything with the fds (nothing is pinned)', async () => {
+    const r = await runChild([], (pid) => process.kill(pid, 'SIGKILL'));
+    expect(r.signal).toBe('SIGKILL');
+    expect(await remaining(r.ids)).toEqual(NONE);
+  });
+
+  it('--duration expiry: nothing remains', async () => {
+    const r = await runChild(['--duration', '0.2'], () => {});
+    expect(JSON.parse(r.stdout.at(-1)!).stopped).toBe('duration');
+    expect(await remaining(r.ids)).toEqual(NONE);
+  });
+});
