@@ -7,6 +7,10 @@ import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatDuration, formatRecord } from '../src/decode/format.js';
 import { JsonlSink } from '../src/decode/jsonl-sink.js';
+import { recordJson } from '../src/decode/json.js';
+import { Decoder } from '../src/decode/decoder.js';
+import { decodeStream, frameRecords } from '../src/decode/stream.js';
+import { encodeIoctl, KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/decode/event-layout.js';
 import type { IoctlRecord, TraceRecord } from '../src/decode/records.js';
 import { LatencyHistogram, SummaryBuilder } from '../src/decode/summary.js';
 
@@ -220,5 +224,28 @@ describe('JsonlSink', () => {
     await sink.close();
     expect(sink.error?.message).toBe('disk full');
     expect(sink.stats.dropped).toBeGreaterThanOrEqual(10);
+  });
+});
+
+describe('recordJson (the sink\'s fast path)', () => {
+  it('gives exactly JSON.stringify\'s text for decoder-built records', () => {
+    const snap = new Uint8Array(KT_RUN_SNAP);
+    const dv = new DataView(snap.buffer);
+    const recs: Uint8Array[] = [];
+    // exit_reason sits at kvm_run offset 8 and io at 32 in every kernel; here only their values matter
+    for (const [code, dir] of [[2, 1], [2, 0], [5, 0], [6, 1], [17, 0], [99, 0]]) {
+      snap.fill(0);
+      dv.setUint8(32, dir);
+      dv.setUint8(33, 1);
+      dv.setUint16(34, 0x3f8, true);
+      dv.setUint32(36, 1, true);
+      recs.push(encodeIoctl({ ts_ns: 5, enter_ns: 1, pid: 3, fd: 6, cmd: 0xae80, flags: KT_F_RUN, vcpu_id: 0, exit_reason: code, fd_kind: KT_FD_VCPU, comm: 'we"ird\\', pio_data: new Uint8Array([0x41]), out: snap }));
+    }
+    recs.push(encodeIoctl({ ts_ns: 5, pid: 3, fd: 6, cmd: 0x8090ae81, fd_kind: KT_FD_VCPU, ret: -14, out: new Uint8Array(144) }));
+    recs.push(encodeIoctl({ ts_ns: 5, pid: 3, fd: 6, cmd: 0xae03, arg: 3, ret: 1 }));
+    const out: TraceRecord[] = [];
+    decodeStream(frameRecords(recs), new Decoder({ emit: (r) => out.push(r) }));
+    expect(out.length).toBe(recs.length);
+    for (const r of out) expect(recordJson(r)).toBe(JSON.stringify(r));
   });
 });

@@ -85,6 +85,8 @@ export class Decoder {
   private readonly cmds: CmdTable;
   private readonly exits: ExitDecoder;
   private readonly comms = new Map<number, CommEntry>();
+  /** args_in of the record being built (set by args(), attached after args so JSON keys stay in order). */
+  private argsIn: ArgsObject | undefined;
 
   constructor(opts: DecoderOptions) {
     const btf = opts.btf ?? Btf.vmlinux();
@@ -205,6 +207,10 @@ export class Decoder {
     } else if (!this.lean) {
       const args = this.args(c, dv, off, flags, ret, inOff, inLen, outOff, outLen, r);
       if (args) r.args = args;
+      if (this.argsIn) {
+        r.args_in = this.argsIn;
+        this.argsIn = undefined;
+      }
     }
 
     if (c.creates !== null && ret >= 0) this.created(proc, c, fd, ret, dv, off, outOff, outLen, r);
@@ -224,6 +230,7 @@ export class Decoder {
     outLen: number,
     r: IoctlRecord,
   ): ArgsObject | undefined {
+    this.argsIn = undefined;
     if (c.fromArg) return c.fromArg(u64n(dv, off + IOCTL.arg), r.arg);
     const dec = c.fromBytes;
     if (!dec) return undefined;
@@ -233,8 +240,7 @@ export class Decoder {
       if (flags & KT_F_OUT_TRUNC) args._truncated = true;
       if (inLen > 0) {
         const before = dec(dv, inOff, inLen);
-        const diff = argsInDiff(before, args);
-        if (diff) r.args_in = diff;
+        this.argsIn = argsInDiff(before, args);
       }
     } else if (inLen > 0) {
       args = dec(dv, inOff, inLen);

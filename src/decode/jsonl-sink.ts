@@ -9,6 +9,7 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { RecordSink } from '../export/sink.js';
+import { recordJson } from './json.js';
 import type { TraceRecord } from './records.js';
 
 export interface JsonlSinkOptions {
@@ -76,7 +77,7 @@ export class JsonlSink implements RecordSink {
     }
     let line: string;
     try {
-      line = JSON.stringify(record) + '\n';
+      line = recordJson(record) + '\n';
     } catch {
       this.stats.dropped++; // not serialisable (a decoder bug): counted, never thrown
       return;
