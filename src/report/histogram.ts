@@ -1,11 +1,11 @@
 /**
  * A bounded latency histogram: log-linear buckets (each power of two split into SUB equal parts, so a
- * bucket's width is at most 1/SUB of its value), exact count/min/max/sum. Memory stays a few hundred
- * counters however many calls a trace holds, which is what lets `report` stream million-record files.
- * Percentiles are the upper bound of the bucket holding the rank, clamped to [min, max].
+ * bucket's width is at most 1/SUB = 6.25% of its value), exact count/min/max/sum. Memory stays at most a
+ * few hundred counters however many calls a trace holds, which is what lets `report` stream million-record
+ * files. A percentile is interpolated linearly inside the bucket holding its rank, clamped to [min, max].
  */
 
-const SUB = 8;
+const SUB = 16;
 
 export interface HistogramJson {
   /** Upper bound (ns, exclusive) of each non-empty bucket, ascending. */
@@ -60,8 +60,13 @@ export class LatencyHistogram {
     const rank = Math.max(1, Math.ceil(q * this.count));
     let seen = 0;
     for (const b of [...this.buckets.keys()].sort((x, y) => x - y)) {
-      seen += this.buckets.get(b)!;
-      if (seen >= rank) return Math.round(Math.min(this.max, Math.max(this.min, upperBound(b))));
+      const n = this.buckets.get(b)!;
+      if (seen + n >= rank) {
+        const lo = Math.max(this.min, b === 0 ? 0 : upperBound(b - 1));
+        const hi = Math.min(this.max, upperBound(b));
+        return Math.round(lo + ((hi - lo) * (rank - seen)) / n);
+      }
+      seen += n;
     }
     return this.max;
   }

@@ -246,7 +246,7 @@ function histogram(i: IoctlSummary): string {
   const sx = (v: number) => ((Math.log10(Math.max(1, v)) - lo) / (hi - lo || 1)) * W;
   const bars = b
     .map((ub, k) => {
-      const lb = k > 0 && b[k - 1] < ub ? Math.max(b[k - 1], ub / 1.125) : ub / 1.125;
+      const lb = k > 0 && b[k - 1] < ub ? Math.max(b[k - 1], ub / 1.0625) : ub / 1.0625;
       const x = sx(lb);
       const w = Math.max(1.5, sx(ub) - x - 0.5);
       const h = Math.max(1, (c[k] / max) * (H - 6));
@@ -381,7 +381,7 @@ ${m.kvm_run ? runMap(m.kvm_run) : '<p class="empty">No kvm_run map: the kernel B
 <section id="ioctls"><h2>Ioctls</h2><p class="lede">Calls, errors, the user buffers the kernel copied and how many were misaligned or crossed more cache lines than their length needs; latency percentiles from the trace (click a column to sort).</p>
 ${m.ioctls.length ? ioctlTable(m) : '<p class="empty">No ioctl records.</p>'}
 </section>
-<section id="latency"><h2>Latency per ioctl</h2><p class="lede">Histograms on a log scale (bucket width ≤ 12.5% of its value); dashed lines mark p50 and p99.</p>
+<section id="latency"><h2>Latency per ioctl</h2><p class="lede">Histograms on a log scale (bucket width ≤ 6.25% of its value); dashed lines mark p50 and p99.</p>
 <div class="grid">${hists || '<p class="empty">No latencies.</p>'}</div></section>
 <section id="crossing"><h2>Buffer flags per ioctl</h2>${flagBars(m)}</section>
 <section id="worst"><h2>Worst buffers</h2><p class="lede">Per ioctl, the copied buffers with the most extra cache lines, then misaligned ones, with the thread that passed them.</p>${worstTable(m)}</section>
