@@ -145,8 +145,8 @@ const SOURCES: Record<Scenario, { origin: number; lines: AsmLine[] }> = {
   fault: {
     origin: 0x1700,
     lines: [
-      label('done'),
       ins([0x0f, 0x0b], 'ud2                  ; #UD with an empty IDT: #GP, #DF, triple fault (SHUTDOWN)'),
+      label('done'),
       ins([0xf4], 'hlt                  ; never reached'),
     ],
   },

@@ -169,20 +169,19 @@ async function runVcpus(vm: Vm, n: number, scenarios: Scenario[], exits: number,
       Array.from({ length: n }, (_, vcpu) => {
         const input: VcpuSessionInput = { vmFd: vm.fd, runSize: vm.runSize, runLayout, vcpu, scenarios, exits, log, stop: stopBuf, msrs };
         return new Promise<VcpuSessionOutput>((resolve) => {
+          // Resolve on 'exit', not on the message: only then has the thread (and its event loop's fds) gone.
           const w = new Worker(url, { workerData: input });
-          let done = false;
-          const fail = (message: string): void => {
-            if (done) return;
-            done = true;
+          let out: VcpuSessionOutput | null = null;
+          let error = '';
+          w.once('message', (o: VcpuSessionOutput) => (out = o));
+          w.once('error', (err) => {
+            error = `vCPU ${vcpu} worker failed: ${err.message}`;
             Atomics.store(stop, 0, 1);
-            resolve(deadWorker(vcpu, vm.runSize, message));
-          };
-          w.once('message', (out: VcpuSessionOutput) => {
-            done = true;
-            resolve(out);
           });
-          w.once('error', (err) => fail(`vCPU ${vcpu} worker failed: ${err.message}`));
-          w.once('exit', (code) => fail(`vCPU ${vcpu} worker exited with code ${code} before reporting`));
+          w.once('exit', (code) => {
+            if (!out) Atomics.store(stop, 0, 1);
+            resolve(out ?? deadWorker(vcpu, vm.runSize, error || `vCPU ${vcpu} worker exited with code ${code} before reporting`));
+          });
         });
       }),
     );
