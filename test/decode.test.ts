@@ -166,6 +166,36 @@ describe('decoder edge cases', () => {
     expect(r2).toMatchObject({ fd_kind: 'vcpu', vcpu: 5 });
   });
 
+  it.each([
+    [-4, 10, { reason: 'INTR', code: 10 }],
+    [-14, 2, undefined],
+    [0, 5, { reason: 'HLT', code: 5 }],
+  ])('KVM_RUN returning %d with exit_reason %d: exit %j (a failed run leaves exit_reason stale, except -EINTR)', (ret, code, want) => {
+    const r = new Harness().ioctl({ cmd: cmdOf('KVM_RUN'), fd_kind: KT_FD_VCPU, flags: KT_F_RUN, vcpu_id: 0, exit_reason: code, ret, out: new Uint8Array(KT_RUN_SNAP) });
+    expect(r.exit).toEqual(want);
+  });
+
+  it('KVM_CREATE_DEVICE with KVM_CREATE_DEVICE_TEST creates no fd', () => {
+    const h = new Harness();
+    const cd = (fd: number, flags: number) => bytesOf(kvm_create_device, { type: 5, fd, flags });
+    h.feed(encodeIoctl({ ts_ns: 1, pid: 9, fd: 4, cmd: cmdOf('KVM_CREATE_DEVICE'), in: cd(0, 1), out: cd(0, 1), ret: 0 }));
+    expect(fds(h.out)).toEqual([]);
+    h.feed(encodeIoctl({ ts_ns: 1, pid: 9, fd: 4, cmd: cmdOf('KVM_CREATE_DEVICE'), in: cd(0, 0), out: cd(11, 0), ret: 0 }));
+    expect(fds(h.out).map((r) => [r.op, r.fd, r.fd_kind])).toEqual([['open', 11, 'device']]);
+  });
+
+  it.each([
+    [0, false],
+    [-4, false],
+    [-9, true],
+  ])('close returning %d: fd still tracked afterwards = %s (only EBADF closes nothing)', (ret, kept) => {
+    const h = new Harness();
+    h.feed(encodeFd({ ts_ns: 1, pid: 9, fd: 3, op: KT_FD_OPEN, kind: KT_FD_SYSTEM }));
+    h.feed(encodeFd({ ts_ns: 2, pid: 9, fd: 3, op: KT_FD_CLOSE, kind: KT_FD_SYSTEM, ret }));
+    expect(h.decoder.procs.get(9).fds.has(3)).toBe(kept);
+    expect(fds(h.out).at(-1)).toMatchObject({ op: 'close', fd: 3, fd_kind: 'system', ret });
+  });
+
   it('copy records carry the ioctl they happened in', () => {
     const h = new Harness();
     const [c] = h.feed(encodeCopy({ ts_ns: 9, pid: 1, tid: 2, uaddr: 0x7ffd1001n, len: 144, dir: KT_COPY_FROM_USER, cmd: cmdOf('KVM_SET_REGS'), fd: 5 }));

@@ -9,6 +9,7 @@
  * per-struct decoders are compiled once); with `lean`, KVM_RUN exits carry only {reason, code}.
  * Records shorter than their struct are rejected and counted, never thrown on.
  */
+import { constants } from 'node:os';
 import { Btf } from '../btf/index.js';
 import { errnoName } from '../ffi/errors.js';
 import { BtfArgsDecoder, type ArgsObject } from './btf-args.js';
@@ -38,6 +39,7 @@ import {
   s64n,
   u64n,
 } from './event-layout.js';
+import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { ExitDecoder } from './exit.js';
 import { CmdTable, argsInDiff, type CmdInfo } from './ioctl-args.js';
 import { ProcessTable, type FdInfo, type ProcessState, type RunInfo, type SeedResult } from './processes.js';
@@ -63,6 +65,12 @@ export interface DecoderStats {
   /** Records of a type this decoder does not know. */
   unknownTypes: number;
 }
+
+/** KVM_EXIT_INTR: the exit reason KVM sets when KVM_RUN returns -EINTR (a signal is pending). */
+const EXIT_INTR = KVM_EXIT.INTR;
+const EBADF = constants.errno.EBADF;
+/** kvm_create_device.flags bit: only test whether the device type exists, create nothing. */
+const KVM_CREATE_DEVICE_TEST = 1;
 
 const KERNEL_KINDS: FdKind[] = ['unknown', 'system', 'vm', 'vcpu', 'device'];
 const kernelKind = (k: number): FdKind => KERNEL_KINDS[k] ?? 'unknown';
@@ -202,7 +210,10 @@ export class Decoder {
     const outOff = inOff + inLen;
     if (isRun) {
       const code = dv.getUint32(off + IOCTL.exit_reason, true);
-      r.exit = this.lean ? { reason: this.exits.reasonName(code), code } : this.exits.decode(code, dv, outOff, outLen, off + IOCTL.pio_data);
+      // A failed KVM_RUN leaves kvm_run.exit_reason stale, except -EINTR, for which KVM sets KVM_EXIT_INTR.
+      if (ret >= 0 || code === EXIT_INTR) {
+        r.exit = this.lean ? { reason: this.exits.reasonName(code), code } : this.exits.decode(code, dv, outOff, outLen, off + IOCTL.pio_data);
+      }
       this.runSeen(proc, fd, vcpu, dv, off + IOCTL.run_kaddr);
     } else if (!this.lean) {
       const args = this.args(c, dv, off, flags, ret, inOff, inLen, outOff, outLen, r);
@@ -269,7 +280,9 @@ export class Decoder {
     } else {
       // KVM_CREATE_DEVICE returns 0; the new fd is kvm_create_device.fd in the out data.
       const at = c.createdFdOffset;
+      const fl = c.createdFlagsOffset;
       if (at === undefined || outLen < at + 4) return;
+      if (fl !== undefined && outLen >= fl + 4 && dv.getUint32(outOff + fl, true) & KVM_CREATE_DEVICE_TEST) return;
       newFd = dv.getInt32(outOff + at, true);
       info = { kind: 'device', vm: p.vmOf(fd), vcpu: null };
       p.fds.set(newFd, info);
@@ -346,7 +359,7 @@ export class Decoder {
     }
     const info = p.fds.get(fd);
     const kind = info?.kind ?? kernelKind(dv.getUint32(off + FD.kind, true));
-    if (ret === 0) p.fds.delete(fd);
+    if (ret !== -EBADF) p.fds.delete(fd); // close releases the fd even when it reports an error, except EBADF
     this.emit({ ...base, op: 'close', fd, fd_kind: kind, vm: info?.vm ?? null, vcpu: info?.vcpu ?? null, ret });
   }
 

@@ -36,8 +36,9 @@ export interface CmdInfo {
   fromArg?: (arg: number, argHex: string) => ArgsObject;
   /** Decodes captured argument bytes, or undefined when the argument is not a pointer to data. */
   fromBytes?: (dv: DataView, off: number, len: number) => ArgsObject;
-  /** Offset of kvm_create_device.fd in the argument (KVM_CREATE_DEVICE only). */
+  /** Offsets of kvm_create_device.fd / .flags in the argument (KVM_CREATE_DEVICE only). */
   createdFdOffset?: number;
+  createdFlagsOffset?: number;
 }
 
 const INT_ARGS: Record<string, (arg: number, argHex: string) => ArgsObject> = {
@@ -95,12 +96,15 @@ const KIND_SLOT: Record<FdKind, number> = { unknown: 0, system: 1, vm: 2, vcpu: 
 export class CmdTable {
   private readonly cache = new Map<number, CmdInfo>();
   private readonly createDeviceFd: number | undefined;
+  private readonly createDeviceFlags: number | undefined;
 
   constructor(
     btf: Btf,
     private readonly args: BtfArgsDecoder,
   ) {
-    this.createDeviceFd = btf.struct('kvm_create_device')?.members.find((m) => m.name === 'fd')?.offset;
+    const cd = btf.struct('kvm_create_device');
+    this.createDeviceFd = cd?.members.find((m) => m.name === 'fd')?.offset;
+    this.createDeviceFlags = cd?.members.find((m) => m.name === 'flags')?.offset;
   }
 
   /** Info for `cmd` issued on an fd of `kind` (the kind picks among names sharing one number). */
@@ -137,7 +141,10 @@ export class CmdTable {
     } else if (def?.argType && ioc.size > 0) {
       info.fromBytes = scalarDecoder(name, ioc.size);
     }
-    if (name === 'KVM_CREATE_DEVICE') info.createdFdOffset = this.createDeviceFd;
+    if (name === 'KVM_CREATE_DEVICE') {
+      info.createdFdOffset = this.createDeviceFd;
+      info.createdFlagsOffset = this.createDeviceFlags;
+    }
     return info;
   }
 }
