@@ -194,6 +194,9 @@ describe.skipIf(!haveBtf)('kernel copy rules (running kernel BTF)', () => {
     // 256 pages → 256 bits → 32 bytes, at a 4-aligned address: misaligned for unsigned long.
     expect(out.flags[1]).toMatchObject({ what: 'kvm_dirty_log.dirty_bitmap', len: 32, misaligned: true });
     expect(out.unknown).toEqual([]);
+    a.analyze(ioctl('KVM_GET_DIRTY_LOG', 0xf000, { slot: 5, dirty_bitmap: '0x10000' }, { fd_kind: 'vm' }));
+    // region 32 B + 2 × dirty-log header 16 B + bitmap 32 B; one bitmap of unknown length (slot 5 never set)
+    expect(a.totals).toEqual({ copies: 4, bytes: 96, misaligned: 1, cacheline_cross: 0, unknown: 1, observed: 0 });
   });
 });
 

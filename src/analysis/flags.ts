@@ -143,10 +143,25 @@ export class CopyJoiner {
   }
 }
 
-/** Runs flagRecord over a record stream in order. */
+/** Counts over every analyzed ioctl, for the capture summary. */
+export interface FlagTotals {
+  copies: number;
+  bytes: number;
+  misaligned: number;
+  cacheline_cross: number;
+  /** Copies whose length the capture does not reveal (not flagged). */
+  unknown: number;
+  observed: number;
+}
+
+/**
+ * Runs flagRecord over a record stream in order. In a capture: `const a = analyzer.analyze(rec); if (a?.flags.length)
+ * rec.flags = a.flags;` for every record (copy records included), then `analyzer.totals` for the summary.
+ */
 export class FlagAnalyzer {
   readonly slots: MemorySlots;
   readonly copies = new CopyJoiner();
+  readonly totals: FlagTotals = { copies: 0, bytes: 0, misaligned: 0, cacheline_cross: 0, unknown: 0, observed: 0 };
   constructor(private readonly opts: FlagOptions) {
     this.slots = new MemorySlots(opts.pageSize);
   }
@@ -161,6 +176,15 @@ export class FlagAnalyzer {
     const observed = this.copies.take(rec);
     const out = flagRecord(rec, this.opts, { slots: this.slots, observed });
     this.slots.observe(rec);
+    const t = this.totals;
+    for (const f of out.flags) {
+      t.copies++;
+      t.bytes += f.len;
+      if (f.misaligned) t.misaligned++;
+      if (f.cacheline_cross) t.cacheline_cross++;
+      if (f.source === 'observed') t.observed++;
+    }
+    t.unknown += out.unknown.length;
     return out;
   }
 }
