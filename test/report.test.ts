@@ -191,9 +191,9 @@ describe('bad input', () => {
   const cases: Array<[string, string, RegExp]> = [
     ['garbage', '{"type":"lost","count":1}\nthis is not json\n{"type":"lost","count":1}\n', /garbage\.jsonl:2: not JSON/],
     ['truncated', '{"type":"lost","count":1}\n{"type":"ioctl","name":"KVM_RU', /truncated\.jsonl:2: truncated record/],
-    ['empty', '', /empty\.jsonl: empty file/],
+    ['empty', '', /empty\.jsonl:1: empty file/],
     ['array', '[1,2,3]\n', /array\.jsonl:1: not a kvm-trace record/],
-    ['blank', '\n\n\n', /blank\.jsonl: no records/],
+    ['blank', '\n\n\n', /blank\.jsonl:3: no records in 3 lines/],
     ['missing-field', '{"type":"ioctl","pid":1}\n', /missing-field\.jsonl:1: ioctl record without a string "name"/],
   ];
 

@@ -84,7 +84,8 @@ export async function* readRecords(path: string, stats: ReadStats = { lines: 0, 
     if (err instanceof JsonlError) throw err;
     throw new JsonlError(path, null, `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (size === 0) throw new JsonlError(path, null, 'empty file: no records');
+  // Line 1 is where the first record should have been.
+  if (size === 0) throw new JsonlError(path, 1, 'empty file: no records (expected one JSON object per line)');
   const terminated = await endsWithNewline(path, size);
   const rl = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
   let pendingError: JsonlError | undefined;
@@ -116,7 +117,9 @@ export async function* readRecords(path: string, stats: ReadStats = { lines: 0, 
   } finally {
     rl.close();
   }
-  if (stats.records === 0) throw new JsonlError(path, null, stats.ignored ? 'no kvm-trace records (only unknown record types)' : 'no records (only blank lines)');
+  if (stats.records === 0) {
+    throw new JsonlError(path, stats.lines, stats.ignored ? `no kvm-trace records in ${stats.lines} lines (only unknown record types)` : `no records in ${stats.lines} lines (only blank lines)`);
+  }
 }
 
 /** True when readline has no further line: used to tell a truncated last line from garbage mid-file. */
