@@ -6,6 +6,10 @@ import { PAGE_SIZE } from '../src/ffi/libc.js';
 import { BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TestRingProducer, producedDiscarded, producedLen } from '../src/ringbuf/producer.js';
 import { RawRingReader } from '../src/ringbuf/reader.js';
 import { RingBufferConsumer } from '../src/ringbuf/consumer.js';
+import { Btf } from '../src/btf/index.js';
+import { flattenLayout } from '../src/btf/layout.js';
+import { mapCreateAttr, mapElemAttr, progLoadAttr, progTestRunAttr } from '../src/ffi/bpf-syscall.js';
+import type { RecordType } from '../src/kvm/abi/layout.js';
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.log('ringbuf-kernel: skipped — needs root to create BPF maps and programs');
@@ -225,5 +229,27 @@ describe.skipIf(!isRoot)('ring buffer on a real kernel ring', () => {
 
   it('rejects a size that is not a power-of-two multiple of the page size', () => {
     expect(() => new RawRingReader(-1, 3 * PAGE_SIZE)).toThrow(RangeError);
+  });
+});
+
+describe('bpf_attr arms used by the test producer equal the kernel BTF of union bpf_attr', () => {
+  const attr = Btf.vmlinux().struct('union bpf_attr');
+  it.each([
+    ['BPF_MAP_CREATE', mapCreateAttr, ''],
+    ['BPF_MAP_*_ELEM', mapElemAttr, ''],
+    ['BPF_PROG_LOAD', progLoadAttr, ''],
+    ['BPF_PROG_TEST_RUN', progTestRunAttr, 'test'],
+  ] as Array<[string, RecordType, string]>)('%s', (_cmd, ours, armName) => {
+    expect(attr).toBeDefined();
+    // The arm: the member named armName, or the anonymous struct that holds our first member.
+    const first = ours.members[0].name;
+    const arm = attr!.members.find((m) => m.nested && (armName ? m.name === armName : m.name === '' && flattenLayout(m.nested).some((f) => f.path === first)));
+    expect(arm?.nested, `no bpf_attr arm holding ${first}`).toBeDefined();
+    const theirs = new Map(flattenLayout(arm!.nested!).map((f) => [f.path, f]));
+    for (const m of ours.members) {
+      const t = theirs.get(m.name);
+      expect(t, `bpf_attr has no ${m.name}`).toBeDefined();
+      expect([m.name, m.offset, m.type.size]).toEqual([m.name, t!.offset, t!.size]);
+    }
   });
 });
