@@ -22,6 +22,8 @@ import { decodeStream, frameRecords } from '../src/decode/stream.js';
 import { classifyFdLink, parseKvmRunMaps } from '../src/decode/processes.js';
 import type { FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from '../src/decode/records.js';
 import { Kvm } from '../src/kvm/system.js';
+import { Btf } from '../src/btf/index.js';
+import { Decoder } from '../src/decode/decoder.js';
 import { Harness, bytesOf, cmdOf } from './decode-helpers.js';
 import { struct, u32 } from '../src/kvm/abi/layout.js';
 
@@ -194,6 +196,36 @@ describe('decoder edge cases', () => {
     h.feed(encodeFd({ ts_ns: 2, pid: 9, fd: 3, op: KT_FD_CLOSE, kind: KT_FD_SYSTEM, ret }));
     expect(h.decoder.procs.get(9).fds.has(3)).toBe(kept);
     expect(fds(h.out).at(-1)).toMatchObject({ op: 'close', fd: 3, fd_kind: 'system', ret });
+  });
+
+  it('a BTF without KVM types still decodes: names and exit reasons, no args or exit details, one warning', () => {
+    // Minimal raw BTF: header, one `int`, string table.
+    const strings = Buffer.from('\0int\0');
+    const types = Buffer.alloc(16);
+    types.writeUInt32LE(1, 0); // name "int"
+    types.writeUInt32LE(0x01000000, 4); // kind INT, vlen 0
+    types.writeUInt32LE(4, 8); // size
+    types.writeUInt32LE(0x01000020, 12); // signed, 32 bits
+    const hdr = Buffer.alloc(24);
+    hdr.writeUInt16LE(0xeb9f, 0);
+    hdr.writeUInt8(1, 2);
+    hdr.writeUInt32LE(24, 4);
+    hdr.writeUInt32LE(0, 8);
+    hdr.writeUInt32LE(types.length, 12);
+    hdr.writeUInt32LE(types.length, 16);
+    hdr.writeUInt32LE(strings.length, 20);
+    const btf = Btf.fromRaw(new Uint8Array(Buffer.concat([hdr, types, strings])));
+    const out: TraceRecord[] = [];
+    const d = new Decoder({ btf, emit: (r) => out.push(r) });
+    expect(d.warnings).toEqual([expect.stringMatching(/^exit details unavailable: .*kvm_run/)]);
+    const raw = encodeIoctl({ ts_ns: 2, pid: 1, fd: 6, cmd: cmdOf('KVM_RUN'), fd_kind: KT_FD_VCPU, flags: KT_F_RUN, vcpu_id: 0, exit_reason: 2, out: new Uint8Array(KT_RUN_SNAP) });
+    d.decode(new DataView(raw.buffer), 0, raw.length);
+    const regs = encodeIoctl({ ts_ns: 2, pid: 1, fd: 6, cmd: cmdOf('KVM_SET_REGS'), in: new Uint8Array(144) });
+    d.decode(new DataView(regs.buffer), 0, regs.length);
+    expect(ioctls(out).map((r) => [r.name, r.exit, r.args])).toEqual([
+      ['KVM_RUN', { reason: 'IO', code: 2 }, undefined],
+      ['KVM_SET_REGS', undefined, undefined],
+    ]);
   });
 
   it('copy records carry the ioctl they happened in', () => {

@@ -40,6 +40,7 @@ import {
   u64n,
 } from './event-layout.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
+import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { ExitDecoder } from './exit.js';
 import { CmdTable, argsInDiff, type CmdInfo } from './ioctl-args.js';
 import { ProcessTable, type FdInfo, type ProcessState, type RunInfo, type SeedResult } from './processes.js';
@@ -91,7 +92,7 @@ export class Decoder {
   private readonly emit: (r: TraceRecord) => void;
   private readonly lean: boolean;
   private readonly cmds: CmdTable;
-  private readonly exits: ExitDecoder;
+  private readonly exits: Pick<ExitDecoder, 'decode' | 'reasonName'>;
   private readonly comms = new Map<number, CommEntry>();
   /** args_in of the record being built (set by args(), attached after args so JSON keys stay in order). */
   private argsIn: ArgsObject | undefined;
@@ -102,8 +103,17 @@ export class Decoder {
     this.emit = opts.emit;
     this.lean = opts.lean ?? false;
     this.cmds = new CmdTable(btf, args);
-    this.exits = new ExitDecoder(btf, args);
+    try {
+      this.exits = new ExitDecoder(btf, args);
+    } catch (e) {
+      // A BTF without struct kvm_run (a kernel without KVM, a foreign BTF): exits keep reason and code.
+      this.warnings.push(`exit details unavailable: ${(e as Error).message}`);
+      this.exits = { reasonName: exitReasonName, decode: (code) => ({ reason: exitReasonName(code), code }) };
+    }
   }
+
+  /** Degradations found at construction (printed once by the caller). */
+  readonly warnings: string[] = [];
 
   /** Decode one raw record (`len` bytes at `off` of `dv`, e.g. straight from the ring). */
   decode(dv: DataView, off: number, len: number): void {
