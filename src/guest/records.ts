@@ -2,6 +2,11 @@
  * The reference guest's ground-truth log (`kvm-trace guest --log FILE.jsonl`): one JSON object per line,
  * written by the process that issued the ioctls, so a capture can be checked record by record. Addresses
  * and request numbers are "0x…" strings; times are CLOCK_MONOTONIC ns (the clock of bpf_ktime_get_ns).
+ *
+ * Besides the guest's VM and vCPUs, the log holds the long-mode probe (unless --no-long-mode): a second VM
+ * with one vCPU, created, run and closed on the main thread after the vCPU threads finished. It is ground
+ * truth like the rest (its own fds, its own kvm_run record with vcpu 0); GuestResult.kvm_run lists only the
+ * guest's vCPUs.
  */
 import type { FdKind } from '../kvm/abi/ioctl-table.js';
 

@@ -4,17 +4,16 @@
  * every path, and return counts, layout observations and, with --log, its ground-truth records.
  * vcpu-worker.ts runs this in a worker_thread; the input and output are structured-clone friendly.
  */
-import { GuestFault } from './errors.js';
 import type { KvmRunLayout } from '../kvm/kvm-run.js';
-import { ioctlCount, setKvmObserver } from '../kvm/observer.js';
+import { currentTid, ioctlCount, setKvmObserver } from '../kvm/observer.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
+import { GuestFault } from './errors.js';
 import type { LayoutObservation } from './layout-context.js';
 import { layoutVcpu } from './layout-vcpu.js';
 import { programFor, type Scenario } from './programs.js';
 import { GroundTruthRecorder, type RecordedLog } from './recorder.js';
 import { runProgram } from './vcpu-driver.js';
-import { currentTid } from '../kvm/observer.js';
 
 export interface VcpuSessionInput {
   vmFd: number;

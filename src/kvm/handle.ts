@@ -64,9 +64,9 @@ export abstract class KvmHandle {
   /** `size` bytes of argument memory: at `at` when given, else in the handle's own mapping. Zeroed. */
   protected arg(size: number, at?: bigint): ArgBuf {
     const addr = at ?? this.#scratchAddr(size);
-    const dv = new DataView(memoryView(addr, Math.max(size, 1)), 0, Math.max(size, 1));
-    for (let i = 0; i < size; i++) dv.setUint8(i, 0);
-    return { addr, dv };
+    const mem = memoryView(addr, Math.max(size, 1));
+    new Uint8Array(mem).fill(0);
+    return { addr, dv: new DataView(mem) };
   }
 
   /** Encode `value` as `type` into fresh argument memory. */

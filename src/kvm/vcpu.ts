@@ -10,7 +10,7 @@
  * run() is the hot path: one ioctl through the fixed-arity binding and one typed-array load.
  */
 import { SyscallError } from '../ffi/errors.js';
-import { MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from '../ffi/libc.js';
+import { close as closeFd, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from '../ffi/libc.js';
 import { ioctlByName } from './abi/ioctl-table.js';
 import {
   STRUCTS,
@@ -26,7 +26,7 @@ import {
 import { encode } from './abi/layout.js';
 import { KvmHandle } from './handle.js';
 import { KvmRun, type KvmRunLayout } from './kvm-run.js';
-import { kvmIoctl, notifyKvmRun } from './observer.js';
+import { kvmIoctl, notifyFd, notifyKvmRun } from './observer.js';
 
 const KVM_RUN = ioctlByName('KVM_RUN');
 const KVM_GET_REGS = ioctlByName('KVM_GET_REGS');
@@ -75,7 +75,10 @@ export class Vcpu extends KvmHandle {
       const addr = runSize > 0 ? mmap(0n, runSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : 0n;
       run = new KvmRun(addr, runSize, opts.layout);
     } catch (err) {
-      if (owned) new Vcpu(fd, id, new KvmRun(0n, 0, opts.layout), true).close();
+      if (owned) {
+        closeFd(fd);
+        notifyFd('close', fd, 'vcpu', id);
+      }
       throw err;
     }
     if (runSize > 0) notifyKvmRun(id, fd, run.userAddr, runSize);
