@@ -83,6 +83,11 @@ export class RingCollector {
     return this.got;
   }
 
+  /** Wait (epoll) up to timeoutMs for a kernel wakeup; the records consumed (0 on timeout). */
+  poll(timeoutMs: number): number {
+    return this.#rb.poll(timeoutMs);
+  }
+
   free(): void {
     this.#rb.free();
   }

@@ -9,6 +9,7 @@ import { KT_F_NO_ENTER, KT_F_RUN, KT_FD_CLOSE, KT_FD_OPEN, KT_FD_SYSTEM, KT_FD_V
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { kvmRunLayout } from '../src/kvm/kvm-run.js';
 import { probeFeature } from '../src/bpf/features.js';
+import { Kvm } from '../src/kvm/system.js';
 import { KvmTracer, type BpfIds } from '../src/bpf/tracer.js';
 import { bpfSkipReason, GUEST_BYTE, GUEST_PORT, RingCollector, runPioGuest, type Drained, type GuestRun } from './bpf-support.js';
 
@@ -284,5 +285,40 @@ describe.skipIf(skip !== undefined)('strategy choice and bad options', () => {
       /attaching kt_vcpu_run_kprobe failed/,
     );
     expect(openFds()).toBe(fds);
+  });
+});
+
+describe.skipIf(skip !== undefined)('consumer wakeups', () => {
+  it('submits without waking the consumer, and forces one wakeup when the ring crosses the threshold', () => {
+    // 64 KiB ring, wake at 16 KiB. Each KVM_GET_API_VERSION record is offsetof(data) + 8 bytes of ring header.
+    const tracer = KvmTracer.open({ strategy: 'tracepoint', pids: [process.pid], ringBytes: 64 << 10, wakeupBytes: 16 << 10 });
+    const ring = new RingCollector(tracer.ringMapFd);
+    const kvm = Kvm.open();
+    try {
+      for (let i = 0; i < 20; i++) kvm.apiVersion(); // ~2.2 KiB: below the threshold
+      expect(ring.poll(100)).toBe(0); // no wakeup although records are waiting
+      expect(ring.drain().ioctls.length).toBe(20);
+      for (let i = 0; i < 200; i++) kvm.apiVersion(); // ~22 KiB: crosses 16 KiB once
+      expect(ring.poll(2000)).toBeGreaterThan(0);
+      expect(tracer.stats().lost).toBe(0);
+    } finally {
+      kvm.close();
+      ring.free();
+      tracer.close();
+    }
+  });
+
+  it('counts records lost to a full ring', () => {
+    const tracer = KvmTracer.open({ strategy: 'tracepoint', pids: [process.pid], ringBytes: 4096, wakeupBytes: 0 });
+    const kvm = Kvm.open();
+    try {
+      for (let i = 0; i < 100; i++) kvm.apiVersion(); // 100 × 112 bytes into a 4 KiB ring, never drained
+      const s = tracer.stats();
+      expect(s.events + s.lost).toBe(100 + 1); // + the open of /dev/kvm
+      expect(s.lost).toBeGreaterThan(50);
+    } finally {
+      kvm.close();
+      tracer.close();
+    }
   });
 });

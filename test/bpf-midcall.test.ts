@@ -1,0 +1,127 @@
+// Attaching to a VMM whose vCPU thread is already blocked inside KVM_RUN: the exit arrives without its
+// enter. The BPF side recovers fd/cmd/arg from the thread's saved user registers, flags the record
+// KT_F_NO_ENTER, still folds in kvm_run (found through the fd), and counts it in stats().noEnter.
+// The blocked VMM is a tiny C program (in-kernel irqchip, guest `cli; hlt`) woken by SIGUSR1 (EINTR).
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KT_F_NO_ENTER, KT_F_RUN, KT_FD_VCPU, KT_RUN_SNAP } from '../src/decode/event-layout.js';
+import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
+import { KvmTracer } from '../src/bpf/tracer.js';
+import { bpfSkipReason, RingCollector } from './bpf-support.js';
+
+const BLOCKER_C = String.raw`
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static void on_usr1(int sig) { (void)sig; }
+int main(void) {
+	struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = on_usr1; sigaction(SIGUSR1, &sa, 0);
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0 || ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) { perror("vm/irqchip"); return 2; }
+	unsigned char *mem = mmap(0, 0x10000, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	mem[0x1000] = 0xfa; mem[0x1001] = 0xf4; mem[0x1002] = 0xf4; /* cli; hlt; hlt */
+	struct kvm_userspace_memory_region r = {.slot = 0, .guest_phys_addr = 0, .memory_size = 0x10000,
+		.userspace_addr = (unsigned long)mem};
+	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r) < 0) { perror("region"); return 2; }
+	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+	struct kvm_sregs s; ioctl(vcpu, KVM_GET_SREGS, &s); s.cs.base = 0; s.cs.selector = 0; ioctl(vcpu, KVM_SET_SREGS, &s);
+	struct kvm_regs regs; memset(&regs, 0, sizeof regs); regs.rip = 0x1000; regs.rflags = 2; ioctl(vcpu, KVM_SET_REGS, &regs);
+	printf("ready %d\n", vcpu); fflush(stdout);
+	int rc = ioctl(vcpu, KVM_RUN, 0);
+	printf("run %d %d\n", rc, rc < 0 ? errno : 0); fflush(stdout);
+	return 0;
+}
+`;
+
+function compilerMissing(): string | undefined {
+  return spawnSync('cc', ['--version']).status === 0 ? undefined : 'no C compiler (cc) to build the blocked-VMM fixture';
+}
+
+const skip = bpfSkipReason() ?? compilerMissing();
+if (skip) console.log(`bpf-midcall tests skipped: ${skip}`);
+
+function lines(child: ChildProcessWithoutNullStreams): { next(prefix: string): Promise<string> } {
+  const seen: string[] = [];
+  const waiters: { prefix: string; resolve: (l: string) => void }[] = [];
+  let buf = '';
+  child.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      seen.push(line);
+      for (const w of waiters.filter((x) => line.startsWith(x.prefix))) w.resolve(line);
+    }
+  });
+  return {
+    next: (prefix) =>
+      new Promise((resolve) => {
+        const hit = seen.find((l) => l.startsWith(prefix));
+        if (hit) resolve(hit);
+        else waiters.push({ prefix, resolve });
+      }),
+  };
+}
+
+describe.skipIf(skip !== undefined)('attached while a vCPU is inside KVM_RUN', () => {
+  let dir: string;
+  let exe: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kt-midcall-'));
+    writeFileSync(join(dir, 'block.c'), BLOCKER_C);
+    exe = join(dir, 'block');
+    const cc = spawnSync('cc', ['-O2', '-o', exe, join(dir, 'block.c')], { encoding: 'utf8' });
+    if (cc.status !== 0) throw new Error(`cc failed: ${cc.stderr}`);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('records the exit with KT_F_NO_ENTER, cmd/fd from the saved registers, and kvm_run folded in', async () => {
+    const child = spawn(exe, [], { stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcessWithoutNullStreams;
+    const out = lines(child);
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    let tracer: KvmTracer | undefined;
+    let ring: RingCollector | undefined;
+    try {
+      const vcpuFd = Number((await out.next('ready')).split(' ')[1]);
+      // Let it enter KVM_RUN and block, then attach.
+      await new Promise((r) => setTimeout(r, 200));
+      tracer = KvmTracer.open({ strategy: 'tracepoint', pids: [child.pid!] });
+      ring = new RingCollector(tracer.ringMapFd);
+      child.kill('SIGUSR1');
+      expect(await out.next('run')).toBe('run -1 4'); // EINTR
+      expect(await exited).toBe(0);
+      const got = ring.drain();
+      const runs = got.ioctls.filter((e) => e.pid === child.pid);
+      expect(runs).toHaveLength(1);
+      const e = runs[0];
+      expect(e.flags & KT_F_NO_ENTER).toBe(KT_F_NO_ENTER);
+      expect(e.cmd).toBe(ioctlByName('KVM_RUN').cmd);
+      expect(e.fd).toBe(vcpuFd);
+      expect(e.ret).toBe(-4);
+      expect(e.enter_ns).toBe(0);
+      expect(e.tid).toBe(child.pid);
+      expect(e.flags & KT_F_RUN).toBe(KT_F_RUN);
+      expect(e.fd_kind).toBe(KT_FD_VCPU);
+      expect(e.vcpu_id).toBe(0);
+      expect(BigInt(e.run_kaddr) % 4096n).toBe(0n);
+      expect(e.out_len).toBe(KT_RUN_SNAP);
+      expect(tracer.stats().noEnter).toBe(1);
+    } finally {
+      ring?.free();
+      tracer?.close();
+      child.kill('SIGKILL');
+    }
+  });
+});
