@@ -282,6 +282,8 @@ describe('/proc seeding', () => {
       const h = new Harness();
       const res = h.decoder.seedProcess(process.pid);
       expect(res).toMatchObject({ pid: process.pid, vms: 1, vcpus: 2, runs: 2 });
+      // the whole-system scan finds this process too (and seeding twice changes nothing)
+      expect(new Harness().decoder.seedAll((pid) => pid === process.pid)).toEqual([res]);
       // what the decoder now says about ioctls on these fds
       const r = h.ioctl({ pid: process.pid, cmd: cmdOf('KVM_GET_REGS'), fd: vcpus[1].fd, out: new Uint8Array(144) });
       expect(r).toMatchObject({ fd_kind: 'vcpu', vcpu: 1, vm: 0 });

@@ -43,7 +43,7 @@ import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { ExitDecoder } from './exit.js';
 import { CmdTable, argsInDiff, type CmdInfo } from './ioctl-args.js';
-import { ProcessTable, type FdInfo, type ProcessState, type RunInfo, type SeedResult } from './processes.js';
+import { ProcessTable, pidsWithKvmFds, type FdInfo, type ProcessState, type RunInfo, type SeedResult } from './processes.js';
 import type { CopyRecord, FdKind, FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from './records.js';
 
 export interface DecoderOptions {
@@ -141,6 +141,23 @@ export class Decoder {
   /** Seed fd kinds and kvm_run mappings of an already running process from /proc (call at attach). */
   seedProcess(pid: number, procRoot = '/proc'): SeedResult {
     return this.procs.seedFromProc(pid, procRoot);
+  }
+
+  /**
+   * Seed every process that holds a KVM fd (tracing without -p); `accept` filters by pid (e.g. by comm).
+   * Processes that disappear meanwhile are skipped.
+   */
+  seedAll(accept: (pid: number) => boolean = () => true, procRoot = '/proc'): SeedResult[] {
+    const out: SeedResult[] = [];
+    for (const pid of pidsWithKvmFds(procRoot)) {
+      if (!accept(pid)) continue;
+      try {
+        out.push(this.procs.seedFromProc(pid, procRoot));
+      } catch {
+        // exited between the scan and the seeding
+      }
+    }
+    return out;
   }
 
   /** End of trace: emit the kvm_run records not emitted yet (one address still unknown). */

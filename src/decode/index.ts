@@ -9,5 +9,5 @@ export { LineSink, formatRecord, formatIoctl, formatExit, formatDuration, type F
 export { frameRecords, forEachRecord, decodeStream } from './stream.js';
 export { BtfArgsDecoder, type ArgsObject, type ArgValue, type StructDecoder } from './btf-args.js';
 export { ExitDecoder } from './exit.js';
-export { ProcessTable, classifyFdLink, parseKvmRunMaps, type SeedResult, type FdInfo } from './processes.js';
+export { ProcessTable, classifyFdLink, parseKvmRunMaps, pidsWithKvmFds, type SeedResult, type FdInfo } from './processes.js';
 export * from './records.js';

@@ -107,6 +107,36 @@ export function parseKvmRunMaps(maps: string): Array<{ vcpu: number; user_addr: 
   return out;
 }
 
+/**
+ * Pids under `procRoot` that hold at least one KVM fd (for seeding when tracing is not limited to given
+ * pids). Processes that vanish or whose fds we may not read are skipped.
+ */
+export function pidsWithKvmFds(procRoot = '/proc'): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync(procRoot)) {
+    if (!/^\d+$/.test(name)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(join(procRoot, name, 'fd'));
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(join(procRoot, name, 'fd', fd));
+      } catch {
+        continue;
+      }
+      if (classifyFdLink(target)) {
+        out.push(Number(name));
+        break;
+      }
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
 /** Per-process state of every traced process. */
 export class ProcessTable {
   private readonly procs = new Map<number, ProcessState>();
