@@ -382,6 +382,23 @@ describe('ioctl args decoded from BTF', () => {
     expect(r.args).toEqual({ nent: 1, entries: [], _truncated: true });
   });
 
+  it('KVM_GET_IRQCHIP of the IOAPIC: the chip_id selects the union member; bitfields decode', () => {
+    const b = bytesOf(kvm_irqchip, { chip_id: 2 }).subarray(0, 512);
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    dv.setBigUint64(8, 0xfec00000n, true); // ioapic.base_address
+    // redirtbl[0] (at 8 + 24): vector 0x30, masked (bit 16), level-triggered (bit 15), dest_id 1 (bits 56..63)
+    dv.setBigUint64(8 + 24, 0x30n | (1n << 15n) | (1n << 16n) | (1n << 56n), true);
+    const r = new Harness().ioctl({ cmd: cmdOf('KVM_GET_IRQCHIP'), fd_kind: KT_FD_VM, out: new Uint8Array(b), flags: KT_F_OUT_TRUNC });
+    const ioapic = (r.args!.chip as Record<string, Record<string, unknown>>).ioapic;
+    expect(Object.keys(r.args!.chip as object)).toEqual(['ioapic']);
+    expect(ioapic.base_address).toBe('0xfec00000');
+    expect((ioapic.redirtbl as unknown[]).length).toBe(24);
+    expect((ioapic.redirtbl as unknown[])[0]).toEqual({
+      bits: '0x100000000018030', // above 2^53: hex
+      fields: { vector: 0x30, delivery_mode: 0, dest_mode: 0, delivery_status: 0, polarity: 0, remote_irr: 0, trig_mode: 1, mask: 1, reserve: 0, dest_id: 1 },
+    });
+  });
+
   it('non-zero padding is kept (it is what makes the kernel say EINVAL)', () => {
     const r = h.ioctl({ cmd: cmdOf('KVM_IRQFD'), fd_kind: KT_FD_VM, in: bytesOf(kvm_irqfd, { fd: 1, gsi: 2, pad: [0, 0, 9] }), ret: -22 });
     expect(r.args).toEqual({ fd: 1, gsi: 2, flags: 0, resamplefd: 0, pad: [0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] });

@@ -1,6 +1,6 @@
 /**
  * Generic decoding of captured ioctl argument bytes from the running kernel's BTF: no layout or offset is
- * typed here. Each struct is compiled ONCE into a tree of small closures (cached by type id), so decoding a
+ * typed here. Each struct is compiled ONCE into a generated function (cached by type id), so decoding a
  * record does no BTF walk. The output is the `args` contract of src/decode/records.ts:
  *
  * - a plain object keyed by BTF member names; members of anonymous structs/unions are flattened into the
@@ -18,6 +18,7 @@
  *   other members; zero-size placeholders (__empty_*) are left out;
  * - named unions decode every remaining member over the same bytes, except where a sibling selects the
  *   member (kvm_irqchip.chip by chip_id, kvm_irq_routing_entry.u by type);
+ * - bitfields decode to their value (kvm_ioapic_state's redirection entries);
  * - members not (fully) inside the captured bytes are left out and the top-level object gets
  *   `_truncated: true`.
  */
@@ -53,7 +54,10 @@ type ValueReader = (dv: DataView, at: number, ctx: Ctx) => ArgValue;
 /** A compiled record: decodes the struct/union at `base` into a fresh object. */
 type RecordFn = (dv: DataView, base: number, ctx: Ctx) => ArgsObject;
 
-/** Member selectors for named unions: struct tag → union member → (decoded siblings) → member to keep. */
+/**
+ * Member selectors for named unions: struct tag → union member → (decoded siblings) → member to keep. The
+ * numbers are the uapi #defines that say which member is live (linux/kvm.h).
+ */
 const UNION_SELECTORS: Record<string, Record<string, (parent: ArgsObject) => string | undefined>> = {
   kvm_irqchip: {
     // KVM_IRQCHIP_PIC_MASTER 0, KVM_IRQCHIP_PIC_SLAVE 1, KVM_IRQCHIP_IOAPIC 2
@@ -128,7 +132,6 @@ function allZero(dv: DataView, at: number, n: number): boolean {
   for (let i = 0; i < n; i++) if (dv.getUint8(at + i) !== 0) return false;
   return true;
 }
-
 
 /**
  * Compiles BTF records into decoders, once per type id; one instance per BTF. Each record becomes one
