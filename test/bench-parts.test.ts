@@ -6,7 +6,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+import { hotFunctions, newestProfile } from '../scripts/bench/cpu-profile.js';
 import { ProcessSet } from '../scripts/bench/procs.js';
 import { readSummary } from '../scripts/bench/run-sample.js';
 import { spread } from '../scripts/bench/stats.js';
@@ -76,6 +78,23 @@ describe('workloads', () => {
     ['c-mmio-1', 'c', 'mmio', 1],
   ] as const)('%s', (id, kind, loop, vcpus) => {
     expect(describeWorkload(id)).toMatchObject({ kind, loop, vcpus });
+  });
+});
+
+describe('cpu profile', () => {
+  it('finds the profile node --cpu-prof wrote and ranks the busy function first', () => {
+    const profDir = join(dir, 'prof');
+    const since = Date.now() - 1000;
+    const busy = 'function spinHere(){let x=0;const end=Date.now()+300;while(Date.now()<end)x+=Math.sqrt(x+1);return x} spinHere()';
+    const r = spawnSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '-e', busy], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const file = newestProfile(profDir, since);
+    expect(file).toMatch(/\.cpuprofile$/);
+    const top = hotFunctions(file!, 3);
+    expect(top.map((h) => h.fn)).toContain('spinHere');
+    const spin = top.find((h) => h.fn === 'spinHere')!;
+    expect(spin.self_pct).toBeGreaterThan(10);
+    expect(top[0].self_pct).toBeGreaterThanOrEqual(top[top.length - 1].self_pct);
   });
 });
 

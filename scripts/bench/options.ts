@@ -2,6 +2,7 @@
  * Command-line options of `npm run bench` (scripts/bench.ts). Parsing only: commander turns argv into a
  * checked BenchOptions or throws a usage error.
  */
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ALL_WORKLOADS, type WorkloadId } from './workloads.js';
 import type { TracerId } from './tracers.js';
@@ -22,6 +23,8 @@ export interface BenchOptions {
   /** Bounds of the throughput rows: seconds of drain/decode time, or this many records, whichever first. */
   throughputSeconds: number;
   throughputRecords: number;
+  /** Run kvm-trace under `node --cpu-prof`, profiles kept in this directory. */
+  cpuProf: string | null;
 }
 
 function positiveInt(name: string, max: number) {
@@ -55,6 +58,7 @@ export function benchCommand(): Command {
     .option('--with-peers', 'install strace, linux-perf and bpftrace first (apt-get, via scripts/bootstrap.mjs)')
     .option('--no-peers', 'do not run strace / perf trace / bpftrace even when installed')
     .option('--workloads <list>', `comma-separated subset of: ${ALL_WORKLOADS.join(', ')}`, listOf(ALL_WORKLOADS, 'workload'))
+    .option('--cpu-prof <dir>', 'run kvm-trace attach under node --cpu-prof (profiles kept in DIR) and show its hottest functions')
     .option('--tracers <list>', `comma-separated subset of: ${ALL_TRACERS.slice(1).join(', ')}`, listOf(ALL_TRACERS, 'tracer'))
     .addHelpText(
       'after',
@@ -80,6 +84,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     peers: boolean;
     workloads?: WorkloadId[];
     tracers?: TracerId[];
+    cpuProf?: string;
   }>();
   const smoke = Boolean(o.smoke);
   return {
@@ -93,5 +98,6 @@ export function parseOptions(argv: string[]): BenchOptions {
     tracers: o.tracers ?? null,
     throughputSeconds: smoke ? 0.05 : 1,
     throughputRecords: smoke ? 200_000 : 4_000_000,
+    cpuProf: o.cpuProf ? resolve(o.cpuProf) : null,
   };
 }

@@ -5,6 +5,7 @@
  * pass / miss (or n/a when it could not be measured, with the reason).
  */
 import { cpus, release } from 'node:os';
+import { hotFunctions, type HotFunction } from './cpu-profile.js';
 import type { BenchRun } from './runner.js';
 import { tracersFor } from './runner.js';
 import type { Sample } from './run-sample.js';
@@ -28,6 +29,8 @@ export interface TracerResult {
   samples: number;
   errors: string[];
   reason?: string;
+  /** --cpu-prof: the tracer's hottest functions (self time) in its first profiled run. */
+  profile?: { file: string; top: HotFunction[] };
 }
 
 export interface WorkloadResult {
@@ -89,6 +92,8 @@ function tracerResult(label: string, untraced: Sample[], samples: Sample[]): Tra
     r.records_per_s = round(spread(ok.map((s) => (s.events != null && s.elapsed_s ? s.events / s.elapsed_s : null)))?.median, 0);
   }
   if (ratios === null) r.reason = r.errors[0] ?? 'no untraced run to compare with';
+  const prof = ok.find((s) => s.profile)?.profile;
+  if (prof) r.profile = { file: prof, top: hotFunctions(prof) };
   return r;
 }
 
@@ -264,6 +269,10 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
           `${pad(t.lost != null ? String(t.lost) : '—', 6)} ${t.records_per_s != null ? si(t.records_per_s) : '—'}`,
       );
       for (const e of t.errors) out.push(`    error, ${e}`);
+      if (t.profile) {
+        out.push(`    cpu profile ${t.profile.file}, self time:`);
+        for (const h of t.profile.top) out.push(`      ${h.self_pct.toFixed(1).padStart(5)} %  ${h.fn}  ${h.where}`);
+      }
     }
   }
   const notRun = run.tracers.filter((t) => t.unavailable);

@@ -7,6 +7,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pokeUntil } from './canary.js';
+import { newestProfile } from './cpu-profile.js';
 import { cpuSeconds, RssSampler } from './proc-stats.js';
 import { describeExit, lastLine, type ProcessSet, type Tracked } from './procs.js';
 import { READY_MARK, type Tracer, type TracerId } from './tracers.js';
@@ -32,6 +33,8 @@ export interface Sample {
   events?: number | null;
   lost?: number | null;
   kvm_run_records?: number | null;
+  /** --cpu-prof: the tracer's V8 CPU profile of this run. */
+  profile?: string | null;
   error?: string;
 }
 
@@ -39,6 +42,8 @@ export interface SampleContext {
   procs: ProcessSet;
   tmpDir: string;
   exits: number;
+  /** Where `node --cpu-prof` writes kvm-trace's profiles (--cpu-prof), else null. */
+  cpuProfDir?: string | null;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -50,6 +55,7 @@ export async function runSample(ctx: SampleContext, w: Workload, t: Tracer, roun
   let tracer: Tracked | undefined;
   let work: Tracked | undefined;
   let sampler: RssSampler | undefined;
+  const startedEpochMs = Date.now();
   try {
     let attach_s: number | null = null;
     if (t.style === 'system') {
@@ -100,6 +106,7 @@ export async function runSample(ctx: SampleContext, w: Workload, t: Tracer, roun
     if (stop.exit.code !== 0 && stop.exit.signal === null) {
       throw new Error(`${t.id} exited with code ${stop.exit.code} after SIGINT: ${lastLine(tracer.stderr())}`);
     }
+    if (ctx.cpuProfDir && t.style === 'attach') sample.profile = newestProfile(ctx.cpuProfDir, startedEpochMs);
     if (t.hasSummary) {
       const summary = readSummary(outFile, tracer.stdout());
       if (!summary) throw new Error(`${t.id} wrote no summary (no {"type":"summary"} line in -o FILE or on stdout)`);

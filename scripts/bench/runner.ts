@@ -4,7 +4,7 @@
  * every tracer after it (A B A C …), so each slowdown ratio compares two runs made moments apart — and
  * finally the throughput stages. Returns raw samples; report.ts turns them into the table and JSON.
  */
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchOptions } from './options.js';
@@ -112,7 +112,8 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
       throw new Error(`no workload can run: ${skippedWorkloads.map((s) => `${s.id}: ${s.reason}`).join('; ')}`);
     }
 
-    let tracers = discoverTracers().filter((t) => t.id === 'untraced' || !opts.tracers || opts.tracers.includes(t.id));
+    if (opts.cpuProf) mkdirSync(opts.cpuProf, { recursive: true });
+    let tracers = discoverTracers(opts.cpuProf).filter((t) => t.id === 'untraced' || !opts.tracers || opts.tracers.includes(t.id));
     if (!opts.peers) tracers = tracers.filter((t) => !t.peer);
     if (tracers.some((t) => (t.id === 'perf-trace' || t.id.startsWith('bpftrace')) && t.unavailable === null)) {
       const note = ensureTracefs();
@@ -129,7 +130,9 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
           if (hooks.signal.aborted) break outer;
           done++;
           hooks.progress(`round ${round}/${opts.rounds} · ${w.label} · ${t.label} (${done}/${total})`);
-          samples.push(await runSample({ procs, tmpDir, exits: opts.exits }, w, t, round));
+          const s = await runSample({ procs, tmpDir, exits: opts.exits, cpuProfDir: opts.cpuProf }, w, t, round);
+          // A run cut short by the bench's own Ctrl-C is not a result.
+          if (!(hooks.signal.aborted && s.error)) samples.push(s);
         }
       }
     }

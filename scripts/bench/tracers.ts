@@ -60,15 +60,18 @@ export function aggregateFlag(attachHelp: string): string | null {
   return null;
 }
 
-export function discoverTracers(): Tracer[] {
+/** cpuProfDir: run kvm-trace under `node --cpu-prof`, profiles written there. */
+export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
   const hasAttach = cliHasCommand('attach');
   const attachHelp = hasAttach ? cliHelp('attach') : '';
   const agg = aggregateFlag(attachHelp);
   const noAttach = existsSync(cliMain)
     ? 'kvm-trace attach is not built yet (no "attach" in kvm-trace --help)'
     : 'dist/src/cli/main.js missing (run npx tsc -p .)';
+  const nodeFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   const kvmTrace = (extra: string[]) => (pid: number, outFile: string) => [
     process.execPath,
+    ...nodeFlags,
     cliMain,
     'attach',
     '-p',
