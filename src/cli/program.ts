@@ -18,9 +18,10 @@ export type Register = (program: Command, io: CliIo) => void;
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
+  () => import('./commands/attach.js'),
+  () => import('./commands/guest.js'),
   () => import('./commands/report.js'),
   () => import('./commands/abi.js'),
-  () => import('./commands/guest.js'),
 ];
 
 function packageVersion(): string {

@@ -1,0 +1,175 @@
+/**
+ * The capture lifecycle, libbpf-tools style, in one function:
+ *   load + attach (KvmTracer) → map the ring (RingBufferConsumer) → seed already running processes from
+ *   /proc → "attached" → run until the stop signal → drain what is left → detach and close in `finally`
+ *   → finish decoding (kvm_run joins, leaks) → lost count → summary → close every sink.
+ *
+ * Each decoded record is enriched on its way to the sinks: copied-buffer flags (misaligned, cache-line
+ * crossing) and, for a failing KVM-type call, the ABI explanation visible from BTF. Nothing is lost on an
+ * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
+ */
+import { Btf } from '../btf/index.js';
+import { KvmTracer, type TracerOptions } from '../bpf/tracer.js';
+import { RingBufferConsumer } from '../ringbuf/index.js';
+import { Decoder } from '../decode/decoder.js';
+import { SummaryBuilder } from '../decode/summary.js';
+import { HDR } from '../decode/event-layout.js';
+import type { SummaryRecord, TraceRecord } from '../decode/records.js';
+import type { RecordSink } from '../export/sink.js';
+import { FlagAnalyzer } from '../analysis/flags.js';
+import { btfTypeSource } from '../analysis/btf-source.js';
+import { systemLineSize } from '../analysis/cacheline.js';
+import { explainFailure } from '../analysis/abi/explain.js';
+import { ioctlByName } from '../kvm/abi/ioctl-table.js';
+import { untilAborted } from './stop-signal.js';
+
+export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose'> {
+  /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
+  signal: AbortSignal;
+  /** Every record goes to each sink, in order; the summary record last. */
+  sinks: RecordSink[];
+  /** Progress lines ("attached …", strategy, tracefs mount). */
+  log?: (line: string) => void;
+  /** Skip argument decoding and exit details (fastest). */
+  lean?: boolean;
+  /** Cache line size for the crossing flags; default: the system's. */
+  lineSize?: number;
+  /** Timed ring drain period (ms). */
+  drainIntervalMs?: number;
+  /**
+   * Runs once everything is attached; the capture ends when the signal fires. (The demo runs the reference
+   * guest here and stops the capture when it is done.)
+   */
+  onAttached?: (info: AttachInfo) => void | Promise<void>;
+}
+
+export interface AttachInfo {
+  strategy: string;
+  reason: string;
+  programs: string[];
+  attachMs: number;
+}
+
+export interface CaptureResult {
+  summary: SummaryRecord;
+  attach: AttachInfo;
+}
+
+/** Lost-record polling period: a `lost` record is emitted as soon as the kernel counter moves. */
+const LOST_POLL_MS = 1000;
+
+export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
+  const log = opts.log ?? (() => {});
+  const started = process.hrtime.bigint();
+  const btf = Btf.vmlinux();
+  const analyzer = new FlagAnalyzer({
+    types: btfTypeSource(btf),
+    lookup: ioctlByName,
+    lineSize: opts.lineSize ?? systemLineSize(),
+  });
+  const summary = new SummaryBuilder();
+  const sinks = opts.sinks;
+  let lostReported = 0;
+
+  const deliver = (r: TraceRecord): void => {
+    if (r.type === 'ioctl' || r.type === 'copy') {
+      const a = analyzer.analyze(r);
+      if (a && a.flags.length > 0 && r.type === 'ioctl') r.flags = a.flags;
+    }
+    if (r.type === 'ioctl' && r.errno !== null) {
+      const why = explainFailure(Number(r.cmd), r.errno, btf, r.fd_kind === 'unknown' ? undefined : r.fd_kind);
+      if (why) r.explain = why;
+    }
+    summary.write(r);
+    for (const s of sinks) s.write(r);
+  };
+  const decoder = new Decoder({ emit: deliver, btf, lean: opts.lean });
+
+  let tracer: KvmTracer | undefined;
+  let consumer: RingBufferConsumer | undefined;
+  let lostTimer: NodeJS.Timeout | undefined;
+  let attach: AttachInfo | undefined;
+  let result!: CaptureResult;
+  let failure: unknown;
+  // A background failure (ring drain) must end the wait even when no stop signal comes.
+  let wake: () => void = () => {};
+  const woken = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  const reportLost = (): void => {
+    const lost = tracer?.stats().lost ?? 0;
+    if (lost > lostReported) {
+      deliver({ type: 'lost', count: lost - lostReported });
+      lostReported = lost;
+    }
+  };
+  try {
+    tracer = KvmTracer.open({
+      pids: opts.pids,
+      comm: opts.comm,
+      strategy: opts.strategy,
+      ringBytes: opts.ringBytes,
+      verbose: opts.verbose,
+      log,
+    });
+    const stopOnError = (err: unknown): void => {
+      failure ??= err;
+      // One last look at the ring happens in `finally`; stop waiting now.
+      wake();
+    };
+    consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, {
+      onRecord: (dv, off, len) => decoder.decode(dv, off, len),
+      minRecordLen: HDR.size,
+      intervalMs: opts.drainIntervalMs,
+      onError: stopOnError,
+    });
+    for (const pid of opts.pids ?? []) decoder.seedProcess(pid);
+    lostTimer = setInterval(reportLost, LOST_POLL_MS);
+    attach = {
+      strategy: tracer.strategy,
+      reason: tracer.reason,
+      programs: tracer.programs,
+      attachMs: Number(process.hrtime.bigint() - started) / 1e6,
+    };
+    log(`attached: ${attach.programs.length} programs, strategy ${attach.strategy} (${attach.attachMs.toFixed(0)} ms)`);
+    const waiting = Promise.race([untilAborted(opts.signal), woken]);
+    if (opts.onAttached) await Promise.race([opts.onAttached(attach), waiting]);
+    await waiting;
+    if (failure) throw failure;
+    consumer.flush();
+  } catch (err) {
+    failure ??= err;
+  } finally {
+    if (lostTimer) clearInterval(lostTimer);
+    try {
+      // close() drains what is left unless a drain already failed.
+      consumer?.close();
+    } catch (err) {
+      failure ??= err;
+    }
+    reportLost();
+    const stats = tracer?.stats();
+    tracer?.close();
+    decoder.finish();
+    const sumRec = summary.build({
+      strategy: tracer?.strategy ?? 'none',
+      lost: stats?.lost ?? 0,
+      duration_s: Number(process.hrtime.bigint() - started) / 1e9,
+      events: decoder.stats.events,
+      unknown_ioctls: decoder.stats.unknownIoctls,
+      extra: {
+        rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
+        no_enter: stats?.noEnter ?? 0,
+        state_full: stats?.stateFull ?? 0,
+        flags: analyzer.totals,
+        attach_ms: attach?.attachMs ?? null,
+        ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
+      },
+    });
+    for (const s of sinks) s.write(sumRec);
+    await Promise.allSettled(sinks.map((s) => s.close()));
+    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0 } };
+  }
+  if (failure) throw failure;
+  return result;
+}

@@ -1,0 +1,41 @@
+/**
+ * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, where
+ * each vCPU's kvm_run lives, fd lifecycle, and what was lost or rejected — the numbers a user checks first.
+ */
+import { formatDuration } from '../decode/format.js';
+import type { SummaryRecord } from '../decode/records.js';
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd());
+}
+
+export function summaryText(s: SummaryRecord): string {
+  const out: string[] = [];
+  const names = Object.keys(s.ioctls);
+  out.push(`--- kvm-trace summary: ${s.events} events in ${s.duration_s.toFixed(2)} s, strategy ${s.strategy} ---`);
+  if (names.length > 0) {
+    const rows = [['ioctl', 'calls', 'errors', 'p50', 'p99', 'max']];
+    for (const n of names) {
+      const l = s.ioctls[n];
+      rows.push([n, String(l.count), String(l.errors), formatDuration(l.p50_ns), formatDuration(l.p99_ns), formatDuration(l.max_ns)]);
+    }
+    out.push(...table(rows));
+  } else {
+    out.push('no KVM ioctls seen');
+  }
+  for (const [who, reasons] of Object.entries(s.exits)) {
+    const parts = Object.entries(reasons).map(([r, n]) => `${r}=${n}`);
+    out.push(`exits pid/vcpu ${who}: ${parts.join(' ')}`);
+  }
+  for (const r of s.kvm_run) {
+    out.push(`kvm_run pid ${r.pid} vcpu ${r.vcpu} (fd ${r.fd}): kernel ${r.kernel_addr ?? '?'}  user ${r.user_addr ?? '?'}`);
+  }
+  out.push(`fds: ${s.fds.opened} opened, ${s.fds.closed} closed, ${s.fds.leaked} leaked`);
+  const flags = s.flags as { copies?: number; misaligned?: number; cacheline_cross?: number } | undefined;
+  if (flags?.copies) {
+    out.push(`copied buffers: ${flags.copies} (${flags.misaligned ?? 0} misaligned, ${flags.cacheline_cross ?? 0} crossing a cache line; derived)`);
+  }
+  out.push(`lost: ${s.lost}  rejected: ${Number(s.rejected ?? 0)}  unknown ioctls: ${s.unknown_ioctls}`);
+  return out.join('\n') + '\n';
+}

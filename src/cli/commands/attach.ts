@@ -1,0 +1,119 @@
+/**
+ * `kvm-trace attach`: trace the KVM ioctls of running processes (or of every process) until SIGINT,
+ * SIGTERM or --duration: strace-like lines while it runs, JSONL with -o, OpenTelemetry with --otlp, and a
+ * summary on stop. Failures are one line and a non-zero exit; the BPF side is detached on every path.
+ */
+import { existsSync } from 'node:fs';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { capture } from '../../capture/session.js';
+import { stopSignal } from '../../capture/stop-signal.js';
+import { summaryText } from '../../capture/summary-text.js';
+import { JsonlSink } from '../../decode/jsonl-sink.js';
+import { LineSink } from '../../decode/format.js';
+import type { RecordSink } from '../../export/sink.js';
+import { addOtelOptions, openOtelSink, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/index.js';
+import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
+import { CliError } from '../errors.js';
+import type { CliIo } from '../program.js';
+import { toCaptureError } from './capture-errors.js';
+
+interface AttachCliOptions extends OtelCliValues {
+  pid: number[];
+  comm?: string;
+  duration?: number;
+  output?: string;
+  json?: boolean;
+  quiet?: boolean;
+  strategy: StrategyOption;
+  ringMb: number;
+  lean?: boolean;
+  verbose?: boolean;
+}
+
+function pidArg(raw: string, prev: number[]): number[] {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a process id`);
+  return [...prev, n];
+}
+
+function positive(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a positive number`);
+  return n;
+}
+
+function ringMbArg(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 1024 || (n & (n - 1)) !== 0) {
+    throw new InvalidArgumentError(`'${raw}' is not a power of two from 1 to 1024`);
+  }
+  return n;
+}
+
+export function register(program: Command, io: CliIo): void {
+  const cmd = program
+    .command('attach')
+    .description('Trace the KVM ioctls of running processes until SIGINT/SIGTERM or --duration.')
+    .option('-p, --pid <pid>', 'trace this process (repeatable); default: every process', pidArg, [])
+    .option('-c, --comm <name>', 'trace only processes with this name (≤ 15 characters)')
+    .option('--duration <seconds>', 'stop after this many seconds', positive)
+    .option('-o, --output <file>', 'write one JSON record per line to FILE')
+    .option('--json', 'print the final summary as one JSON object on stdout (no live lines)')
+    .option('-q, --quiet', 'no live lines, only the summary')
+    .addOption(new Option('--strategy <s>', 'which programs to use').choices([...STRATEGIES]).default('auto'))
+    .option('--ring-mb <n>', 'ring buffer size in MiB (power of two)', ringMbArg, 8)
+    .option('--lean', 'skip argument decoding and exit details (fastest)')
+    .option('--verbose', "show libbpf's messages");
+  addOtelOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  kvm-trace attach -p $(pidof qemu-system-x86_64) -o trace.jsonl
+  kvm-trace attach -c firecracker --duration 10 -q --json
+  kvm-trace attach -p 1234 --otlp http://127.0.0.1:4318`,
+  );
+  cmd.action(async (o: AttachCliOptions) => {
+    for (const pid of o.pid) {
+      if (!existsSync(`/proc/${pid}`)) throw new CliError('input', `no process with id ${pid}`);
+    }
+    const otel = otelOptionsFrom(o);
+    const stop = stopSignal({ durationS: o.duration, signals: true });
+    const sinks: RecordSink[] = [];
+    const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
+    try {
+      if (o.output) sinks.push(await openOutput(o.output));
+      const otelSink = otel ? await openOtelSink({ ...otel, warn }) : undefined;
+      if (otelSink) sinks.push(otelSink);
+      if (!o.quiet && !o.json) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
+      const res = await capture({
+        pids: o.pid,
+        comm: o.comm,
+        strategy: o.strategy,
+        ringBytes: o.ringMb << 20,
+        lean: o.lean,
+        verbose: o.verbose,
+        signal: stop.signal,
+        sinks,
+        log: warn,
+      });
+      if (o.json) io.stdout.write(`${JSON.stringify(res.summary)}\n`);
+      else io.stderr.write(summaryText(res.summary));
+      if (otelSink) io.stderr.write(`${otelSummaryLine(otelSink.stats())}\n`);
+      if (o.output) io.stderr.write(`records written to ${o.output}\n`);
+    } catch (err) {
+      await Promise.allSettled(sinks.map((s) => s.close()));
+      throw toCaptureError(err);
+    } finally {
+      stop.dispose();
+    }
+  });
+}
+
+async function openOutput(path: string): Promise<JsonlSink> {
+  try {
+    return await JsonlSink.open(path);
+  } catch (err) {
+    throw new CliError('input', `cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
