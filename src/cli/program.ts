@@ -18,6 +18,7 @@ export type Register = (program: Command, io: CliIo) => void;
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
+  () => import('./commands/demo.js'),
   () => import('./commands/attach.js'),
   () => import('./commands/guest.js'),
   () => import('./commands/report.js'),
