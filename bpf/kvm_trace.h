@@ -12,6 +12,9 @@
 #define KT_DATA_MAX 512
 /* KVM_RUN: bytes of struct kvm_run copied after the call (header + exit union, below kvm_valid_regs). */
 #define KT_RUN_SNAP 288
+/* KVM_RUN exits whose details fit (IO, MMIO, HLT, INTR, SHUTDOWN, IRQ_WINDOW_OPEN, X86_RDMSR/WRMSR) copy only
+ * the first KT_RUN_SNAP_SHORT bytes (header + start of the exit union): out_len tells which. */
+#define KT_RUN_SNAP_SHORT 64
 
 enum kt_event_type {
 	KT_EV_IOCTL = 1, /* one record per KVM ioctl (type 0xAE), everything about it folded in */

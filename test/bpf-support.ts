@@ -3,7 +3,9 @@
  * through libbpf's ring_buffer that parses records with the decoder's layout, and a tiny real-mode guest
  * (`mov dx,0x10; mov al,0x42; out dx,al; hlt`) driven through the project's Kvm/Vm/Vcpu classes.
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../src/bpf/paths.js';
 import { libbpfUnavailable, ringBufferNew, sampleView, type LibbpfRingBuffer } from '../src/ffi/libbpf.js';
 import { MAP_ANONYMOUS, MAP_SHARED, memoryView, mmap, munmap, PROT_READ, PROT_WRITE } from '../src/ffi/libc.js';
 import {
@@ -19,6 +21,10 @@ import {
   type KtMmapEvent,
 } from '../src/decode/event-layout.js';
 import { Kvm } from '../src/kvm/system.js';
+import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
+import { STRUCTS } from '../src/kvm/abi/structs.js';
+import { memberAt } from '../src/kvm/abi/layout.js';
+import { ioctlPtr } from '../src/ffi/libc.js';
 
 /** Why the real-kernel bpf tests cannot run here, or undefined when they must run (and pass). */
 export function bpfSkipReason(needKvm = true): string | undefined {
@@ -93,6 +99,14 @@ export class RingCollector {
   }
 }
 
+/** A numeric #define of bpf/kvm_trace.h (the shared layout header), e.g. KT_RUN_SNAP_SHORT. */
+export function headerDefine(name: string): number {
+  const text = readFileSync(join(packageRoot(), 'bpf', 'kvm_trace.h'), 'utf8');
+  const m = new RegExp(`^#define ${name} (\\d+)`, 'm').exec(text);
+  if (!m) throw new Error(`bpf/kvm_trace.h has no #define ${name}`);
+  return Number(m[1]);
+}
+
 export const GUEST_PORT = 0x10;
 export const GUEST_BYTE = 0x42;
 
@@ -106,11 +120,22 @@ export interface GuestRun {
   kvmRunSize: number;
 }
 
+const KVM_GUESTDBG_ENABLE = 0x1;
+const KVM_GUESTDBG_SINGLESTEP = 0x2;
+
+/** KVM_SET_GUEST_DEBUG with `control` (the Vcpu class has no method for it). */
+function setGuestDebug(vcpuFd: number, control: number): void {
+  const arg = Buffer.alloc(STRUCTS.kvm_guest_debug.size);
+  arg.writeUInt32LE(control, memberAt(STRUCTS.kvm_guest_debug, 'control').offset);
+  ioctlPtr(vcpuFd, ioctlByName('KVM_SET_GUEST_DEBUG').cmd, arg, 'KVM_SET_GUEST_DEBUG');
+}
+
 /**
  * Open /dev/kvm, create a VM with 64 KiB of RAM at 0, one vCPU in real mode at 0x1000 running
  * `out 0x10, 0x42; hlt`, run it to the HLT, close everything. All ioctls from the calling thread.
+ * `singleStep`: first one single-stepped KVM_RUN (a KVM_EXIT_DEBUG), then debugging off again.
  */
-export function runPioGuest(): GuestRun {
+export function runPioGuest(opts: { singleStep?: boolean } = {}): GuestRun {
   const RAM = 0x10000;
   const mem = mmap(0n, RAM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   const kvm = Kvm.open();
@@ -127,6 +152,11 @@ export function runPioGuest(): GuestRun {
         vcpu.setSregs({ ...sregs, cs: { ...sregs.cs, base: 0n, selector: 0 } });
         vcpu.setRegs({ ...vcpu.getRegs(), rip: 0x1000n, rflags: 2n });
         const exits: number[] = [];
+        if (opts.singleStep) {
+          setGuestDebug(vcpu.fd, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP);
+          exits.push(vcpu.run());
+          setGuestDebug(vcpu.fd, 0);
+        }
         for (let i = 0; i < 4; i++) {
           const reason = vcpu.run();
           exits.push(reason);

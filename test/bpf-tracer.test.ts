@@ -10,8 +10,18 @@ import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { kvmRunLayout } from '../src/kvm/kvm-run.js';
 import { probeFeature } from '../src/bpf/features.js';
 import { Kvm } from '../src/kvm/system.js';
+import { Btf } from '../src/btf/index.js';
 import { KvmTracer, type BpfIds } from '../src/bpf/tracer.js';
-import { bpfSkipReason, GUEST_BYTE, GUEST_PORT, RingCollector, runPioGuest, type Drained, type GuestRun } from './bpf-support.js';
+import {
+  bpfSkipReason,
+  GUEST_BYTE,
+  GUEST_PORT,
+  headerDefine,
+  RingCollector,
+  runPioGuest,
+  type Drained,
+  type GuestRun,
+} from './bpf-support.js';
 
 const skip = bpfSkipReason();
 if (skip) console.log(`bpf-tracer tests skipped: ${skip}`);
@@ -70,7 +80,8 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
 
   beforeAll(() => {
     fdsBefore = openFds();
-    ({ got, guest, tracer } = traceGuest({ strategy: 'tracepoint', log: (l) => logs.push(l) }));
+    // Filtered to this process: other processes' KVM work on a shared machine must not fill the ring.
+    ({ got, guest, tracer } = traceGuest({ strategy: 'tracepoint', pids: [process.pid], log: (l) => logs.push(l) }));
     ids = tracer.ids();
   });
   afterAll(() => tracer?.close());
@@ -156,7 +167,9 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
       expect(e.vcpu_id).toBe(0);
       expect(BigInt(e.run_kaddr) % 4096n).toBe(0n);
       expect(BigInt(e.run_kaddr)).toBeGreaterThan(0xffff800000000000n);
-      expect(e.out_len).toBe(KT_RUN_SNAP);
+      // IO and HLT details fit the short snapshot (header + start of the exit union).
+      expect(e.out_len).toBe(headerDefine('KT_RUN_SNAP_SHORT'));
+      expect(e.out_len).toBeLessThan(KT_RUN_SNAP);
       const snap = new DataView(e.out.buffer, e.out.byteOffset, e.out.byteLength);
       expect(snap.getUint32(layout.exitReason, true)).toBe(e.exit_reason);
     }
@@ -199,6 +212,35 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
     expect(tracer.closed).toBe(true);
     expect(openFds()).toBe(fdsBefore);
     expect(await remaining(ids)).toEqual({ progs: [], maps: [], links: [] });
+  });
+});
+
+describe.skipIf(skip !== undefined)('KVM_RUN snapshot sizes', () => {
+  it('exits whose details need more than the short snapshot (DEBUG) carry the full one', () => {
+    const tracer = KvmTracer.open({ strategy: 'tracepoint', pids: [process.pid] });
+    const ring = new RingCollector(tracer.ringMapFd);
+    try {
+      const guest = runPioGuest({ singleStep: true });
+      expect(guest.exits).toEqual([4 /* KVM_EXIT_DEBUG */, KVM_EXIT_IO, KVM_EXIT_HLT]);
+      const runs = ring.drain().ioctls.filter((e) => e.cmd === cmd('KVM_RUN'));
+      expect(runs.map((e) => [e.exit_reason, e.out_len])).toEqual([
+        [4, KT_RUN_SNAP],
+        [KVM_EXIT_IO, headerDefine('KT_RUN_SNAP_SHORT')],
+        [KVM_EXIT_HLT, headerDefine('KT_RUN_SNAP_SHORT')],
+      ]);
+      // The full snapshot holds the debug exit's details: kvm_run.debug.arch.pc (offsets from the kernel's
+      // BTF) is past the first instruction, `mov dx, 0x10` (3 bytes).
+      const btf = Btf.vmlinux();
+      const exitUnion = btf.struct('kvm_run')!.members.find((m) => m.name === '' && m.nested?.members.some((n) => n.name === 'debug'))!;
+      const debug = exitUnion.nested!.members.find((m) => m.name === 'debug')!;
+      const pcOff = btf.struct('kvm_debug_exit_arch')!.members.find((m) => m.name === 'pc')!.offset;
+      const at = exitUnion.offset + debug.offset + debug.nested!.members.find((m) => m.name === 'arch')!.offset + pcOff;
+      const snap = new DataView(runs[0].out.buffer, runs[0].out.byteOffset, runs[0].out.byteLength);
+      expect(snap.getBigUint64(at, true)).toBe(0x1003n);
+    } finally {
+      ring.free();
+      tracer.close();
+    }
   });
 });
 
