@@ -9,7 +9,7 @@
  * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
  */
 import { Btf } from '../btf/index.js';
-import { KvmTracer, type TracerOptions } from '../bpf/tracer.js';
+import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { Decoder } from '../decode/decoder.js';
 import { SummaryBuilder } from '../decode/summary.js';
@@ -48,6 +48,8 @@ export interface AttachInfo {
   reason: string;
   programs: string[];
   attachMs: number;
+  /** Kernel ids of the loaded programs, maps and links (to prove teardown). */
+  ids: BpfIds;
 }
 
 export interface CaptureResult {
@@ -130,8 +132,10 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       reason: tracer.reason,
       programs: tracer.programs,
       attachMs: Number(process.hrtime.bigint() - started) / 1e6,
+      ids: tracer.ids(),
     };
     log(`attached: ${attach.programs.length} programs, strategy ${attach.strategy} (${attach.attachMs.toFixed(0)} ms)`);
+    if (opts.verbose) log(`bpf ids: ${JSON.stringify(attach.ids)}`);
     const waiting = Promise.race([untilAborted(opts.signal), woken]);
     if (opts.onAttached) await Promise.race([opts.onAttached(attach), waiting]);
     await waiting;
@@ -168,7 +172,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     });
     for (const s of sinks) s.write(sumRec);
     await Promise.allSettled(sinks.map((s) => s.close()));
-    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0 } };
+    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
   }
   if (failure) throw failure;
   return result;

@@ -6,7 +6,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { demoText, runDemo } from '../../capture/demo.js';
 import { addOtelOptions, openOtelSink, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/index.js';
-import { SCENARIO_CHOICES } from '../../guest/index.js';
+import { GuestUsageError, resolveScenarios, SCENARIO_CHOICES } from '../../guest/index.js';
 import { CliError } from '../errors.js';
 import type { CliIo } from '../program.js';
 import { toCaptureError } from './capture-errors.js';
@@ -37,6 +37,11 @@ export function register(program: Command, io: CliIo): void {
   addOtelOptions(cmd);
   cmd.addHelpText('after', '\nExamples:\n  kvm-trace demo\n  kvm-trace demo --json --vcpus 4\n  kvm-trace demo --otlp http://127.0.0.1:4318');
   cmd.action(async (o: DemoCliOptions) => {
+    try {
+      resolveScenarios(o.scenario); // before attaching: a typo is a usage error, not a failed capture
+    } catch (err) {
+      throw err instanceof GuestUsageError ? new CliError('usage', err.message) : err;
+    }
     const otel = otelOptionsFrom(o);
     const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
     const otelSink = otel ? await openOtelSink({ ...otel, warn }) : undefined;
