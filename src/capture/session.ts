@@ -8,6 +8,7 @@
  * crossing) and, for a failing KVM-type call, the ABI explanation visible from BTF. Nothing is lost on an
  * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
  */
+import { readFileSync } from 'node:fs';
 import { Btf } from '../btf/index.js';
 import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
@@ -59,6 +60,28 @@ export interface CaptureResult {
 
 /** Lost-record polling period: a `lost` record is emitted as soon as the kernel counter moves. */
 const LOST_POLL_MS = 1000;
+
+/**
+ * Processes that were already running when we attached: their fd kinds and kvm_run mappings come from
+ * /proc (fd symlinks, maps), since their KVM_CREATE_* and mmap calls happened before the programs existed.
+ */
+function seedRunning(decoder: Decoder, opts: CaptureOptions): void {
+  const pids = opts.pids ?? [];
+  if (pids.length > 0) {
+    for (const pid of pids) decoder.seedProcess(pid);
+    return;
+  }
+  const comm = opts.comm?.slice(0, 15);
+  decoder.seedAll((pid) => comm === undefined || procComm(pid) === comm);
+}
+
+function procComm(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trimEnd();
+  } catch {
+    return undefined;
+  }
+}
 
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
@@ -125,7 +148,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
     });
-    for (const pid of opts.pids ?? []) decoder.seedProcess(pid);
+    seedRunning(decoder, opts);
+    for (const w of decoder.warnings) log(w);
     lostTimer = setInterval(reportLost, LOST_POLL_MS);
     attach = {
       strategy: tracer.strategy,

@@ -112,7 +112,8 @@ export class SummaryBuilder implements RecordSink {
         return;
       }
       case 'kvm_run':
-        this.runs.set(`${r.pid}/${r.vcpu}`, r);
+        // Keyed by fd and addresses, not vcpu id: two VMs of one process both have a vCPU 0.
+        this.runs.set(`${r.pid}/${r.fd}/${r.kernel_addr}/${r.user_addr}`, r);
         return;
       case 'fd':
         if (r.op === 'open') this.fds.opened++;

@@ -82,7 +82,8 @@ Examples:
     const sinks: RecordSink[] = [];
     const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
     try {
-      if (o.output) sinks.push(await openOutput(o.output));
+      const jsonl = o.output ? await openOutput(o.output) : undefined;
+      if (jsonl) sinks.push(jsonl);
       const otelSink = otel ? await openOtelSink({ ...otel, warn }) : undefined;
       if (otelSink) sinks.push(otelSink);
       if (!o.quiet && !o.json) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
@@ -100,7 +101,13 @@ Examples:
       if (o.json) io.stdout.write(`${JSON.stringify(res.summary)}\n`);
       else io.stderr.write(summaryText(res.summary));
       if (otelSink) io.stderr.write(`${otelSummaryLine(otelSink.stats())}\n`);
-      if (o.output) io.stderr.write(`records written to ${o.output}\n`);
+      if (jsonl) {
+        if (jsonl.error || jsonl.stats.dropped > 0) {
+          const why = jsonl.error ? `: ${(jsonl.error as NodeJS.ErrnoException).code ?? jsonl.error.message}` : '';
+          throw new CliError('input', `${jsonl.stats.dropped} records could not be written to ${o.output}${why}`);
+        }
+        io.stderr.write(`${jsonl.stats.records} records written to ${o.output}\n`);
+      }
     } catch (err) {
       await Promise.allSettled(sinks.map((s) => s.close()));
       throw toCaptureError(err);
