@@ -114,3 +114,30 @@ describe.skipIf(skip !== undefined)('teardown of a real attached process', () =>
     expect(await remaining(r.ids)).toEqual(NONE);
   });
 });
+
+describe.skipIf(skip !== undefined)('preconditions handled by the lifecycle', () => {
+  const hasUnshare = spawnSync('unshare', ['--version']).status === 0;
+
+  it.skipIf(!hasUnshare)('mounts tracefs itself when it is missing (in a private mount namespace) and says so', () => {
+    if (!hasUnshare) console.log('no unshare(1): tracefs mount test skipped');
+    // Unmount tracefs only inside a new mount namespace: the rest of the machine keeps it.
+    const r = spawnSync(
+      'unshare',
+      ['--mount', '--propagation', 'private', 'sh', '-c', `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; test -e /sys/kernel/tracing/events && echo still-mounted; exec "${process.execPath}" "${standalone}" --duration 0.1`],
+      { encoding: 'utf8' },
+    );
+    expect(r.stdout).not.toContain('still-mounted');
+    expect(r.stderr).toContain('mounted tracefs at /sys/kernel/tracing');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!).stopped).toBe('duration');
+  });
+
+  it('without root: one clear line and a non-zero exit', () => {
+    const r = spawnSync(process.execPath, [standalone, '--duration', '0.1'], { encoding: 'utf8', uid: 65534, gid: 65534 });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toEqual([
+      'kvm-trace bpf: bpf: EPERM (kvm-trace must run as root to load BPF programs)',
+    ]);
+  });
+});

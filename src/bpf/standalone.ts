@@ -6,7 +6,8 @@
  * teardown checks (a real process receiving real signals). Not the product's attach command.
  *
  *   node dist/src/bpf/standalone.js [-p PID]... [-c COMM] [--strategy S] [--ring BYTES] [--duration S]
- *                                   [--drain-ms MS] [--object FILE.bpf.o] [--throw-after-attach]
+ *                                   [--drain-ms MS] [--object FILE.bpf.o] [--programs A,B]
+ *                                   [--throw-after-attach]
  * stdout: one JSON line {"attached":…,"strategy","programs","ids"} once attached, one {"stats":…} at the end.
  */
 import { RingBufferConsumer } from '../ringbuf/index.js';
@@ -22,6 +23,7 @@ interface Args {
   throwAfterAttach: boolean;
   drainMs: number;
   objectPath?: string;
+  programs?: string[];
 }
 
 function parse(argv: string[]): Args {
@@ -51,6 +53,9 @@ function parse(argv: string[]): Args {
       case '--drain-ms':
         a.drainMs = Number(v());
         break;
+      case '--programs':
+        a.programs = v().split(',');
+        break;
       case '--object':
         a.objectPath = v();
         break;
@@ -72,6 +77,7 @@ function main(): void {
     strategy: args.strategy,
     ringBytes: args.ringBytes,
     objectPath: args.objectPath,
+    programs: args.programs,
     log: (line) => process.stderr.write(`kvm-trace bpf: ${line}\n`),
   });
   let records = 0;

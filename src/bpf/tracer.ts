@@ -304,7 +304,7 @@ function preflight(): void {
   const lib = probeFeature('libbpf');
   if (lib.status === 'unsupported') throw new NotSupportedError(lib.detail);
   if (process.getuid?.() !== 0) {
-    throw new SyscallError('bpf', 1 /* EPERM */, 'loading BPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)');
+    throw new SyscallError('bpf', 1 /* EPERM */, 'kvm-trace must run as root to load BPF programs');
   }
   const btf = probeFeature('btf');
   if (btf.status !== 'available') throw new NotSupportedError(btf.detail);
