@@ -11,7 +11,7 @@
  * Read-only: only bpf_probe_read_{user,kernel} and loads; nothing writes user or kernel memory.
  * Layouts of kernel structs come from BTF through CO-RE relocations, never from hard-coded offsets.
  *
- * Cost rules (measured, see /work/shared/HOST.md): every program that fires system-wide bails out first
+ * Cost rules (measured on the target machine kind, nested virtualisation): every program that fires system-wide bails out first
  * thing; one ring-buffer record per KVM ioctl; records are submitted with BPF_RB_NO_WAKEUP and the
  * consumer is woken only when the ring crosses a fill threshold (it drains on a timer otherwise).
  *
@@ -30,7 +30,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* ioctl request encoding (asm-generic/ioctl.h, the uapi ABI; x86 uses the generic one). */
-#define KT_IOC_NR(cmd) ((cmd) & 0xff)
 #define KT_IOC_TYPE(cmd) (((cmd) >> 8) & 0xff)
 #define KT_IOC_SIZE(cmd) (((cmd) >> 16) & 0x3fff)
 #define KT_IOC_DIR(cmd) ((cmd) >> 30)
@@ -49,9 +48,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define KT_PAGE_SIZE 4096
 
-/* Bytes of a KVM_RUN record: the fixed part plus the kvm_run snapshot. */
+/* Bytes of an ioctl record before data[]. */
 #define KT_IOCTL_FIXED ((__u32)__builtin_offsetof(struct kt_ioctl_event, data))
-#define KT_RUN_REC_LEN (KT_IOCTL_FIXED + KT_RUN_SNAP)
 
 /* ---- filters and tunables: rodata written by user space between open and load; "off" defaults ---- */
 const volatile __u32 filter_pid = 0;      /* one tgid (the common -p case): no map lookup */
@@ -367,7 +365,7 @@ static __always_inline void fill_ioctl(struct kt_ioctl_event *e, struct enter_in
 }
 
 /* KVM_RUN exits whose details sit in the first KT_RUN_SNAP_SHORT bytes of kvm_run (header + the start of the
- * exit union: io, mmio, msr, memory_fault …; none for HLT, INTR, SHUTDOWN, IRQ_WINDOW_OPEN). Their records
+ * exit union: io, mmio, msr; none for HLT, INTR, SHUTDOWN, IRQ_WINDOW_OPEN). Their records
  * carry the short snapshot: smaller records are what makes the ring cheap here (measured: a 400-byte
  * record costs ~150 ns more to reserve than a 32-byte one on this machine kind). */
 static __always_inline bool short_snapshot_exit(__u32 reason)
@@ -386,7 +384,7 @@ static __always_inline bool short_snapshot_exit(__u32 reason)
 	return false;
 }
 
-/* The whole io and mmio members must fit the short snapshot (CO-RE: checked against this kernel's BTF;
+/* The whole io, mmio and msr members must fit the short snapshot (CO-RE: checked against this kernel's BTF;
  * the verifier drops the short path when they do not). */
 #define KT_RUN_SHORT_FITS                                                                                   \
 	(bpf_core_field_offset(struct kvm_run, io) + bpf_core_field_size(struct kvm_run, io) <=                \
