@@ -207,9 +207,11 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
     expect(ids.links).toHaveLength(7);
     expect(ids.maps.length).toBeGreaterThanOrEqual(8);
     expect(inKernel(ids)).toEqual(ids);
+    const before = tracer.stats();
     tracer.close();
     tracer.close(); // idempotent
     expect(tracer.closed).toBe(true);
+    expect(tracer.stats()).toEqual(before); // final counters survive close (nothing ran meanwhile)
     expect(openFds()).toBe(fdsBefore);
     expect(await remaining(ids)).toEqual({ progs: [], maps: [], links: [] });
   });
@@ -312,6 +314,7 @@ describe.skipIf(skip !== undefined)('strategy choice and bad options', () => {
     [{ ringBytes: 1000 }, /power of two/],
     [{ ringBytes: 3 * 4096 }, /power of two/],
     [{ pids: [0] }, /invalid pid 0/],
+    [{ ringBytes: 65536, wakeupBytes: 65536 }, /wakeup threshold/],
     [{ comm: '' }, /empty/],
     [{ strategy: 'bogus' as never }, /unknown strategy "bogus"/],
   ])('rejects %o with one line', (opts, msg) => {

@@ -36,6 +36,7 @@ import {
   setMapMaxEntries,
   setProgramAutoload,
 } from '../ffi/libbpf.js';
+import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from '../decode/event-layout.js';
 import { probeFeature } from './features.js';
 import { prebuiltObjectPath } from './paths.js';
 import { AUTO_ORDER, BASE_PROGRAMS, type Strategy, type StrategyOption, STRATEGIES, strategyPrograms } from './programs.js';
@@ -99,7 +100,6 @@ export class BpfLoadError extends Error {
 
 export const DEFAULT_RING_BYTES = 8 << 20;
 const TASK_COMM_LEN = 16;
-const STAT_SLOTS = 4; // enum kt_stat KT_STAT_MAX
 const PIDS_MAP_MIN = 64;
 
 interface StrategyChoice {
@@ -124,6 +124,7 @@ export class KvmTracer {
   #links: BpfLinkPtr[];
   #stats: BpfMapPtr;
   #ncpu: number;
+  #final: TracerStats | undefined;
 
   private constructor(init: {
     obj: BpfObjectPtr;
@@ -151,6 +152,9 @@ export class KvmTracer {
     const log = opts.log ?? (() => {});
     const ringBytes = checkRingBytes(opts.ringBytes ?? DEFAULT_RING_BYTES);
     const wakeupBytes = opts.wakeupBytes ?? ringBytes / 4;
+    if (!Number.isInteger(wakeupBytes) || wakeupBytes < 0 || wakeupBytes >= ringBytes) {
+      throw new RangeError(`wakeup threshold must be 0 (off) or a byte count below the ring size ${ringBytes} (got ${wakeupBytes})`);
+    }
     const pids = checkPids(opts.pids ?? []);
     const comm = checkComm(opts.comm, log);
     const requested = opts.strategy ?? 'auto';
@@ -238,20 +242,23 @@ export class KvmTracer {
     return this.#obj === null;
   }
 
-  /** Sum over CPUs of the kernel-side counters (enum kt_stat). */
+  /** Sum over CPUs of the kernel-side counters (enum kt_stat); after close(), their final values. */
   stats(): TracerStats {
-    if (!this.#obj) throw new Error('KvmTracer is closed');
-    const v = [0, 0, 0, 0];
+    if (!this.#obj) {
+      if (!this.#final) throw new Error('KvmTracer closed before its counters could be read');
+      return { ...this.#final };
+    }
+    const v = new Array<number>(KT_STAT_MAX).fill(0);
     const key = Buffer.alloc(4);
     const value = Buffer.alloc(8 * this.#ncpu);
-    for (let slot = 0; slot < STAT_SLOTS; slot++) {
+    for (let slot = 0; slot < KT_STAT_MAX; slot++) {
       key.writeUInt32LE(slot);
       if (!mapLookup(this.#stats, key, value)) continue;
       let sum = 0n;
       for (let cpu = 0; cpu < this.#ncpu; cpu++) sum += value.readBigUInt64LE(cpu * 8);
       v[slot] = Number(sum);
     }
-    return { lost: v[0], events: v[1], noEnter: v[2], stateFull: v[3] };
+    return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateFull: v[KT_STAT_STATE_FULL] };
   }
 
   /** Kernel ids of our loaded programs, created maps and attached links. */
@@ -291,12 +298,17 @@ export class KvmTracer {
   close(): void {
     const obj = this.#obj;
     if (!obj) return;
-    this.#obj = null;
-    openTracers.delete(this);
+    // Detach first so the counters stop moving, then keep their final values for stats().
     const links = this.#links;
     this.#links = [];
     for (const link of links.reverse()) destroyLink(link);
-    closeObject(obj);
+    try {
+      this.#final = this.stats();
+    } finally {
+      this.#obj = null;
+      openTracers.delete(this);
+      closeObject(obj);
+    }
   }
 }
 

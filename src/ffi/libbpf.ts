@@ -208,7 +208,7 @@ function check(op: string, r: number): number {
 
 // ---- libbpf log hook ----
 
-/** Receives each formatted libbpf message (trailing newline kept off). */
+/** Receives each formatted libbpf message (its "libbpf: " prefix and trailing newline removed). */
 export type LibbpfLogger = (level: LibbpfLogLevel, message: string) => void;
 let logger: LibbpfLogger | null = null;
 let printCallback: bigint | undefined;
@@ -226,7 +226,7 @@ function onPrint(level: number, fmt: bigint | null, ap: bigint | null): number {
     c_free(p);
   }
   try {
-    logger(level as LibbpfLogLevel, text.replace(/\n$/, ''));
+    logger(level as LibbpfLogLevel, text.replace(/^libbpf: /, '').replace(/\n$/, ''));
   } catch {
     // A throwing logger must not unwind through libbpf's C frames.
   }
