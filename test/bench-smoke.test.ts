@@ -84,6 +84,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       positive(kt.detach_s);
       positive(kt.rss_mb);
       expect(kt.events).toBeGreaterThanOrEqual(j.exits);
+      expect(kt.missing_runs).toBe(0); // every exit of the workload has its KVM_RUN record
     }
     measuredOrExplained(j.kvm_trace_aggregate);
 

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { cliMain } from './paths.js';
 import { cliHasCommand, cliHelp } from './workloads.js';
 
-export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-aggregate' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
+export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-lean' | 'kvm-trace-aggregate' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
 export const PEER_IDS: TracerId[] = ['strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
 
 export const READY_MARK = 'kvm-bench-ready';
@@ -94,6 +94,16 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
       peer: false,
       unavailable: hasAttach ? null : noAttach,
       attachArgv: kvmTrace([]),
+      hasSummary: true,
+    },
+    {
+      // --lean: still one record per ioctl, without argument decoding (what a user picks for less cost).
+      id: 'kvm-trace-lean',
+      label: 'kvm-trace attach -o FILE --lean',
+      style: 'attach',
+      peer: false,
+      unavailable: !hasAttach ? noAttach : /--lean\b/.test(attachHelp) ? null : 'not offered (no --lean in attach --help)',
+      attachArgv: kvmTrace(['--lean']),
       hasSummary: true,
     },
     {
