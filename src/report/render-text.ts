@@ -16,7 +16,12 @@ export function fmtNs(ns: number): string {
 const pad = (s: string | number, n: number): string => String(s).padStart(n);
 const padR = (s: string | number, n: number): string => String(s).padEnd(n);
 
-export function renderText(m: ReportModel): string {
+export interface TextOptions {
+  /** Worst buffers listed per ioctl (default: every one the model kept). */
+  worstPerIoctl?: number;
+}
+
+export function renderText(m: ReportModel, opts: TextOptions = {}): string {
   const out: string[] = [];
   const w = (s = '') => out.push(s);
   w(`kvm-trace report: ${m.source.file}`);
@@ -43,7 +48,7 @@ export function renderText(m: ReportModel): string {
     for (const i of errs) w(`  ${i.name}: ${Object.entries(i.errnos).map(([e, n]) => `${e} ×${n}`).join(', ')}`);
   }
 
-  const worst = m.ioctls.flatMap((i) => i.worst.map((f) => ({ name: i.name, f })));
+  const worst = m.ioctls.flatMap((i) => i.worst.slice(0, opts.worstPerIoctl).map((f) => ({ name: i.name, f })));
   if (worst.length) {
     w();
     w('worst buffers (per ioctl, most extra cache lines first):');
