@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kernelBpfIds } from '../src/ffi/libbpf.js';
 import { packageRoot } from '../src/bpf/paths.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
@@ -24,10 +24,24 @@ interface ChildResult {
   signal: NodeJS.Signals | null;
 }
 
+/** Children still running: killed after each test, so a failing test leaves no attached tracer behind. */
+const live = new Set<number>();
+afterEach(() => {
+  for (const pid of live) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+});
+
 /** Start the standalone attach, wait for its ids, then `stop` it; resolve when it has exited. */
 function runChild(args: string[], stop: (pid: number) => void): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [standalone, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(child.pid!);
     const lines: string[] = [];
     let stderr = '';
     let ids: BpfIds | undefined;
@@ -52,6 +66,7 @@ function runChild(args: string[], stop: (pid: number) => void): Promise<ChildRes
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('exit', (code, signal) => {
+      live.delete(child.pid!);
       if (!ids) reject(new Error(`child exited (${code ?? signal}) before attaching: ${stderr}`));
       else resolve({ ids, stdout: lines, stderr, code, signal });
     });
