@@ -8,44 +8,12 @@
  */
 import { lineSpan, parseAddr, DEFAULT_LINE_SIZE, hexAddr } from './cacheline.js';
 import { findMember, type MemberLayout, type StructLayout } from './types.js';
+import { EXIT_UNION_MEMBER } from '../kvm/abi/exit-union.js';
 
 /** Header fields the kernel writes on every exit (x86 post_kvm_run_save plus exit_reason). */
 export const EXIT_HEADER_FIELDS = ['exit_reason', 'ready_for_interrupt_injection', 'if_flag', 'flags', 'cr8', 'apic_base'] as const;
 
-/** Exit reason (KVM_EXIT_ without the prefix) → member of kvm_run's exit union, as the uapi comments pair them. */
-export const EXIT_UNION_MEMBER: Readonly<Record<string, string>> = {
-  UNKNOWN: 'hw',
-  FAIL_ENTRY: 'fail_entry',
-  EXCEPTION: 'ex',
-  IO: 'io',
-  DEBUG: 'debug',
-  MMIO: 'mmio',
-  LOONGARCH_IOCSR: 'iocsr_io',
-  HYPERCALL: 'hypercall',
-  TPR_ACCESS: 'tpr_access',
-  S390_SIEIC: 's390_sieic',
-  S390_RESET: 's390_reset_flags',
-  S390_UCONTROL: 's390_ucontrol',
-  DCR: 'dcr',
-  INTERNAL_ERROR: 'internal',
-  OSI: 'osi',
-  PAPR_HCALL: 'papr_hcall',
-  S390_TSCH: 's390_tsch',
-  EPR: 'epr',
-  SYSTEM_EVENT: 'system_event',
-  S390_STSI: 's390_stsi',
-  IOAPIC_EOI: 'eoi',
-  HYPERV: 'hyperv',
-  ARM_NISV: 'arm_nisv',
-  X86_RDMSR: 'msr',
-  X86_WRMSR: 'msr',
-  XEN: 'xen',
-  RISCV_SBI: 'riscv_sbi',
-  RISCV_CSR: 'riscv_csr',
-  NOTIFY: 'notify',
-  MEMORY_FAULT: 'memory_fault',
-  TDX: 'tdx',
-};
+export { EXIT_UNION_MEMBER };
 
 export interface RunField {
   /** "exit_reason", "io.port", "hypercall.args", "internal.data[0..3]", "io data". */

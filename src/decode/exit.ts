@@ -14,41 +14,11 @@
 import type { Btf } from '../btf/index.js';
 import type { MemberLayout, StructLayout } from '../btf/layout.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
+import { EXIT_UNION_MEMBER as MEMBER_OF_REASON } from '../kvm/abi/exit-union.js';
 import { KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT } from '../kvm/abi/exit-reasons.generated.js';
 import type { ExitInfo } from './records.js';
 import { bytesHex, type ArgsObject, type BtfArgsDecoder, type StructDecoder } from './btf-args.js';
 
-/** Exit reason (KVM_EXIT_ name without prefix) → the kvm_run exit-union member holding its details. */
-const MEMBER_OF_REASON: Record<string, string> = {
-  UNKNOWN: 'hw',
-  EXCEPTION: 'ex',
-  IO: 'io',
-  HYPERCALL: 'hypercall',
-  DEBUG: 'debug',
-  MMIO: 'mmio',
-  FAIL_ENTRY: 'fail_entry',
-  TPR_ACCESS: 'tpr_access',
-  S390_SIEIC: 's390_sieic',
-  S390_RESET: 's390_reset_flags',
-  S390_UCONTROL: 's390_ucontrol',
-  DCR: 'dcr',
-  INTERNAL_ERROR: 'internal',
-  OSI: 'osi',
-  PAPR_HCALL: 'papr_hcall',
-  S390_TSCH: 's390_tsch',
-  EPR: 'epr',
-  SYSTEM_EVENT: 'system_event',
-  S390_STSI: 's390_stsi',
-  IOAPIC_EOI: 'eoi',
-  HYPERV: 'hyperv',
-  ARM_NISV: 'arm_nisv',
-  X86_RDMSR: 'msr',
-  X86_WRMSR: 'msr',
-  XEN: 'xen',
-  RISCV_SBI: 'riscv_sbi',
-  RISCV_CSR: 'riscv_csr',
-  NOTIFY: 'notify',
-};
 
 /**
  * Exit codes newer than the generated table's header (Linux 6.1 uapi): their names and members, from
