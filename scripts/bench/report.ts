@@ -151,6 +151,9 @@ function targets(kt: Headline, agg: Headline, run: BenchRun): Target[] {
   const ag = 'samples' in agg && agg.ratio !== null ? agg : null;
   const why = (h: Headline): string => h.reason ?? 'no data';
   const dec = run.decoder.records_per_s;
+  const ours = run.samples.filter((s) => s.tracer.startsWith('kvm-trace') && !s.error);
+  const attach = spread(ours.map((s) => s.attach_s));
+  const rss = spread(ours.map((s) => s.rss_mb));
   return [
     target(
       'full capture',
@@ -161,8 +164,16 @@ function targets(kt: Headline, agg: Headline, run: BenchRun): Target[] {
     ),
     target('aggregate mode', '≤ 1.08× untraced', ag && fmtRatio(ag.ratio), ag && ag.ratio !== null ? ag.ratio <= 1.08 : null, why(agg)),
     target('decoder', '≥ 2 M records/s', dec !== null ? `${(dec / 1e6).toFixed(2)} M records/s` : null, dec !== null ? dec >= 2e6 : null, run.decoder.note),
-    target('attach time', '≤ 0.5 s', full?.attach_s != null ? `${full.attach_s.toFixed(2)} s` : null, full?.attach_s != null ? full.attach_s <= 0.5 : null, why(kt)),
-    target('tracer RSS', '≤ 150 MB', full?.rss_mb != null ? `${full.rss_mb.toFixed(0)} MB` : null, full?.rss_mb != null ? full.rss_mb <= 150 : null, why(kt)),
+    // Attach time and memory do not depend on the workload's kind: judged over every kvm-trace run (all
+    // workloads, all modes) — the median attach time, and the worst peak RSS.
+    target(
+      'attach time',
+      '≤ 0.5 s',
+      attach && `${attach.median.toFixed(2)} s (median of ${attach.n}, max ${attach.max.toFixed(2)})`,
+      attach ? attach.median <= 0.5 : null,
+      why(kt),
+    ),
+    target('tracer RSS', '≤ 150 MB', rss && `${rss.max.toFixed(0)} MB (max of ${rss.n})`, rss ? rss.max <= 150 : null, why(kt)),
   ];
 }
 
@@ -295,7 +306,7 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
   out.push(`targets (on ${j.workload ?? 'no workload'}):`);
   for (const t of j.targets) {
     const verdict = t.pass === null ? `n/a — ${t.reason}` : t.pass ? 'pass' : 'MISS';
-    out.push(`  ${pad(t.name, 16)} ${pad(t.target, 26)} ${pad(t.value, 20)} ${verdict}`);
+    out.push(`  ${pad(t.name, 16)} ${pad(t.target, 26)} ${pad(t.value, 34)} ${verdict}`);
   }
   for (const n of j.notes) out.push(`note: ${n}`);
   if (j.aborted) out.push('note: interrupted — partial results');

@@ -62,6 +62,7 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
   checkKvm();
   const { loadavg } = await import('node:os');
   const notes: string[] = [];
+  if (opts.smoke) notes.push('smoke run: workloads and throughput passes are tiny, the numbers only prove the harness works');
   const tmpDir = mkdtempSync(join(tmpdir(), 'kvm-bench-'));
   // Also removed if the bench is forced out (a second Ctrl-C) before the finally below runs.
   const removeTmp = (): void => rmSync(tmpDir, { recursive: true, force: true });

@@ -68,7 +68,9 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
   const noAttach = existsSync(cliMain)
     ? 'kvm-trace attach is not built yet (no "attach" in kvm-trace --help)'
     : 'dist/src/cli/main.js missing (run npx tsc -p .)';
-  const nodeFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+  // 10 ms samples, not V8's 1 ms: the profiler's SIGPROF interrupts the verifier inside BPF_PROG_LOAD, which
+  // then fails with EAGAIN more often than libbpf retries it (seen here at 1 ms; fine at 5 ms and above).
+  const nodeFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, '--cpu-prof-interval', '10000'] : [];
   const kvmTrace = (extra: string[]) => (pid: number, outFile: string) => [
     process.execPath,
     ...nodeFlags,
