@@ -1,8 +1,8 @@
 /**
  * The benchmark run: decide what can be measured on this machine (workloads built, tracers installed),
- * warm every workload up once, then run the rounds — in each round, for each workload, untraced first and
- * every tracer after it (A B A C …), so each slowdown ratio compares two runs made moments apart — and
- * finally the throughput stages. Returns raw samples; report.ts turns them into the table and JSON.
+ * warm every workload up once, then run the rounds — in each round, for each workload, untraced and every
+ * tracer back to back (A B C …, reversed in even rounds), so each slowdown ratio compares runs made moments
+ * apart — and finally the throughput stages. Returns raw samples; report.ts turns them into the table and JSON.
  */
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -127,7 +127,11 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
     let done = 0;
     outer: for (let round = 1; round <= opts.rounds; round++) {
       for (const w of workloads) {
-        for (const t of tracersFor(w, tracers)) {
+        // Even rounds run the list backwards (untraced last), so a slow drift in the machine's load does
+        // not always favour the same side of a ratio.
+        const order = tracersFor(w, tracers);
+        if (round % 2 === 0) order.reverse();
+        for (const t of order) {
           if (hooks.signal.aborted) break outer;
           done++;
           hooks.progress(`round ${round}/${opts.rounds} · ${w.label} · ${t.label} (${done}/${total})`);
