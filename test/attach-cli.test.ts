@@ -9,9 +9,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kernelBpfIds } from '../src/ffi/libbpf.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
-import { bpfSkipReason } from './bpf-support.js';
+import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -59,21 +58,6 @@ function guest(exits: number): void {
   if (r.status !== 0) throw new Error(`guest failed: ${r.stderr}`);
 }
 
-/** Our ids still in the kernel's lists; maps are freed after an RCU grace period, so poll up to 3 s. */
-async function remaining(ids: BpfIds): Promise<BpfIds> {
-  const left = (): BpfIds => {
-    const p = new Set(kernelBpfIds('prog'));
-    const m = new Set(kernelBpfIds('map'));
-    const l = new Set(kernelBpfIds('link'));
-    return { progs: ids.progs.filter((i) => p.has(i)), maps: ids.maps.filter((i) => m.has(i)), links: ids.links.filter((i) => l.has(i)) };
-  };
-  let now = left();
-  for (let i = 0; i < 60 && now.progs.length + now.maps.length + now.links.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    now = left();
-  }
-  return now;
-}
 
 function jsonl(path: string): Array<Record<string, unknown>> {
   return readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -97,7 +81,7 @@ describe.skipIf(skip !== undefined)('kvm-trace attach (child process)', () => {
     const runs = recs.filter((x) => x.type === 'ioctl' && x.name === 'KVM_RUN');
     expect(runs.length).toBeGreaterThanOrEqual(2001);
     expect(recs.some((x) => x.type === 'kvm_run' && typeof x.user_addr === 'string' && typeof x.kernel_addr === 'string')).toBe(true);
-    expect(await remaining(r.ids)).toEqual({ progs: [], maps: [], links: [] });
+    expect(await remainingBpfIds(r.ids)).toEqual({ progs: [], maps: [], links: [] });
   });
 
   it('--duration: stops by itself, --json prints the summary object', async () => {
@@ -106,7 +90,7 @@ describe.skipIf(skip !== undefined)('kvm-trace attach (child process)', () => {
     const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
     expect(summary).toMatchObject({ type: 'summary', strategy: 'tracepoint', lost: 0, unknown_ioctls: 0 });
     expect((summary.ioctls as Record<string, { count: number }>).KVM_RUN.count).toBeGreaterThanOrEqual(501);
-    expect(await remaining(r.ids)).toEqual({ progs: [], maps: [], links: [] });
+    expect(await remainingBpfIds(r.ids)).toEqual({ progs: [], maps: [], links: [] });
   });
 
   it.each([

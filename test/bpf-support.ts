@@ -6,7 +6,8 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/bpf/paths.js';
-import { libbpfUnavailable, ringBufferNew, sampleView, type LibbpfRingBuffer } from '../src/ffi/libbpf.js';
+import { kernelBpfIds, libbpfUnavailable, ringBufferNew, sampleView, type LibbpfRingBuffer } from '../src/ffi/libbpf.js';
+import type { BpfIds } from '../src/bpf/tracer.js';
 import { MAP_ANONYMOUS, MAP_SHARED, memoryView, mmap, munmap, PROT_READ, PROT_WRITE } from '../src/ffi/libc.js';
 import {
   KT_EV_FD,
@@ -180,4 +181,20 @@ export function runPioGuest(opts: { singleStep?: boolean } = {}): GuestRun {
     kvm.close();
     munmap(mem, RAM);
   }
+}
+
+/** Our ids still in the kernel's lists; maps are freed after an RCU grace period, so poll up to 3 s. */
+export async function remainingBpfIds(ids: BpfIds): Promise<BpfIds> {
+  const left = (): BpfIds => {
+    const p = new Set(kernelBpfIds('prog'));
+    const m = new Set(kernelBpfIds('map'));
+    const l = new Set(kernelBpfIds('link'));
+    return { progs: ids.progs.filter((i) => p.has(i)), maps: ids.maps.filter((i) => m.has(i)), links: ids.links.filter((i) => l.has(i)) };
+  };
+  let now = left();
+  for (let i = 0; i < 60 && now.progs.length + now.maps.length + now.links.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    now = left();
+  }
+  return now;
 }

@@ -8,7 +8,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kernelBpfIds } from '../src/ffi/libbpf.js';
 import { packageRoot } from '../src/bpf/paths.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
-import { bpfSkipReason } from './bpf-support.js';
+import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
 
 const skip = bpfSkipReason(false);
 if (skip) console.log(`bpf-teardown tests skipped: ${skip}`);
@@ -73,20 +73,6 @@ function runChild(args: string[], stop: (pid: number) => void): Promise<ChildRes
   });
 }
 
-async function remaining(ids: BpfIds): Promise<BpfIds> {
-  const left = (): BpfIds => {
-    const p = new Set(kernelBpfIds('prog'));
-    const m = new Set(kernelBpfIds('map'));
-    const l = new Set(kernelBpfIds('link'));
-    return { progs: ids.progs.filter((i) => p.has(i)), maps: ids.maps.filter((i) => m.has(i)), links: ids.links.filter((i) => l.has(i)) };
-  };
-  let now = left();
-  for (let i = 0; i < 60 && now.progs.length + now.maps.length + now.links.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    now = left();
-  }
-  return now;
-}
 
 const NONE: BpfIds = { progs: [], maps: [], links: [] };
 
@@ -107,26 +93,26 @@ describe.skipIf(skip !== undefined)('teardown of a real attached process', () =>
     const end = JSON.parse(r.stdout.at(-1)!) as { stopped: string; stats: { lost: number } };
     expect(end.stopped).toBe(sig);
     expect(r.code).toBe(0);
-    expect(await remaining(r.ids)).toEqual(NONE);
+    expect(await remainingBpfIds(r.ids)).toEqual(NONE);
   });
 
   it('a thrown error after attach: nothing remains', async () => {
     const r = await runChild(['--throw-after-attach'], () => {});
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('thrown after attach');
-    expect(await remaining(r.ids)).toEqual(NONE);
+    expect(await remainingBpfIds(r.ids)).toEqual(NONE);
   });
 
   it('SIGKILL: the kernel frees everything with the fds (nothing is pinned)', async () => {
     const r = await runChild([], (pid) => process.kill(pid, 'SIGKILL'));
     expect(r.signal).toBe('SIGKILL');
-    expect(await remaining(r.ids)).toEqual(NONE);
+    expect(await remainingBpfIds(r.ids)).toEqual(NONE);
   });
 
   it('--duration expiry: nothing remains', async () => {
     const r = await runChild(['--duration', '0.2'], () => {});
     expect(JSON.parse(r.stdout.at(-1)!).stopped).toBe('duration');
-    expect(await remaining(r.ids)).toEqual(NONE);
+    expect(await remainingBpfIds(r.ids)).toEqual(NONE);
   });
 });
 
