@@ -14,7 +14,8 @@ import { parseOptions, type BenchOptions } from './bench/options.js';
 import { bootstrapScript } from './bench/paths.js';
 import { ProcessSet } from './bench/procs.js';
 import { Progress } from './bench/progress.js';
-import { buildJson, formatTable } from './bench/report.js';
+import { buildJson } from './bench/report.js';
+import { formatTable } from './bench/table.js';
 import { runBench } from './bench/runner.js';
 
 function installPeers(): void {
