@@ -40,7 +40,7 @@ function parseLineSize(v: string | undefined): number {
 export function register(program: Command, io: CliIo): void {
   program
     .command('abi')
-    .description("struct layouts from the kernel's BTF (holes, cache lines) and a check of KVM ioctl sizes and struct definitions against it")
+    .description("Struct layouts from the kernel's BTF (holes, cache lines); check KVM ioctl sizes and struct definitions against it.")
     .option('--struct <name>', 'struct or union to lay out (repeatable; default kvm_run unless --check)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print JSON: {name,size,align,members:[{name,offset,size,type,straddles,line}],holes:[...]}')
     .option('--cacheline <bytes>', "cache line size (default: the CPU's, from sysfs; 64 if unknown)")

@@ -10,7 +10,7 @@ import { JsonlError, makeReport, REPORT_FORMATS, type ReportFormat } from '../..
 export function register(program: Command, io: CliIo): void {
   program
     .command('report')
-    .description('report per ioctl and vCPU from a capture: buffer flags, kvm_run cache lines, latency, lost records, leaked fds')
+    .description('Report per ioctl and vCPU from a capture: buffer flags, kvm_run cache lines, latency, lost records, leaked fds.')
     .argument('<file>', 'JSONL written by `kvm-trace attach -o`')
     .option('--format <format>', `output format: ${REPORT_FORMATS.join('|')}`, 'text')
     .option('-o, --output <file>', 'write the report to this file instead of stdout')
