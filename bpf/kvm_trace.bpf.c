@@ -8,6 +8,9 @@
  * created, mmapped, closed, process exit) and, where the kernel allows kprobes or fentry, the user copies
  * done inside a KVM ioctl.
  *
+ * Arguments that end in a flexible array (kvm_msrs, kvm_cpuid2, kvm_msr_list, ...) are read with their
+ * entries, up to KT_DATA_MAX: the flex_arrays map, filled by user space from BTF, says where the count is.
+ *
  * Read-only: only bpf_probe_read_{user,kernel} and loads; nothing writes user or kernel memory.
  * Layouts of kernel structs come from BTF through CO-RE relocations, never from hard-coded offsets.
  *
@@ -122,6 +125,16 @@ struct {
 	__type(value, __u32);
 } fds SEC(".maps");
 
+/* Arguments ending in a flexible array (struct kt_flex_array): request number → where the element count
+ * sits and how big an element is. Filled by user space after load, before attach, from the kernel's BTF and
+ * its table of what each handler copies; sized by it too. KVM_RUN is never in it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32); /* resized by user space before load */
+	__type(key, __u32);      /* ioctl request number */
+	__type(value, struct kt_flex_array);
+} flex_arrays SEC(".maps");
+
 /* Processes holding tracked fds: sched_process_exit looks here first and bails out otherwise. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -149,6 +162,7 @@ const enum kt_fd_kind *unused_kt_fd_kind __attribute__((unused));
 const enum kt_fd_op *unused_kt_fd_op __attribute__((unused));
 const enum kt_copy_dir *unused_kt_copy_dir __attribute__((unused));
 const enum kt_stat *unused_kt_stat __attribute__((unused));
+const enum kt_flex_when *unused_kt_flex_when __attribute__((unused));
 
 /* ---- helpers ---- */
 
@@ -304,6 +318,52 @@ static __always_inline struct kvm_vcpu *vcpu_of(struct enter_info *in, __u32 tgi
 
 /* ---- KVM ioctls ---- */
 
+/*
+ * data[0, have) holds the fixed _IOC_SIZE bytes just read from the argument at `arg`. When `cmd` has a
+ * flexible array whose entries are copied at this point (`when`), read min(hdr_size + count * entry_size,
+ * KT_DATA_MAX) bytes instead, the count taken from the captured bytes; set `trunc` when they do not all
+ * fit (and `fault` when they could not be read). Returns the bytes now in data[]. Only non-KVM_RUN calls get
+ * here (one hash lookup each).
+ *
+ * The whole argument is read again from its start rather than only the rest: the verifier can bound one
+ * size of at most KT_DATA_MAX at data, not the sum of two variable lengths. If that read faults (the
+ * kernel's own copy would too) the fixed part is read again, as the failed read zeroed it.
+ */
+static __always_inline __u32 read_flex(__u8 *data, __u32 have, __u32 cmd, __u64 arg, __u32 when, __u16 *flags,
+				       __u16 trunc, __u16 fault)
+{
+	struct kt_flex_array *fa = bpf_map_lookup_elem(&flex_arrays, &cmd);
+	__u32 off, count, want;
+	__u64 total;
+	const __u8 *p;
+
+	if (!fa || !(fa->when & when) || have > KT_DATA_MAX)
+		return have;
+	off = fa->count_off;
+	if (off > KT_DATA_MAX - 4 || off + fa->count_size > have)
+		return have;
+	p = data + off;
+	count = p[0] | (p[1] << 8) | (p[2] << 16) | ((__u32)p[3] << 24);
+	if (fa->count_size == 1)
+		count &= 0xff;
+	else if (fa->count_size == 2)
+		count &= 0xffff;
+	total = fa->hdr_size + (__u64)count * fa->entry_size;
+	if (total > KT_DATA_MAX) {
+		total = KT_DATA_MAX;
+		*flags |= trunc;
+	}
+	want = total;
+	if (want <= have)
+		return have;
+	if (!bpf_probe_read_user(data, want, (const void *)arg))
+		return want;
+	*flags |= fault;
+	if (bpf_probe_read_user(data, have, (const void *)arg))
+		return 0;
+	return have;
+}
+
 SEC("tracepoint/syscalls/sys_enter_ioctl")
 int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 {
@@ -340,7 +400,8 @@ int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	if (bpf_probe_read_user(st->ev.data, n, (const void *)st->i.arg))
 		st->i.flags |= KT_F_IN_FAULT;
 	else
-		st->i.in_len = n;
+		st->i.in_len = read_flex(st->ev.data, n, cmd, st->i.arg, KT_FLEX_ENTER, &st->i.flags, KT_F_IN_TRUNC,
+					   KT_F_IN_FAULT);
 	return 0;
 }
 
@@ -489,8 +550,11 @@ static __always_inline void emit_ioctl(struct enter_state *st, __u64 pid_tgid, l
 		}
 		if (bpf_probe_read_user(e->data + in_len, n, (const void *)in->arg))
 			e->hdr.flags |= KT_F_OUT_FAULT;
-		else
+		else if (ret < 0) /* a failed call copied no entries back */
 			out_len = n;
+		else
+			out_len = read_flex(e->data + in_len, n, in->cmd, in->arg, KT_FLEX_EXIT, &e->hdr.flags,
+					    KT_F_OUT_TRUNC, KT_F_OUT_FAULT);
 	}
 	e->in_len = in_len;
 	e->out_len = out_len;

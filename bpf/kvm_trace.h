@@ -25,10 +25,10 @@ enum kt_event_type {
 };
 
 enum kt_flags {
-	KT_F_IN_FAULT = 1 << 0,   /* reading the argument at enter faulted */
-	KT_F_OUT_FAULT = 1 << 1,  /* reading the argument (or kvm_run) at exit faulted */
-	KT_F_IN_TRUNC = 1 << 2,   /* argument larger than KT_DATA_MAX at enter */
-	KT_F_OUT_TRUNC = 1 << 3,  /* argument larger than KT_DATA_MAX at exit */
+	KT_F_IN_FAULT = 1 << 0,   /* reading the argument (or its flexible array's entries) at enter faulted */
+	KT_F_OUT_FAULT = 1 << 1,  /* reading the argument (its entries, or kvm_run) at exit faulted */
+	KT_F_IN_TRUNC = 1 << 2,   /* argument (with its flexible array's entries) larger than KT_DATA_MAX at enter */
+	KT_F_OUT_TRUNC = 1 << 3,  /* argument (with its flexible array's entries) larger than KT_DATA_MAX at exit */
 	KT_F_RUN = 1 << 4,        /* run_kaddr / vcpu_id / exit_reason / out data = kvm_run snapshot are valid */
 	KT_F_NO_ENTER = 1 << 5,   /* exit seen without its enter (attached mid-call): enter fields are zero */
 };
@@ -60,6 +60,24 @@ enum kt_stat {
 	KT_STAT_MAX = 4,
 };
 
+/* When the entries of a flexible-array argument are copied (enum kt_flex_array.when bits). */
+enum kt_flex_when {
+	KT_FLEX_ENTER = 1, /* the kernel copies them from the user: read at enter (KVM_SET_MSRS, KVM_SET_CPUID2) */
+	KT_FLEX_EXIT = 2,  /* the kernel copies them to the user: read at exit of a successful call (KVM_GET_MSRS) */
+};
+
+/* Value of the "flex_arrays" map, keyed by the __u32 request number: an argument struct that ends in a
+ * flexible array (kvm_msrs.entries[], kvm_cpuid2.entries[], ...). After the fixed _IOC_SIZE bytes are
+ * read, the element count is taken from them and min(hdr_size + count * entry_size, KT_DATA_MAX) bytes are
+ * read instead. Filled by user space from the kernel's BTF (src/bpf/flex-arrays.ts), never typed in. */
+struct kt_flex_array {
+	__u16 hdr_size;   /* offset of the flexible array: bytes before the first element */
+	__u16 entry_size; /* bytes per element */
+	__u16 count_off;  /* offset of the element count, inside the fixed _IOC_SIZE bytes */
+	__u8 count_size;  /* 1, 2 or 4 bytes, little-endian unsigned */
+	__u8 when;        /* enum kt_flex_when bits */
+};
+
 /* Every record starts with this. ts_ns is bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it was emitted. */
 struct kt_hdr {
 	__u16 type;  /* enum kt_event_type */
@@ -81,8 +99,8 @@ struct kt_ioctl_event {
 	__s32 vcpu_id;     /* KVM_RUN (KT_F_RUN): vcpu->vcpu_id, else -1 */
 	__u32 exit_reason; /* KVM_RUN (KT_F_RUN): kvm_run.exit_reason after the call */
 	__u64 pio_data;    /* KVM_RUN with KVM_EXIT_IO: first 8 bytes at kvm_run + io.data_offset */
-	__u16 in_len;      /* bytes of data[] read at enter (write-direction argument) */
-	__u16 out_len;     /* bytes of data[] read at exit (read-direction argument, or kvm_run snapshot) */
+	__u16 in_len;      /* bytes of data[] read at enter (write-direction argument; + flexible-array entries) */
+	__u16 out_len;     /* bytes of data[] read at exit (read-direction argument; + entries; or kvm_run snapshot) */
 	__u32 fd_kind;     /* enum kt_fd_kind as tracked in the kernel, KT_FD_UNKNOWN if not seen created */
 	char comm[KT_TASK_COMM_LEN];
 	/* in bytes at [0, in_len), then out bytes at [in_len, in_len + out_len). A record may be shorter than

@@ -1,7 +1,8 @@
 /**
  * KvmTracer: the one lifecycle of kvm-trace's BPF side, libbpf-tools style:
  *   preflight (libbpf, root, BTF) → pick strategy (feature probes) → tracefs → open the prebuilt object →
- *   set rodata filters and map sizes → autoload only the chosen programs → load → fill the pids map →
+ *   set rodata filters and map sizes → autoload only the chosen programs → load → fill the pids and
+ *   flex_arrays maps (the latter from the kernel's BTF: which arguments' flexible-array entries to read) →
  *   attach → (the ring-buffer consumer runs elsewhere, on ringMapFd) → close(): destroy every link, close
  *   the object. close() is idempotent; a failure anywhere in open() tears down what was built; a process
  *   'exit' hook closes tracers left open (the kernel would free them with the fds anyway: nothing is pinned).
@@ -38,6 +39,8 @@ import {
 } from '../ffi/libbpf.js';
 import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from '../decode/event-layout.js';
 import { probeFeature } from './features.js';
+import { Btf } from '../btf/index.js';
+import { FlexArrayEncoder, flexArrayRules, type FlexArrayRule } from './flex-arrays.js';
 import { prebuiltObjectPath } from './paths.js';
 import { AUTO_ORDER, BASE_PROGRAMS, type Strategy, type StrategyOption, STRATEGIES, strategyPrograms } from './programs.js';
 import { ensureTracefs } from './tracefs.js';
@@ -119,6 +122,8 @@ export class KvmTracer {
   /** The ring buffer map's fd, for the consumer (mmap it; see HOST.md). */
   readonly ringMapFd: number;
   readonly ringBytes: number;
+  /** The ioctls whose flexible-array entries are captured (the flex_arrays map), by name. */
+  readonly flexArrays: string[];
 
   #obj: BpfObjectPtr | null;
   #links: BpfLinkPtr[];
@@ -135,6 +140,7 @@ export class KvmTracer {
     ringMapFd: number;
     ringBytes: number;
     stats: BpfMapPtr;
+    flexArrays: string[];
   }) {
     this.#obj = init.obj;
     this.#links = init.links;
@@ -144,6 +150,7 @@ export class KvmTracer {
     this.ringMapFd = init.ringMapFd;
     this.ringBytes = init.ringBytes;
     this.#stats = init.stats;
+    this.flexArrays = init.flexArrays;
     this.#ncpu = numPossibleCpus();
   }
 
@@ -180,6 +187,8 @@ export class KvmTracer {
       writeRodata(obj, { pids, comm, wakeupBytes });
       setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
       setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
+      const flex = flexArrayPlan(obj, path, log);
+      if (flex) setMapMaxEntries(flex.map, Math.max(1, flex.rules.length));
 
       const wanted = opts.programs ?? strategyPrograms(choice.strategy);
       const progs = selectPrograms(obj, wanted);
@@ -191,6 +200,7 @@ export class KvmTracer {
         throw new BpfLoadError(`loading ${path} failed: ${(err as Error).message}`, text, { cause: err });
       }
       fillPids(obj, pids);
+      if (flex) fillFlexArrays(flex);
 
       const attached: string[] = [];
       let strategy = choice.strategy;
@@ -226,6 +236,7 @@ export class KvmTracer {
         ringMapFd: mapFd(requireMap(obj, 'events')),
         ringBytes,
         stats: requireMap(obj, 'stats'),
+        flexArrays: flex ? flex.rules.map((r) => r.name) : [],
       });
       registerOpen(tracer);
       return tracer;
@@ -419,6 +430,37 @@ function fillPids(obj: BpfObjectPtr, pids: number[]): void {
     key.writeUInt32LE(p);
     mapUpdate(map, key, one);
   }
+}
+
+interface FlexArrayPlan {
+  map: BpfMapPtr;
+  rules: FlexArrayRule[];
+  encoder: FlexArrayEncoder;
+}
+
+/**
+ * What goes into the flex_arrays map, computed before load (it sizes the map). An object without the map
+ * (an older build, e.g. a benchmark baseline) or a kernel BTF the rules cannot be read from still traces:
+ * arguments are then captured at their _IOC_SIZE only, and the log says so.
+ */
+function flexArrayPlan(obj: BpfObjectPtr, path: string, log: (line: string) => void): FlexArrayPlan | undefined {
+  const map = findMap(obj, 'flex_arrays');
+  if (!map) {
+    log(`${path} has no flex_arrays map: flexible-array entries (kvm_msrs.entries, …) are not captured`);
+    return undefined;
+  }
+  try {
+    return { map, rules: flexArrayRules(Btf.vmlinux()), encoder: new FlexArrayEncoder(Btf.fromElf(path)) };
+  } catch (err) {
+    log(`flexible-array entries are not captured: ${(err as Error).message}`);
+    setMapMaxEntries(map, 1);
+    return undefined;
+  }
+}
+
+/** After load, before attach: the programs look entries up from their first run. */
+function fillFlexArrays(plan: FlexArrayPlan): void {
+  for (const r of plan.rules) mapUpdate(plan.map, plan.encoder.key(r), plan.encoder.value(r));
 }
 
 function attachError(name: string, err: unknown, libbpfLog: string[]): Error {

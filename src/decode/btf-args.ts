@@ -12,7 +12,8 @@
  *   ones number arrays; other arrays are arrays; nested named structs are objects;
  * - flexible array members (entries[], indices[], sigset[]) hold as many elements as were captured, capped
  *   by the struct's count member (nent, nmsrs, nr, n, len, …; nr_<name> for fixed arrays such as
- *   kvm_xcrs.xcrs) — a count larger than what was captured sets `_truncated`;
+ *   kvm_xcrs.xcrs; the rule is flex-count.ts, shared with the BPF loader) — a count larger than what was
+ *   captured sets `_truncated`;
  * - padding-like members (pad…, padding…, reserved…, dummy, unused, rsvd) are left out when all zero (a
  *   non-zero one is kept: it is what makes the kernel answer EINVAL) and always inside a union that has
  *   other members; zero-size placeholders (__empty_*) are left out;
@@ -24,6 +25,7 @@
  */
 import type { Btf } from '../btf/index.js';
 import type { BtfType } from '../btf/types.js';
+import { countFor, isCountCandidate } from './flex-count.js';
 
 export type ArgValue = number | string | boolean | ArgValue[] | { [k: string]: ArgValue };
 export type ArgsObject = { [k: string]: ArgValue };
@@ -35,8 +37,6 @@ const MAX_SAFE_HI = 0x1fffff; // hi word of Number.MAX_SAFE_INTEGER
 const TWO32 = 4294967296;
 const PAD_NAME = /^_*(pad|padding|reserved|rsvd|dummy|unused)\d*$/;
 const ADDR_NAME = /addr|address|base$|bitmap|_ptr$|^ptr$|^gpa$|^gva$|^hva$|^uaddr|^phys/;
-/** Count members a flexible array honours, in order of preference. */
-const FLEX_COUNT_NAMES = ['nent', 'nmsrs', 'nr', 'n', 'len', 'count', 'nr_entries', 'num_entries', 'nents', 'ndata'];
 /** Byte arrays up to this length decode as number arrays, longer ones as hex strings. */
 const SMALL_BYTES = 16;
 const MAX_DEPTH = 16;
@@ -213,11 +213,10 @@ export class BtfArgsDecoder {
     const collect = (ms: typeof layout.members, base: number): void => {
       for (const m of ms) {
         if (m.name === '' && m.nested) collect(m.nested.members, base + m.offset);
-        else if (m.kind === 'int' && m.bitSize === 0 && m.size <= 4) counts.set(m.name, { off: base + m.offset, size: m.size });
+        else if (isCountCandidate(m)) counts.set(m.name, { off: base + m.offset, size: m.size });
       }
     };
     collect(layout.members, 0);
-    const flexCount = FLEX_COUNT_NAMES.map((n) => counts.get(n)).find((c) => c !== undefined);
 
     for (const m of layout.members) {
       const off = m.offset;
@@ -246,9 +245,7 @@ export class BtfArgsDecoder {
       }
 
       if (mt.kind === 'array') {
-        const count =
-          counts.get(`nr_${m.name}`) ?? counts.get(`n${m.name}`) ?? counts.get(`num_${m.name}`) ??
-          (mt.nelems === 0 ? flexCount : undefined);
+        const count = countFor(m.name, mt.nelems === 0, counts); // the shared rule (flex-count.ts)
         const op = this.arrayReader(mt, m.name, count, isPad, depth);
         body.push(`{ const v = ${ref(op)}(dv, ${b}, ${off}, ctx); if (v !== undefined) o[${key}] = v; }`);
         continue;
