@@ -11,7 +11,10 @@ import { summaryText } from '../../capture/summary-text.js';
 import { JsonlSink } from '../../decode/jsonl-sink.js';
 import { LineSink } from '../../decode/format.js';
 import type { RecordSink } from '../../export/sink.js';
-import { addOtelOptions, openOtelSink, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/index.js';
+// Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
+// an export is asked for, see openOtel below.
+import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/cli-options.js';
+import { openOtel } from './otel-lazy.js';
 import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
 import { CliError } from '../errors.js';
 import type { CliIo } from '../program.js';
@@ -84,7 +87,7 @@ Examples:
     try {
       const jsonl = o.output ? await openOutput(o.output) : undefined;
       if (jsonl) sinks.push(jsonl);
-      const otelSink = otel ? await openOtelSink({ ...otel, warn }) : undefined;
+      const otelSink = otel ? await openOtel({ ...otel, warn }) : undefined;
       if (otelSink) sinks.push(otelSink);
       if (!o.quiet && !o.json) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
       const res = await capture({

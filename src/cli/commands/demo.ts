@@ -5,7 +5,10 @@
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { demoText, runDemo } from '../../capture/demo.js';
-import { addOtelOptions, openOtelSink, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/index.js';
+// Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
+// an export is asked for, see openOtel below.
+import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/cli-options.js';
+import { openOtel } from './otel-lazy.js';
 import { GuestUsageError, resolveScenarios, SCENARIO_CHOICES } from '../../guest/index.js';
 import { CliError } from '../errors.js';
 import type { CliIo } from '../program.js';
@@ -44,7 +47,7 @@ export function register(program: Command, io: CliIo): void {
     }
     const otel = otelOptionsFrom(o);
     const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
-    const otelSink = otel ? await openOtelSink({ ...otel, warn }) : undefined;
+    const otelSink = otel ? await openOtel({ ...otel, warn }) : undefined;
     try {
       const d = await runDemo({
         outDir: o.out,
