@@ -4,9 +4,10 @@
  *
  * One record per ioctl, emitted at syscall exit with everything about the call folded in (arguments read
  * at enter and exit, return value, latency, and for KVM_RUN the vCPU's kvm_run kernel address, vcpu_id,
- * exit reason and a kvm_run snapshot). Around it: the fd lifecycle (/dev/kvm opened, VM/vCPU/device fds
- * created, mmapped, closed, process exit) and, where the kernel allows kprobes or fentry, the user copies
- * done inside a KVM ioctl.
+ * exit reason and a kvm_run snapshot) — or, in aggregate-only mode, no record but per-CPU counters
+ * (count, errors, latency histogram per request; exit reasons per vCPU) read by user space at the end.
+ * Around it: the fd lifecycle (/dev/kvm opened, VM/vCPU/device fds created, mmapped, closed, process exit)
+ * and, where the kernel allows kprobes or fentry, the user copies done inside a KVM ioctl.
  *
  * Arguments that end in a flexible array (kvm_msrs, kvm_cpuid2, kvm_msr_list, ...) are read with their
  * entries, up to KT_DATA_MAX: the flex_arrays map, filled by user space from BTF, says where the count is.
@@ -48,6 +49,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 	KT_IOC(KT_IOC_READ | KT_IOC_WRITE, 0xe0, (__u32)sizeof(struct kvm_create_device))
 #define KT_KVM_CREATE_DEVICE_TEST 1 /* uapi: kvm_create_device.flags, "only test, create nothing" */
 #define KT_KVM_EXIT_IO 2            /* uapi: kvm_run.exit_reason */
+#define KT_KVM_EXIT_INTR 10
 
 #define KT_PAGE_SIZE 4096
 
@@ -62,6 +64,9 @@ const volatile char targ_comm[KT_TASK_COMM_LEN] = {};
 /* Force a consumer wakeup when the unconsumed bytes of the ring cross this many bytes; 0 = never (the
  * consumer drains on its own timer). User space sets it to a quarter of the ring. */
 const volatile __u64 wakeup_bytes = 0;
+/* Aggregate-only mode: no ioctl records; counts, errors, latency histograms and exit reasons are kept in the
+ * agg_* maps and read by user space at the end (fd-lifecycle records still go to the ring: they are rare). */
+const volatile bool aggregate_only = false;
 
 /* ---- maps ---- */
 struct {
@@ -135,6 +140,40 @@ struct {
 	__type(value, struct kt_flex_array);
 } flex_arrays SEC(".maps");
 
+/* Aggregate-only mode (struct kt_agg_ioctl, kt_agg_exits). Per-CPU: no shared cache line between CPUs;
+ * updates are still atomic adds, as a program on a syscall tracepoint may be preempted by another on the same
+ * CPU. KVM_RUN, the hot one, has its own one-entry array (no hash on its path); the rest go to a hash keyed
+ * by request number, since _IOC_NR alone is ambiguous (KVM_GET_PIT2 and KVM_GET_VCPU_EVENTS share 0x9f). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kt_agg_ioctl);
+} agg_run SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u32); /* ioctl request number; 0 = overflow (pre-inserted by user space) */
+	__type(value, struct kt_agg_ioctl);
+} agg_ioctls SEC(".maps");
+
+/* A zeroed kt_agg_ioctl to insert from (too big for the BPF stack); never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kt_agg_ioctl);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KT_AGG_VCPUS);
+	__type(key, __u32); /* vcpu_id, capped */
+	__type(value, struct kt_agg_exits);
+} agg_exits SEC(".maps");
+
 /* Processes holding tracked fds: sched_process_exit looks here first and bails out otherwise. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -163,6 +202,8 @@ const enum kt_fd_op *unused_kt_fd_op __attribute__((unused));
 const enum kt_copy_dir *unused_kt_copy_dir __attribute__((unused));
 const enum kt_stat *unused_kt_stat __attribute__((unused));
 const enum kt_flex_when *unused_kt_flex_when __attribute__((unused));
+const struct kt_agg_ioctl *unused_kt_agg_ioctl __attribute__((unused));
+const struct kt_agg_exits *unused_kt_agg_exits __attribute__((unused));
 
 /* ---- helpers ---- */
 
@@ -388,6 +429,8 @@ int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	st->i.flags = 0;
 	st->i.in_len = 0;
 	st->i.active = 1;
+	if (aggregate_only) /* no record: the argument is not read */
+		return 0;
 
 	size = KT_IOC_SIZE(cmd);
 	if (!(KT_IOC_DIR(cmd) & KT_IOC_WRITE) || size == 0)
@@ -579,6 +622,125 @@ static __always_inline void emit_ioctl(struct enter_state *st, __u64 pid_tgid, l
 	rb_output(e, len);
 }
 
+/* ---- aggregate-only mode ---- */
+
+/* floor(log2(v)) for v > 0, without loops. */
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xffffffffULL) << 5;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xffff) << 4;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xff) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xf) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	return r | (__u32)(v >> 1);
+}
+
+/* Histogram bucket of a latency (see KT_AGG_BUCKETS in kvm_trace.h). */
+static __always_inline __u32 lat_bucket(__u64 ns)
+{
+	__u32 e, b;
+
+	if (ns < 4)
+		return ns;
+	e = log2_u64(ns);
+	b = (e - 1) * 4 + ((ns >> (e - 2)) & 3);
+	if (b >= KT_AGG_BUCKETS)
+		b = KT_AGG_BUCKETS - 1;
+	/* The verifier must see the bound on the register used for the index: clang would otherwise index with
+	 * the pre-clamp copy. The mask changes nothing (KT_AGG_BUCKETS is a power of two, b is below it). */
+	barrier_var(b);
+	return b & (KT_AGG_BUCKETS - 1);
+}
+
+/* The counters of a non-KVM_RUN request: found, else inserted zeroed (another CPU may win the insert: look
+ * it up again either way), else the overflow entry 0 when the hash is full. */
+static __always_inline struct kt_agg_ioctl *agg_counters(__u32 cmd)
+{
+	struct kt_agg_ioctl *a = bpf_map_lookup_elem(&agg_ioctls, &cmd);
+	__u32 zero = 0;
+	void *init;
+
+	if (a)
+		return a;
+	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	if (!init)
+		return NULL;
+	bpf_map_update_elem(&agg_ioctls, &cmd, init, BPF_NOEXIST);
+	a = bpf_map_lookup_elem(&agg_ioctls, &cmd);
+	return a ? a : bpf_map_lookup_elem(&agg_ioctls, &zero);
+}
+
+/* KVM_RUN's exit reason per vCPU: the same fd → file → vcpu walk as emit_run, then two loads. A failed
+ * KVM_RUN leaves exit_reason stale, except -EINTR, for which KVM sets KVM_EXIT_INTR (as the decoder counts). */
+static __always_inline void agg_exit_reason(struct enter_info *in, __u32 tgid, long ret)
+{
+	struct kvm_vcpu *vcpu = vcpu_of(in, tgid);
+	struct kvm_run *run = vcpu ? vcpu->run : NULL;
+	struct kt_agg_exits *x;
+	__u32 slot, reason;
+	int id;
+
+	if (!run)
+		return;
+	id = vcpu->vcpu_id;
+	slot = id < 0 || id >= KT_AGG_VCPUS ? KT_AGG_VCPUS - 1 : id;
+	x = bpf_map_lookup_elem(&agg_exits, &slot);
+	if (!x)
+		return;
+	reason = run->exit_reason;
+	if (ret < 0 && reason != KT_KVM_EXIT_INTR)
+		return;
+	if (reason >= KT_AGG_REASONS)
+		reason = KT_AGG_REASONS - 1;
+	barrier_var(reason); /* as in lat_bucket: the bound must hold on the indexing register */
+	reason &= KT_AGG_REASONS - 1;
+	__sync_fetch_and_add(&x->reasons[reason], 1);
+}
+
+/* One returned KVM ioctl into the counters (instead of a record). */
+static __always_inline void agg_ioctl(struct enter_info *in, __u64 pid_tgid, long ret)
+{
+	struct kt_agg_ioctl *a;
+	__u32 zero = 0;
+	__u64 lat;
+
+	if (in->cmd == KT_KVM_RUN) {
+		a = bpf_map_lookup_elem(&agg_run, &zero);
+		agg_exit_reason(in, pid_tgid >> 32, ret);
+	} else {
+		a = agg_counters(in->cmd);
+		/* Learn vCPU fds (vcpu_of's fallback when the kernel lacks the kvm_vcpu_ioctl symbol). */
+		if (ret >= 0 && in->cmd == KT_KVM_CREATE_VCPU)
+			track_fd(pid_tgid >> 32, ret, KT_FD_VCPU);
+	}
+	if (!a)
+		return;
+	__sync_fetch_and_add(&a->count, 1);
+	if (ret < 0)
+		__sync_fetch_and_add(&a->errors, 1);
+	if (in->flags & KT_F_NO_ENTER) {
+		__sync_fetch_and_add(&a->no_enter, 1);
+		return;
+	}
+	lat = bpf_ktime_get_ns() - in->enter_ns;
+	__sync_fetch_and_add(&a->sum_ns, lat);
+	if (lat > a->max_ns) /* racy only against a preempting program on this CPU: a max may be missed */
+		a->max_ns = lat;
+	__sync_fetch_and_add(&a->hist[lat_bucket(lat)], 1);
+}
+
 SEC("tracepoint/syscalls/sys_exit_ioctl")
 int kt_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 {
@@ -610,7 +772,9 @@ int kt_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		st->i.flags = KT_F_NO_ENTER;
 		st->i.in_len = 0;
 	}
-	if (st->i.cmd == KT_KVM_RUN)
+	if (aggregate_only)
+		agg_ioctl(&st->i, pid_tgid, ret);
+	else if (st->i.cmd == KT_KVM_RUN)
 		emit_run(&st->i, pid_tgid, ret);
 	else
 		emit_ioctl(st, pid_tgid, ret);

@@ -145,4 +145,31 @@ struct kt_copy_event {
 	__u32 __pad;
 };
 
+/* ---- aggregate-only mode (rodata aggregate_only): counters kept in the kernel, no per-ioctl records ---- */
+
+/* Latency histogram of struct kt_agg_ioctl: log-linear, 4 buckets per power of two. Bucket b < 4 holds
+ * exactly b ns; above, b = (e - 1) * 4 + m for e = floor(log2(ns)) and m = the 2 bits below the top one,
+ * so a bucket is at most a quarter-octave wide (a percentile read from it is within ~12 %). The last
+ * bucket ([7.5 s, 8.6 s)) also takes everything longer; max_ns keeps the true maximum. */
+#define KT_AGG_BUCKETS 128
+/* Exit-reason counts per vCPU: vcpu_id and exit_reason each capped to the last slot (that value or more). */
+#define KT_AGG_VCPUS 64
+#define KT_AGG_REASONS 64
+
+/* Value of the per-CPU "agg_run" array (KVM_RUN, one entry) and "agg_ioctls" hash (every other KVM ioctl,
+ * keyed by the __u32 request number; key 0 collects what did not fit the hash). User space sums the CPUs. */
+struct kt_agg_ioctl {
+	__u64 count;    /* calls that returned */
+	__u64 errors;   /* ... with a negative return value */
+	__u64 no_enter; /* ... seen without their enter (attached mid-call): counted, no latency */
+	__u64 sum_ns;   /* total latency of the calls with an enter */
+	__u64 max_ns;
+	__u64 hist[KT_AGG_BUCKETS];
+};
+
+/* Value of the per-CPU "agg_exits" array, indexed by vcpu_id (capped): KVM_RUN exit reasons. */
+struct kt_agg_exits {
+	__u64 reasons[KT_AGG_REASONS]; /* index: kvm_run.exit_reason (capped) after KVM_RUN returned */
+};
+
 #endif /* __KVM_TRACE_H */

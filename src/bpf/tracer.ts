@@ -39,6 +39,7 @@ import {
 } from '../ffi/libbpf.js';
 import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from '../decode/event-layout.js';
 import { probeFeature } from './features.js';
+import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
 import { Btf } from '../btf/index.js';
 import { FlexArrayEncoder, flexArrayRules, type FlexArrayRule } from './flex-arrays.js';
 import { prebuiltObjectPath } from './paths.js';
@@ -64,6 +65,12 @@ export interface TracerOptions {
   objectPath?: string;
   /** Attach exactly these programs instead of the strategy's set (experiments, failure-path tests). */
   programs?: string[];
+  /**
+   * Aggregate-only mode: no ioctl records in the ring; per-CPU counters in the kernel (count, errors,
+   * latency histogram per request, exit reasons per vCPU), read with aggregate(). fd-lifecycle records
+   * still come through the ring.
+   */
+  aggregate?: boolean;
 }
 
 export interface TracerStats {
@@ -130,6 +137,8 @@ export class KvmTracer {
   #stats: BpfMapPtr;
   #ncpu: number;
   #final: TracerStats | undefined;
+  #agg: AggregateMaps | undefined;
+  #finalAgg: KernelAggregate | undefined;
 
   private constructor(init: {
     obj: BpfObjectPtr;
@@ -141,6 +150,7 @@ export class KvmTracer {
     ringBytes: number;
     stats: BpfMapPtr;
     flexArrays: string[];
+    agg: AggregateMaps | undefined;
   }) {
     this.#obj = init.obj;
     this.#links = init.links;
@@ -151,7 +161,13 @@ export class KvmTracer {
     this.ringBytes = init.ringBytes;
     this.#stats = init.stats;
     this.flexArrays = init.flexArrays;
+    this.#agg = init.agg;
     this.#ncpu = numPossibleCpus();
+  }
+
+  /** True when opened with `aggregate`: counters in the kernel, no ioctl records. */
+  get aggregateOnly(): boolean {
+    return this.#agg !== undefined;
   }
 
   /** Load and attach. Throws NotSupportedError / SyscallError / BpfLoadError / RangeError with one clear line. */
@@ -184,7 +200,7 @@ export class KvmTracer {
     const obj = openObjectFile(path);
     const links: BpfLinkPtr[] = [];
     try {
-      writeRodata(obj, { pids, comm, wakeupBytes });
+      writeRodata(obj, { pids, comm, wakeupBytes, aggregate: opts.aggregate === true });
       setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
       setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
       const flex = flexArrayPlan(obj, path, log);
@@ -201,6 +217,10 @@ export class KvmTracer {
       }
       fillPids(obj, pids);
       if (flex) fillFlexArrays(flex);
+      const agg: AggregateMaps | undefined = opts.aggregate
+        ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
+        : undefined;
+      if (agg) prepareAggregateMaps(agg, numPossibleCpus());
 
       const attached: string[] = [];
       let strategy = choice.strategy;
@@ -237,6 +257,7 @@ export class KvmTracer {
         ringBytes,
         stats: requireMap(obj, 'stats'),
         flexArrays: flex ? flex.rules.map((r) => r.name) : [],
+        agg,
       });
       registerOpen(tracer);
       return tracer;
@@ -270,6 +291,19 @@ export class KvmTracer {
       v[slot] = Number(sum);
     }
     return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateFull: v[KT_STAT_STATE_FULL] };
+  }
+
+  /**
+   * Aggregate-only mode: the kernel's counters summed over CPUs; after close(), their final values (read
+   * once the programs were detached). Throws when the tracer was not opened with `aggregate`.
+   */
+  aggregate(): KernelAggregate {
+    if (!this.#agg) throw new Error('KvmTracer was not opened in aggregate mode');
+    if (!this.#obj) {
+      if (!this.#finalAgg) throw new Error('KvmTracer closed before its aggregate counters could be read');
+      return this.#finalAgg;
+    }
+    return readAggregate(this.#agg, this.#ncpu);
   }
 
   /** Kernel ids of our loaded programs, created maps and attached links. */
@@ -315,6 +349,7 @@ export class KvmTracer {
     for (const link of links.reverse()) destroyLink(link);
     try {
       this.#final = this.stats();
+      if (this.#agg) this.#finalAgg = this.aggregate();
     } finally {
       this.#obj = null;
       openTracers.delete(this);
@@ -389,7 +424,7 @@ function requireMap(obj: BpfObjectPtr, name: string): BpfMapPtr {
 }
 
 /** Write the `const volatile` filters into the .rodata image, at offsets from the object's BTF. */
-function writeRodata(obj: BpfObjectPtr, f: { pids: number[]; comm?: Buffer; wakeupBytes: number }): void {
+function writeRodata(obj: BpfObjectPtr, f: { pids: number[]; comm?: Buffer; wakeupBytes: number; aggregate: boolean }): void {
   const rodata = requireMap(obj, '.rodata');
   const image = mapInitialValue(rodata);
   const vars = new Map(datasecVars(obj, '.rodata').map((v) => [v.name, v]));
@@ -405,6 +440,7 @@ function writeRodata(obj: BpfObjectPtr, f: { pids: number[]; comm?: Buffer; wake
     f.comm.copy(image, at('targ_comm', TASK_COMM_LEN));
   }
   image.writeBigUInt64LE(BigInt(f.wakeupBytes), at('wakeup_bytes', 8));
+  if (f.aggregate) image.writeUInt8(1, at('aggregate_only', 1));
   setMapInitialValue(rodata, image);
 }
 

@@ -4,6 +4,9 @@
  *   /proc → "attached" → run until the stop signal → drain what is left → detach and close in `finally`
  *   → finish decoding (kvm_run joins, leaks) → lost count → summary → close every sink.
  *
+ * Aggregate-only (`aggregate`): the kernel counts instead of emitting ioctl records; the sinks get only the
+ * summary, built from those counters (src/capture/aggregate-summary.ts) plus the fd lifecycle from the ring.
+ *
  * Each decoded record is enriched on its way to the sinks: copied-buffer flags (misaligned, cache-line
  * crossing) and, for a failing KVM-type call, the ABI explanation visible from BTF. Nothing is lost on an
  * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
@@ -23,8 +26,9 @@ import { systemLineSize } from '../analysis/cacheline.js';
 import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { untilAborted } from './stop-signal.js';
+import { aggregateSummary } from './aggregate-summary.js';
 
-export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose'> {
+export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
   signal: AbortSignal;
   /** Every record goes to each sink, in order; the summary record last. */
@@ -97,6 +101,11 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   let lostReported = 0;
 
   const deliver = (r: TraceRecord): void => {
+    if (opts.aggregate) {
+      // Aggregate-only: the ring carries only the fd lifecycle; it feeds the summary, the sinks get only that.
+      summary.write(r);
+      return;
+    }
     if (r.type === 'ioctl' || r.type === 'copy') {
       const a = analyzer.analyze(r);
       if (a && a.flags.length > 0 && r.type === 'ioctl') r.flags = a.flags;
@@ -135,6 +144,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       strategy: opts.strategy,
       ringBytes: opts.ringBytes,
       verbose: opts.verbose,
+      aggregate: opts.aggregate,
       log,
     });
     const stopOnError = (err: unknown): void => {
@@ -179,7 +189,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     const stats = tracer?.stats();
     tracer?.close();
     decoder.finish();
-    const sumRec = summary.build({
+    let sumRec = summary.build({
       strategy: tracer?.strategy ?? 'none',
       lost: stats?.lost ?? 0,
       duration_s: Number(process.hrtime.bigint() - started) / 1e9,
@@ -194,6 +204,13 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
       },
     });
+    if (tracer?.aggregateOnly) {
+      try {
+        sumRec = aggregateSummary(sumRec, tracer.aggregate(), opts.pids);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
     for (const s of sinks) s.write(sumRec);
     await Promise.allSettled(sinks.map((s) => s.close()));
     result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };

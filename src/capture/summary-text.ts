@@ -21,6 +21,7 @@ export function summaryText(s: SummaryRecord): string {
       rows.push([n, String(l.count), String(l.errors), formatDuration(l.p50_ns), formatDuration(l.p99_ns), formatDuration(l.max_ns)]);
     }
     out.push(...table(rows));
+    if (s.aggregate === true) out.push(`aggregate: counted in the kernel; ${String(s.latency_estimate ?? 'p50/p99 are histogram estimates')}`);
   } else {
     out.push('no KVM ioctls seen');
   }

@@ -45,6 +45,10 @@ export const KT_STAT_NO_ENTER = 2;
 export const KT_STAT_STATE_FULL = 3;
 export const KT_STAT_MAX = 4;
 
+export const KT_AGG_BUCKETS = 128;
+export const KT_AGG_VCPUS = 64;
+export const KT_AGG_REASONS = 64;
+
 // `char comm[16]` is signed char on x86_64 / BPF; s8 keeps the BTF comparison honest.
 const comm = array(s8, KT_TASK_COMM_LEN);
 
@@ -112,7 +116,19 @@ export const kt_copy_event = struct('kt_copy_event', [
   ['__pad', u32],
 ]);
 
-/** Every record struct of kvm_trace.h, by C tag (what the BTF test walks). */
+// Aggregate-only mode: map values, not records (read per CPU by src/bpf/aggregate.ts).
+export const kt_agg_ioctl = struct('kt_agg_ioctl', [
+  ['count', u64],
+  ['errors', u64],
+  ['no_enter', u64],
+  ['sum_ns', u64],
+  ['max_ns', u64],
+  ['hist', array(u64, KT_AGG_BUCKETS)],
+]);
+
+export const kt_agg_exits = struct('kt_agg_exits', [['reasons', array(u64, KT_AGG_REASONS)]]);
+
+/** Every struct of kvm_trace.h, by C tag (what the BTF test walks). */
 export const EVENT_STRUCTS: Record<string, RecordType> = {
   kt_hdr,
   kt_ioctl_event,
@@ -120,6 +136,8 @@ export const EVENT_STRUCTS: Record<string, RecordType> = {
   kt_mmap_event,
   kt_exit_event,
   kt_copy_event,
+  kt_agg_ioctl,
+  kt_agg_exits,
 };
 
 const at = (t: RecordType, path: string): number => memberAt(t, path).offset;
@@ -177,6 +195,21 @@ export const EXIT = {
   exit_code: at(kt_exit_event, 'exit_code'),
   comm: at(kt_exit_event, 'comm'),
   size: kt_exit_event.size,
+} as const;
+
+export const AGG_IOCTL = {
+  count: at(kt_agg_ioctl, 'count'),
+  errors: at(kt_agg_ioctl, 'errors'),
+  no_enter: at(kt_agg_ioctl, 'no_enter'),
+  sum_ns: at(kt_agg_ioctl, 'sum_ns'),
+  max_ns: at(kt_agg_ioctl, 'max_ns'),
+  hist: at(kt_agg_ioctl, 'hist'),
+  size: kt_agg_ioctl.size,
+} as const;
+
+export const AGG_EXITS = {
+  reasons: at(kt_agg_exits, 'reasons'),
+  size: kt_agg_exits.size,
 } as const;
 
 export const COPY = {

@@ -96,6 +96,7 @@ interface Fns {
   prog_fd: Fn;
   prog_type: Fn;
   prog_attach: Fn;
+  map_next_key: Fn;
   link_destroy: Fn;
   link_fd: Fn;
   find_map: Fn;
@@ -163,6 +164,7 @@ function f(): Fns {
     map_update: l.func(
       'int bpf_map__update_elem(void *map, void *key, size_t key_sz, void *value, size_t value_sz, uint64_t flags)',
     ),
+    map_next_key: l.func('int bpf_map__get_next_key(void *map, void *cur_key, void *next_key, size_t key_sz)'),
     num_possible_cpus: l.func('int libbpf_num_possible_cpus()'),
     probe_prog_type: l.func('int libbpf_probe_bpf_prog_type(int prog_type, void *opts)'),
     probe_map_type: l.func('int libbpf_probe_bpf_map_type(int map_type, void *opts)'),
@@ -375,6 +377,20 @@ export function mapLookup(map: BpfMapPtr, key: Buffer, value: Buffer): boolean {
 
 export function mapUpdate(map: BpfMapPtr, key: Buffer, value: Buffer, flags = 0): void {
   check('bpf_map__update_elem', f().map_update(map, key, key.length, value, value.length, flags) as number);
+}
+
+/** Every key of a (hash) map after load, in the kernel's iteration order. */
+export function mapKeys(map: BpfMapPtr, keySize: number): Buffer[] {
+  const keys: Buffer[] = [];
+  let cur: Buffer | null = null;
+  for (;;) {
+    const next = Buffer.alloc(keySize);
+    const r = f().map_next_key(map, cur, next, keySize) as number;
+    if (r === -2) return keys; // ENOENT: no more keys
+    check('bpf_map__get_next_key', r);
+    keys.push(next);
+    cur = next;
+  }
 }
 
 export function numPossibleCpus(): number {

@@ -1,7 +1,8 @@
 /**
  * `kvm-trace attach`: trace the KVM ioctls of running processes (or of every process) until SIGINT,
  * SIGTERM or --duration: strace-like lines while it runs, JSONL with -o, OpenTelemetry with --otlp, and a
- * summary on stop. Failures are one line and a non-zero exit; the BPF side is detached on every path.
+ * summary on stop; --aggregate counts in the kernel instead (no per-call records, only the summary).
+ * Failures are one line and a non-zero exit; the BPF side is detached on every path.
  */
 import { existsSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -30,6 +31,7 @@ interface AttachCliOptions extends OtelCliValues {
   strategy: StrategyOption;
   ringMb: number;
   lean?: boolean;
+  aggregate?: boolean;
   verbose?: boolean;
 }
 
@@ -65,7 +67,11 @@ export function register(program: Command, io: CliIo): void {
     .option('-q, --quiet', 'no live lines, only the summary')
     .addOption(new Option('--strategy <s>', 'which programs to use').choices([...STRATEGIES]).default('auto'))
     .option('--ring-mb <n>', 'ring buffer size in MiB (power of two)', ringMbArg, 8)
-    .option('--lean', 'skip argument decoding and exit details (fastest)')
+    .option('--lean', 'skip argument decoding and exit details (fastest per-call capture)')
+    .option(
+      '--aggregate',
+      'count in the kernel instead of recording each call (lowest overhead): no live lines, the same summary on stop (p50/p99 estimated from a histogram); with -o the file gets only the summary record',
+    )
     .option('--verbose', "show libbpf's messages");
   addOtelOptions(cmd);
   cmd.addHelpText(
@@ -74,7 +80,8 @@ export function register(program: Command, io: CliIo): void {
 Examples:
   kvm-trace attach -p $(pidof qemu-system-x86_64) -o trace.jsonl
   kvm-trace attach -c firecracker --duration 10 -q --json
-  kvm-trace attach -p 1234 --otlp http://127.0.0.1:4318`,
+  kvm-trace attach -p 1234 --otlp http://127.0.0.1:4318
+  kvm-trace attach -p $(pidof firecracker) --aggregate --duration 30`,
   );
   cmd.action(async (o: AttachCliOptions) => {
     for (const pid of o.pid) {
@@ -89,13 +96,14 @@ Examples:
       if (jsonl) sinks.push(jsonl);
       const otelSink = otel ? await openOtel({ ...otel, warn }) : undefined;
       if (otelSink) sinks.push(otelSink);
-      if (!o.quiet && !o.json) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
+      if (!o.quiet && !o.json && !o.aggregate) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
       const res = await capture({
         pids: o.pid,
         comm: o.comm,
         strategy: o.strategy,
         ringBytes: o.ringMb << 20,
         lean: o.lean,
+        aggregate: o.aggregate,
         verbose: o.verbose,
         signal: stop.signal,
         sinks,
