@@ -6,7 +6,7 @@
  * takes no buffer: it is recorded with an empty buffer list.
  */
 import { PAGE_SIZE } from '../ffi/libc.js';
-import { STRUCTS } from '../kvm/abi/structs.js';
+import { STRUCTS, type KvmCpuidEntry2 } from '../kvm/abi/structs.js';
 import type { Kvm } from '../kvm/system.js';
 import type { Vm } from '../kvm/vm.js';
 import { dirOf, LayoutContext, markRoundtrip, type BufSpec, type LayoutObservation } from './layout-context.js';
@@ -50,7 +50,7 @@ export function layoutVm(kvm: Kvm, vm: Vm, slotMem: bigint, rec: GroundTruthReco
     repeatRead(ctx, 'KVM_GET_SUPPORTED_CPUID', CPUID_MAX * cpuEnt.size, cpuEnt.align, cpuHead.size, (n) => [
       { what: 'arg', dir: 'both', offset: 0, len: cpuHead.size, align: cpuHead.align },
       { what: 'kvm_cpuid2.entries', dir: 'to_user', offset: cpuHead.size, len: n * cpuEnt.size, align: cpuEnt.align },
-    ], (at) => kvm.getSupportedCpuid(CPUID_MAX, at));
+    ], (at) => withoutApicIds(kvm.getSupportedCpuid(CPUID_MAX, at)));
 
     const listHead = S.kvm_msr_list;
     const list = repeatRead(ctx, 'KVM_GET_MSR_INDEX_LIST', MSR_LIST_MAX * 4, 4, listHead.size, (n) => [
@@ -66,6 +66,21 @@ export function layoutVm(kvm: Kvm, vm: Vm, slotMem: bigint, rec: GroundTruthReco
   } finally {
     ctx.close();
   }
+}
+
+/**
+ * KVM_GET_SUPPORTED_CPUID fills some leaves from the host CPU the calling thread happens to run on: measured
+ * here with the thread pinned by taskset to CPU 0 and then CPU 1, leaf 1 EBX[31:24] (initial APIC ID) and
+ * leaf 0xB EDX (x2APIC ID) differ (0x20800 vs 0x1020800, 0 vs 1). Those identity fields are masked before
+ * reads at different placements are compared, so a migration between two calls is not mistaken for a
+ * placement effect. (Leaf 0x1F, where present, carries the x2APIC ID in EDX too.)
+ */
+function withoutApicIds(entries: KvmCpuidEntry2[]): KvmCpuidEntry2[] {
+  return entries.map((e) => {
+    if (e.function === 1) return { ...e, ebx: e.ebx & 0x00ffffff };
+    if (e.function === 0xb || e.function === 0x1f) return { ...e, edx: 0 };
+    return e;
+  });
 }
 
 /** Read at every placement; each read must equal the first. Returns the first read. */
