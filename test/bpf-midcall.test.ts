@@ -2,6 +2,7 @@
 // enter. The BPF side recovers fd/cmd/arg from the thread's saved user registers, flags the record
 // KT_F_NO_ENTER, still folds in kvm_run (found through the fd), and counts it in stats().noEnter.
 // The blocked VMM is a tiny C program (in-kernel irqchip, guest `cli; hlt`) woken by SIGUSR1 (EINTR).
+import { createInterface } from 'node:readline';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,16 +54,9 @@ if (skip) console.log(`bpf-midcall tests skipped: ${skip}`);
 function lines(child: ChildProcessWithoutNullStreams): { next(prefix: string): Promise<string> } {
   const seen: string[] = [];
   const waiters: { prefix: string; resolve: (l: string) => void }[] = [];
-  let buf = '';
-  child.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      seen.push(line);
-      for (const w of waiters.filter((x) => line.startsWith(x.prefix))) w.resolve(line);
-    }
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    seen.push(line);
+    for (const w of waiters.filter((x) => line.startsWith(x.prefix))) w.resolve(line);
   });
   return {
     next: (prefix) =>

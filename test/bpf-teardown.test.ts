@@ -1,6 +1,7 @@
 // Nothing of ours remains in the kernel after the process that attached is stopped by SIGINT or SIGTERM,
 // or dies of a thrown error: a real child process (dist/src/bpf/standalone.js) attaches, prints its
 // program/map/link ids, and we compare them with the kernel's lists afterwards.
+import { createInterface } from 'node:readline';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,22 +46,15 @@ function runChild(args: string[], stop: (pid: number) => void): Promise<ChildRes
     const lines: string[] = [];
     let stderr = '';
     let ids: BpfIds | undefined;
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        lines.push(line);
-        const o = JSON.parse(line) as { attached?: boolean; ids?: BpfIds };
-        if (o.attached && o.ids) {
-          ids = o.ids;
-          // The ids are live while the child runs.
-          const progs = new Set(kernelBpfIds('prog'));
-          if (!ids.progs.every((id) => progs.has(id))) reject(new Error('child ids not in the kernel list'));
-          stop(child.pid!);
-        }
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      const o = JSON.parse(line) as { attached?: boolean; ids?: BpfIds };
+      if (o.attached && o.ids) {
+        ids = o.ids;
+        // The ids are live while the child runs.
+        const progs = new Set(kernelBpfIds('prog'));
+        if (!ids.progs.every((id) => progs.has(id))) reject(new Error('child ids not in the kernel list'));
+        stop(child.pid!);
       }
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
