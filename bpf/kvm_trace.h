@@ -56,7 +56,9 @@ enum kt_stat {
 	KT_STAT_LOST = 0,       /* bpf_ringbuf_reserve/output failed: a record was dropped */
 	KT_STAT_EVENTS = 1,     /* records submitted */
 	KT_STAT_NO_ENTER = 2,   /* exits without an enter */
-	KT_STAT_STATE_FULL = 3, /* enter state could not be stored (map full) */
+	/* the thread's enter state could not be had: bpf_task_storage_get() returned NULL because the storage
+	 * could not be allocated or its per-CPU lock was busy (another task-storage user on this CPU) */
+	KT_STAT_STATE_UNAVAILABLE = 3,
 	KT_STAT_MAX = 4,
 };
 

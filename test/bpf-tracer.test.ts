@@ -198,7 +198,7 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
   it('counts records and losses in the kernel', () => {
     const s = tracer.stats();
     expect(s.lost).toBe(0);
-    expect(s.stateFull).toBe(0);
+    expect(s.stateUnavailable).toBe(0);
     expect(s.events).toBeGreaterThanOrEqual(got.ioctls.length + got.fds.length + got.mmaps.length);
   });
 

@@ -17,7 +17,7 @@ import {
 } from '../ffi/libbpf.js';
 import { prebuiltObjectPath } from './paths.js';
 import { BASE_PROGRAMS, type Strategy, strategyPrograms } from './programs.js';
-import { BpfLoadError } from './tracer.js';
+import { BpfLoadError } from './load-errors.js';
 
 export interface VerifyResult {
   strategy: Strategy;

@@ -42,7 +42,7 @@ export const KT_COPY_TO_USER = 2;
 export const KT_STAT_LOST = 0;
 export const KT_STAT_EVENTS = 1;
 export const KT_STAT_NO_ENTER = 2;
-export const KT_STAT_STATE_FULL = 3;
+export const KT_STAT_STATE_UNAVAILABLE = 3;
 export const KT_STAT_MAX = 4;
 
 export const KT_AGG_BUCKETS = 128;
