@@ -8,6 +8,7 @@
 #define __KT_AGGREGATE_BPF_H
 
 #include "kt_helpers.bpf.h"
+#include "kt_vcpu.bpf.h"
 
 /* floor(log2(v)) for v > 0, without loops. */
 static __always_inline __u32 log2_u64(__u64 v)
@@ -67,24 +68,22 @@ static __always_inline struct kt_agg_ioctl *agg_counters(__u32 cmd)
 	return a ? a : bpf_map_lookup_elem(&agg_ioctls, &zero);
 }
 
-/* KVM_RUN's exit reason per vCPU: the same fd → file → vcpu walk as emit_run, then two loads. A failed
- * KVM_RUN leaves exit_reason stale, except -EINTR, for which KVM sets KVM_EXIT_INTR (as the decoder counts). */
-static __always_inline void agg_exit_reason(struct enter_info *in, __u32 tgid, long ret)
+/* KVM_RUN's exit reason per vCPU: the vCPU found at enter, then one load. A failed KVM_RUN leaves exit_reason
+ * stale, except -EINTR, for which KVM sets KVM_EXIT_INTR (as the decoder counts). */
+static __always_inline void agg_exit_reason(struct enter_info *in, long ret)
 {
-	struct kvm_vcpu *vcpu = vcpu_of(in, tgid);
-	struct kvm_run *run = vcpu ? vcpu->run : NULL;
 	struct kt_agg_exits *x;
 	__u32 slot, reason;
 	int id;
 
-	if (!run)
+	if (!in->run)
 		return;
-	id = vcpu->vcpu_id;
+	id = in->vcpu_id;
 	slot = id < 0 || id >= KT_AGG_VCPUS ? KT_AGG_VCPUS - 1 : id;
 	x = bpf_map_lookup_elem(&agg_exits, &slot);
 	if (!x)
 		return;
-	reason = run->exit_reason;
+	reason = kt_load(struct kvm_run, in->run, exit_reason);
 	if (ret < 0 && reason != KT_KVM_EXIT_INTR)
 		return;
 	if (reason >= KT_AGG_REASONS)
@@ -103,10 +102,10 @@ static __always_inline void agg_ioctl(struct enter_info *in, __u64 pid_tgid, lon
 
 	if (in->cmd == KT_KVM_RUN) {
 		a = bpf_map_lookup_elem(&agg_run, &zero);
-		agg_exit_reason(in, pid_tgid >> 32, ret);
+		agg_exit_reason(in, ret);
 	} else {
 		a = agg_counters(in->cmd);
-		/* Learn vCPU fds (vcpu_of's fallback when the kernel lacks the kvm_vcpu_ioctl symbol). */
+		/* Learn vCPU fds (resolve_vcpu's fallback when the kernel lacks the kvm_vcpu_ioctl symbol). */
 		if (ret >= 0 && in->cmd == KT_KVM_CREATE_VCPU)
 			track_fd(pid_tgid >> 32, ret, KT_FD_VCPU);
 	}

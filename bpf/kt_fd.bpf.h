@@ -7,6 +7,7 @@
 #define __KT_FD_BPF_H
 
 #include "kt_helpers.bpf.h"
+#include "kt_vcpu.bpf.h"
 
 static __always_inline void emit_fd(__u64 pid_tgid, __s32 fd, __u32 op, __u32 kind, __s32 ret)
 {

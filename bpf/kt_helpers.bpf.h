@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * kvm-trace BPF side: small helpers every concern uses — the ioctl request encoding, counters, the cheap
- * filter, record headers, ring-buffer output with rare wakeups, the per-thread state, and the walk from an fd
- * to its struct file and vCPU.
+ * filter, record headers, ring-buffer output with rare wakeups, the per-thread state, tracked fd kinds.
  */
 #ifndef __KT_HELPERS_BPF_H
 #define __KT_HELPERS_BPF_H
@@ -122,32 +121,6 @@ static __always_inline struct enter_state *state_create(void)
 	return bpf_task_storage_get(&state, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 }
 
-/* A kernel pointer read as a plain number, turned back into a typed (read-only, untrusted) BTF pointer:
- * loads through it are single instructions the verifier guards with an exception-table entry, instead of
- * one bpf_probe_read_kernel() call per field. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-#define kt_cast(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
-
-/* The struct file behind fd in the current process, or NULL. Only fdt->fd[fd] needs a helper: the
- * verifier treats a pointer-to-pointer member as a number. */
-static __always_inline struct file *file_of_fd(__s32 fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = task->files->fdt;
-	struct file *file = NULL;
-
-	if (fd < 0 || (__u32)fd >= fdt->max_fds)
-		return NULL;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
-		return NULL;
-	return kt_cast(struct file, file);
-}
-
-static __always_inline const void *ioctl_handler(struct file *file)
-{
-	return file ? (const void *)file->f_op->unlocked_ioctl : NULL;
-}
-
 static __always_inline __u32 tracked_kind(__u32 tgid, __s32 fd)
 {
 	struct fd_key key = { .tgid = tgid, .fd = fd };
@@ -165,28 +138,8 @@ static __always_inline void track_fd(__u32 tgid, __s32 fd, __u32 kind)
 	bpf_map_update_elem(&procs, &tgid, &one, BPF_ANY);
 }
 
-/* The vCPU behind a KVM_RUN fd: the one kvm_arch_vcpu_ioctl_run saw (kprobe/fentry strategies), else
- * file->private_data after checking that the file really is a vCPU (its ioctl handler, or our tracking). */
-static __always_inline struct kvm_vcpu *vcpu_of(struct enter_info *in, __u32 tgid)
-{
-	struct file *file;
-
-	if (in->vcpu)
-		return kt_cast(struct kvm_vcpu, (void *)in->vcpu);
-	file = file_of_fd(in->fd);
-	if (!file)
-		return NULL;
-	if (&kvm_vcpu_ioctl) {
-		if (ioctl_handler(file) != &kvm_vcpu_ioctl)
-			return NULL;
-	} else if (tracked_kind(tgid, in->fd) != KT_FD_VCPU) {
-		return NULL;
-	}
-	return kt_cast(struct kvm_vcpu, file->private_data);
-}
-
-/* The fixed part of an ioctl record from the thread's enter state; the rest (KVM_RUN's vCPU fields, fd kind,
- * data lengths) is filled by the caller. */
+/* The fixed part of an ioctl record from the thread's enter state; the rest (KVM_RUN's vCPU fields, data
+ * lengths) is filled by the caller. */
 static __always_inline void fill_ioctl(struct kt_ioctl_event *e, struct enter_info *in, __u64 pid_tgid,
 				       long ret)
 {
@@ -203,7 +156,7 @@ static __always_inline void fill_ioctl(struct kt_ioctl_event *e, struct enter_in
 	e->pio_data = 0;
 	e->in_len = 0;
 	e->out_len = 0;
-	e->fd_kind = KT_FD_UNKNOWN;
+	e->fd_kind = in->fd_kind;
 	__builtin_memcpy(e->comm, bpf_get_current_task_btf()->comm, sizeof(e->comm));
 }
 

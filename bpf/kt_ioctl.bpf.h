@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * kvm-trace BPF side: the KVM ioctl itself — sys_enter reads a write-direction argument (with its
- * flexible-array entries) into the thread's state; sys_exit folds everything into one record (KVM_RUN:
- * kt_run.bpf.h) or, in aggregate-only mode, into the counters (kt_aggregate.bpf.h).
+ * kvm-trace BPF side: the KVM ioctl itself — sys_enter resolves the fd (kind; KVM_RUN: the vCPU and its
+ * kvm_run, kt_vcpu.bpf.h) and reads a write-direction argument (with its flexible-array entries) into the
+ * thread's state; sys_exit folds everything into one record (KVM_RUN: kt_run.bpf.h) or, in aggregate-only
+ * mode, into the counters (kt_aggregate.bpf.h).
  */
 #ifndef __KT_IOCTL_BPF_H
 #define __KT_IOCTL_BPF_H
 
 #include "kt_helpers.bpf.h"
+#include "kt_vcpu.bpf.h"
 #include "kt_run.bpf.h"
 #include "kt_aggregate.bpf.h"
 
@@ -61,13 +63,14 @@ static __always_inline __u32 read_flex(__u8 *data, __u32 have, __u32 cmd, __u64 
 SEC("tracepoint/syscalls/sys_enter_ioctl")
 int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 cmd = (__u32)ctx->args[1];
+	__u32 cmd = (__u32)ctx->args[1], tgid;
 	struct enter_state *st;
 	__u32 size, n;
 
 	if (KT_IOC_TYPE(cmd) != KVMIO)
 		return 0;
-	if (!trace_allowed(bpf_get_current_pid_tgid() >> 32))
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!trace_allowed(tgid))
 		return 0;
 	st = state_create();
 	if (!st) {
@@ -78,9 +81,9 @@ int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	st->i.fd = (__s32)ctx->args[0];
 	st->i.cmd = cmd;
 	st->i.arg = ctx->args[2];
-	st->i.vcpu = 0;
 	st->i.flags = 0;
 	st->i.in_len = 0;
+	resolve_fd(&st->i, tgid);
 	st->i.active = 1;
 	if (aggregate_only) /* no record: the argument is not read */
 		return 0;
@@ -111,7 +114,6 @@ static __always_inline void emit_ioctl(struct enter_state *st, __u64 pid_tgid, l
 	__u32 in_len = in->in_len, out_len = 0, size, n, len;
 
 	fill_ioctl(e, in, pid_tgid, ret);
-	e->fd_kind = tracked_kind(tgid, in->fd);
 	if (in_len > KT_DATA_MAX)
 		in_len = KT_DATA_MAX;
 
@@ -181,9 +183,9 @@ int kt_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		st->i.fd = (__s32)regs->di;
 		st->i.cmd = cmd;
 		st->i.arg = regs->dx;
-		st->i.vcpu = 0;
 		st->i.flags = KT_F_NO_ENTER;
 		st->i.in_len = 0;
+		resolve_fd(&st->i, pid_tgid >> 32);
 	}
 	if (aggregate_only)
 		agg_ioctl(&st->i, pid_tgid, ret);

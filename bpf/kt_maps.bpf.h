@@ -21,6 +21,11 @@ const volatile __u64 wakeup_bytes = 0;
 /* Aggregate-only mode: no ioctl records; counts, errors, latency histograms and exit reasons are kept in the
  * agg_* maps and read by user space at the end (fd-lifecycle records still go to the ring: they are rare). */
 const volatile bool aggregate_only = false;
+/* The kernel has the bpf_rdonly_cast kfunc (6.2+) and lets tracepoint programs call it: loads through kernel
+ * pointers held as numbers are then single instructions; without it (Debian 12's 6.1) each is a
+ * bpf_probe_read_kernel() with the same CO-RE offsets. User space sets it from a load probe (features.ts);
+ * the verifier drops the branch not taken, so the kfunc call is never checked where it does not exist. */
+const volatile bool have_rdonly_cast = false;
 
 /* ---- maps ---- */
 struct {
@@ -42,11 +47,15 @@ struct {
 	__type(value, __u8);
 } pids SEC(".maps");
 
-/* Per-thread state of a KVM ioctl in flight, from sys_enter to sys_exit. */
+/* Per-thread state of a KVM ioctl in flight, from sys_enter to sys_exit. Everything about the fd is resolved
+ * at enter: by the exit another thread may have closed or dup2()ed over it. */
 struct enter_info {
 	__u64 enter_ns;
 	__u64 arg;
-	__u64 vcpu; /* struct kvm_vcpu * seen by kvm_arch_vcpu_ioctl_run (kprobe/fentry), else 0 */
+	__u64 vcpu;    /* KVM_RUN: struct kvm_vcpu * behind fd, else 0 */
+	__u64 run;     /* KVM_RUN: vcpu->run (kernel address of struct kvm_run), else 0 */
+	__s32 vcpu_id; /* KVM_RUN: vcpu->vcpu_id, else -1 */
+	__u32 fd_kind; /* enum kt_fd_kind of fd (KVM_RUN: KT_FD_VCPU when the vCPU was found) */
 	__s32 fd;
 	__u32 cmd;
 	__u16 flags;
@@ -142,5 +151,9 @@ struct {
  * a kernel without them still loads (then fd kinds come only from what we saw being created). */
 extern const void kvm_vcpu_ioctl __ksym __weak;
 extern const void kvm_dev_ioctl __ksym __weak;
+
+/* Turns a kernel address held as a number back into a typed, read-only, untrusted BTF pointer (6.2+). Weak:
+ * libbpf leaves it unresolved (zero) on older kernels, where have_rdonly_cast keeps every call dead code. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 #endif /* __KT_MAPS_BPF_H */

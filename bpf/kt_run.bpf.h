@@ -7,6 +7,7 @@
 #define __KT_RUN_BPF_H
 
 #include "kt_helpers.bpf.h"
+#include "kt_vcpu.bpf.h"
 
 /* KVM_RUN exits whose details sit in the first KT_RUN_SNAP_SHORT bytes of kvm_run (header + the start of the
  * exit union: io, mmio, msr; none for HLT, INTR, SHUTDOWN, IRQ_WINDOW_OPEN). Their records
@@ -38,13 +39,12 @@ static __always_inline bool short_snapshot_exit(__u32 reason)
 	 bpf_core_field_offset(struct kvm_run, msr) + bpf_core_field_size(struct kvm_run, msr) <=              \
 		 KT_RUN_SNAP_SHORT)
 
-/* KVM_RUN, the hot path: a fixed-size record reserved in the ring (one of three sizes: no vCPU found,
- * short snapshot, full snapshot), kvm_run read straight into it, the PIO data offset then taken from
+/* KVM_RUN, the hot path: a fixed-size record reserved in the ring (one of three sizes: no vCPU found at
+ * enter, short snapshot, full snapshot), kvm_run read straight into it, the PIO data offset then taken from
  * that copy (CO-RE offsets) rather than read again. */
 static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long ret)
 {
-	struct kvm_vcpu *vcpu = vcpu_of(in, pid_tgid >> 32);
-	struct kvm_run *run = vcpu ? vcpu->run : NULL;
+	__u64 run = in->run;
 	struct kt_ioctl_event *e;
 	struct kvm_run *snap;
 	__u32 reason = 0, snap_len, rec_len;
@@ -52,7 +52,7 @@ static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long
 	const void *pio;
 
 	if (run)
-		reason = run->exit_reason;
+		reason = kt_load(struct kvm_run, run, exit_reason);
 	if (!run) {
 		rec_len = KT_IOCTL_FIXED;
 		snap_len = 0;
@@ -73,15 +73,14 @@ static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long
 	fill_ioctl(e, in, pid_tgid, ret);
 	if (!run)
 		goto out;
-	e->fd_kind = KT_FD_VCPU;
-	e->run_kaddr = (__u64)run;
-	e->vcpu_id = vcpu->vcpu_id;
+	e->run_kaddr = run;
+	e->vcpu_id = in->vcpu_id;
 	e->exit_reason = reason;
 	if (snap_len == KT_RUN_SNAP_SHORT) {
-		if (bpf_probe_read_kernel(e->data, KT_RUN_SNAP_SHORT, run))
+		if (bpf_probe_read_kernel(e->data, KT_RUN_SNAP_SHORT, (const void *)run))
 			goto fault;
 	} else if (snap_len == KT_RUN_SNAP) {
-		if (bpf_probe_read_kernel(e->data, KT_RUN_SNAP, run))
+		if (bpf_probe_read_kernel(e->data, KT_RUN_SNAP, (const void *)run))
 			goto fault;
 	} else {
 		goto out;
@@ -99,7 +98,7 @@ static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long
 	if (data_offset / KT_PAGE_SIZE == 0)
 		pio = (const void *)run + data_offset;
 	else if (data_offset / KT_PAGE_SIZE == 1)
-		pio = (const void *)vcpu->arch.pio_data + (data_offset % KT_PAGE_SIZE);
+		pio = (const void *)kt_load(struct kvm_vcpu, in->vcpu, arch.pio_data) + (data_offset % KT_PAGE_SIZE);
 	else
 		goto out;
 	bpf_probe_read_kernel(&e->pio_data, sizeof(e->pio_data), pio);

@@ -19,21 +19,22 @@
  * system-wide bails out first thing; one ring-buffer record per KVM ioctl; records are submitted with BPF_RB_NO_WAKEUP and the
  * consumer is woken only when the ring crosses a fill threshold (it drains on a timer otherwise).
  *
- * Programs per strategy (user side toggles autoload, src/bpf/):
- *   tracepoint: kt_ioctl_enter, kt_ioctl_exit, kt_openat_exit, kt_open_exit, kt_mmap_exit, kt_close_exit,
- *               kt_process_exit
- *   kprobe:     tracepoint set + kt_copy_from_user_kprobe, kt_copy_to_user_kprobe, kt_vcpu_run_kprobe
- *   fentry:     tracepoint set + kt_copy_from_user_fentry, kt_copy_to_user_fentry, kt_vcpu_run_fentry
+ * Programs (user side toggles autoload and attaches each on its own, src/bpf/):
+ *   always:      kt_ioctl_enter, kt_ioctl_exit, kt_openat_exit, kt_open_exit, kt_mmap_exit, kt_close_exit,
+ *                kt_process_exit (tracepoints)
+ *   copy hooks:  kt_{copy_from_user,copy_to_user,memdup_user,vmemdup_user}_{kprobe,fentry}, per hook the
+ *                sibling the kernel lets attach (kprobe and fentry strategies; none in aggregate-only mode)
  *
  * The programs and their handlers live in one header per concern, the way libbpf-tools share helpers;
  * this file includes each once (one object, one BTF):
  *   kt_maps.bpf.h       rodata filters, maps, per-thread state, kernel symbols
- *   kt_helpers.bpf.h    ioctl encoding, counters, filter, record headers, ring output, fd → file → vCPU
+ *   kt_helpers.bpf.h    ioctl encoding, counters, filter, record headers, ring output, tracked fd kinds
+ *   kt_vcpu.bpf.h       fd → struct file → vCPU / kvm_run (bpf_rdonly_cast where the kernel has it, else CO-RE reads)
  *   kt_ioctl.bpf.h      kt_ioctl_enter / kt_ioctl_exit: arguments, flexible arrays, one record per call
  *   kt_run.bpf.h        the KVM_RUN record: kvm_run snapshot, PIO data
  *   kt_aggregate.bpf.h  aggregate-only counters
  *   kt_fd.bpf.h         kt_open(at)_exit, kt_mmap_exit, kt_close_exit, kt_process_exit: the fd lifecycle
- *   kt_copy.bpf.h       kt_copy_*, kt_vcpu_run_*: copy observers (kprobe / fentry)
+ *   kt_copy.bpf.h       kt_*_kprobe / kt_*_fentry: copy observers
  * kvm_trace.h is the event layout shared with user space, and nothing else.
  */
 #include "vmlinux.h"
@@ -43,6 +44,7 @@
 #include "kvm_trace.h"
 #include "kt_maps.bpf.h"
 #include "kt_helpers.bpf.h"
+#include "kt_vcpu.bpf.h"
 #include "kt_ioctl.bpf.h"
 #include "kt_fd.bpf.h"
 #include "kt_copy.bpf.h"
@@ -61,6 +63,7 @@ const enum kt_flags *unused_kt_flags __attribute__((unused));
 const enum kt_fd_kind *unused_kt_fd_kind __attribute__((unused));
 const enum kt_fd_op *unused_kt_fd_op __attribute__((unused));
 const enum kt_copy_dir *unused_kt_copy_dir __attribute__((unused));
+const enum kt_copy_hook *unused_kt_copy_hook __attribute__((unused));
 const enum kt_stat *unused_kt_stat __attribute__((unused));
 const enum kt_flex_when *unused_kt_flex_when __attribute__((unused));
 const struct kt_agg_ioctl *unused_kt_agg_ioctl __attribute__((unused));

@@ -326,8 +326,8 @@ describe.skipIf(skip !== undefined)('strategy choice and bad options', () => {
     // Every program, map and link is held by an fd of this process (nothing is pinned): the same fd
     // count after the failure means the loaded object and the attached kt_ioctl_enter link are gone.
     const fds = openFds();
-    expect(() => KvmTracer.open({ strategy: 'tracepoint', programs: ['kt_ioctl_enter', 'kt_vcpu_run_kprobe'] })).toThrow(
-      /attaching kt_vcpu_run_kprobe failed/,
+    expect(() => KvmTracer.open({ strategy: 'tracepoint', programs: ['kt_ioctl_enter', 'kt_copy_from_user_kprobe'] })).toThrow(
+      /attaching kt_copy_from_user_kprobe failed/,
     );
     expect(openFds()).toBe(fds);
   });

@@ -67,6 +67,8 @@ export interface RodataFilters {
   comm?: Buffer;
   wakeupBytes: number;
   aggregate: boolean;
+  /** The kernel lets tracepoint programs call bpf_rdonly_cast (else the object's CO-RE reads are used). */
+  rdonlyCast: boolean;
 }
 
 /** Write the `const volatile` filters into the .rodata image, at offsets from the object's BTF. */
@@ -87,6 +89,8 @@ export function writeRodata(obj: BpfObjectPtr, f: RodataFilters): void {
   }
   image.writeBigUInt64LE(BigInt(f.wakeupBytes), at('wakeup_bytes', 8));
   if (f.aggregate) image.writeUInt8(1, at('aggregate_only', 1));
+  // Objects built before the CO-RE fallback have no switch: they always call the kfunc.
+  if (f.rdonlyCast && vars.has('have_rdonly_cast')) image.writeUInt8(1, at('have_rdonly_cast', 1));
   setMapInitialValue(rodata, image);
 }
 

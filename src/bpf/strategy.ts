@@ -1,9 +1,10 @@
 /**
  * Before anything is opened: can the BPF side run here at all (preflight: libbpf, root, BTF, the map types
  * it needs), and which attach strategy to use — an explicit one that cannot work is refused with the probe's
- * answer, `auto` takes the richest the feature probes allow.
+ * answer, `auto` takes the richest the feature probes allow — and how the object reads kernel pointers.
  */
 import { NotSupportedError, SyscallError } from '../ffi/errors.js';
+import { Btf } from '../btf/index.js';
 import { probeFeature } from './features.js';
 import { AUTO_ORDER, type Strategy, type StrategyOption } from './programs.js';
 
@@ -45,4 +46,27 @@ export function chooseStrategy(requested: StrategyOption): StrategyChoice {
     why.push(`${s} ${a.status}: ${a.detail}`);
   }
   throw new NotSupportedError(`no attach strategy works here: ${why.join('; ')}`);
+}
+
+/** The types the object casts kernel addresses to (kt_load in bpf/kt_vcpu.bpf.h). */
+const CAST_TYPES = ['file', 'file_operations', 'kvm_vcpu', 'kvm_run'];
+
+/**
+ * Whether the object may read kernel pointers through bpf_rdonly_cast: the kernel lets a tracepoint program
+ * call it, and every type cast to is in vmlinux BTF (the kfunc takes vmlinux ids; with KVM as a module its
+ * types may live only in kvm.ko's BTF). Otherwise the object's CO-RE reads are used, and the log says why.
+ */
+export function rdonlyCastUsable(log: (line: string) => void): boolean {
+  const probe = probeFeature('rdonly_cast');
+  if (probe.status !== 'available') {
+    log(`kernel pointers read with CO-RE reads: ${probe.detail}`);
+    return false;
+  }
+  const btf = Btf.vmlinux();
+  const missing = CAST_TYPES.filter((t) => btf.findAllByName(t, 'struct').length === 0);
+  if (missing.length > 0) {
+    log(`kernel pointers read with CO-RE reads: struct ${missing.join(', ')} not in vmlinux BTF (bpf_rdonly_cast takes vmlinux types only)`);
+    return false;
+  }
+  return true;
 }

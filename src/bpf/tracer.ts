@@ -7,7 +7,8 @@
  *   the object. close() is idempotent; a failure anywhere in open() tears down what was built; a process
  *   'exit' hook closes tracers left open (the kernel would free them with the fds anyway: nothing is pinned).
  * The steps live beside it: strategy.ts (preflight, strategy choice), object-setup.ts (options, rodata,
- * autoload, map sizes and contents), load-errors.ts (one-line load/attach failures).
+ * autoload, map sizes and contents), load.ts (load, retried without a hook program the kernel refuses),
+ * hooks.ts (copy hooks attached one by one, each with its result), load-errors.ts (one-line failures).
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -19,13 +20,11 @@ import {
   closeObject,
   destroyLink,
   linkFd,
-  loadObject,
   mapFd,
   mapLookup,
   numPossibleCpus,
   objectMaps,
   objectPrograms,
-  openObjectFile,
   programFd,
   programName,
   setLibbpfLogger,
@@ -33,7 +32,9 @@ import {
 } from '../ffi/libbpf.js';
 import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_UNAVAILABLE } from '../decode/event-layout.js';
 import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
-import { attachError, BpfLoadError, verifierTail } from './load-errors.js';
+import { attachHooks, explicitHooks, type HookResult, hookLine, hookProgramsToLoad, planHooks } from './hooks.js';
+import { type LoadedObject, loadWithRetry } from './load.js';
+import { attachError } from './load-errors.js';
 import {
   checkComm,
   checkPids,
@@ -41,17 +42,18 @@ import {
   checkWakeupBytes,
   fillFlexArrays,
   fillPids,
+  type FlexArrayPlan,
   flexArrayPlan,
   requireMap,
-  selectPrograms,
   writeRodata,
 } from './object-setup.js';
 import { prebuiltObjectPath } from './paths.js';
-import { BASE_PROGRAMS, type Strategy, type StrategyOption, STRATEGIES, strategyPrograms } from './programs.js';
-import { chooseStrategy, preflight } from './strategy.js';
+import { BASE_PROGRAMS, type HookFamily, type Strategy, type StrategyOption, STRATEGIES } from './programs.js';
+import { chooseStrategy, preflight, rdonlyCastUsable } from './strategy.js';
 import { ensureTracefs } from './tracefs.js';
 
 export { BpfLoadError } from './load-errors.js';
+export type { HookResult } from './hooks.js';
 export { chooseStrategy } from './strategy.js';
 
 export interface TracerOptions {
@@ -73,6 +75,11 @@ export interface TracerOptions {
   objectPath?: string;
   /** Attach exactly these programs instead of the strategy's set (experiments, failure-path tests). */
   programs?: string[];
+  /**
+   * Try the copy hooks with these program families, in this order, whatever the feature probes say
+   * (tests; diagnosing a kernel). Default: from the strategy (auto: fentry, then kprobe, where they work).
+   */
+  hookFamilies?: HookFamily[];
   /**
    * Aggregate-only mode: no ioctl records in the ring; per-CPU counters in the kernel (count, errors,
    * latency histogram per request, exit reasons per vCPU), read with aggregate(). fd-lifecycle records
@@ -118,6 +125,8 @@ export class KvmTracer {
   readonly reason: string;
   /** Names of the attached programs. */
   readonly programs: string[];
+  /** Per copy hook: attached (which program) or not, and why. */
+  readonly hooks: HookResult[];
   /** The ring buffer map's fd, for the consumer (mmap it; see HOST.md). */
   readonly ringMapFd: number;
   readonly ringBytes: number;
@@ -138,6 +147,7 @@ export class KvmTracer {
     strategy: Strategy;
     reason: string;
     programs: string[];
+    hooks: HookResult[];
     ringMapFd: number;
     ringBytes: number;
     stats: BpfMapPtr;
@@ -149,6 +159,7 @@ export class KvmTracer {
     this.strategy = init.strategy;
     this.reason = init.reason;
     this.programs = init.programs;
+    this.hooks = init.hooks;
     this.ringMapFd = init.ringMapFd;
     this.ringBytes = init.ringBytes;
     this.#stats = init.stats;
@@ -186,61 +197,53 @@ export class KvmTracer {
     });
 
     const path = opts.objectPath ?? prebuiltObjectPath();
-    const obj = openObjectFile(path);
+    const aggregate = opts.aggregate === true;
+    const rdonlyCast = rdonlyCastUsable(log);
+    const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
     const links: BpfLinkPtr[] = [];
+    const wanted = (): string[] => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan)];
+    let loaded: LoadedObject<FlexArrayPlan | undefined> | undefined;
     try {
-      writeRodata(obj, { pids, comm, wakeupBytes, aggregate: opts.aggregate === true });
-      setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
-      setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
-      const flex = flexArrayPlan(obj, path, log);
-
-      const wanted = opts.programs ?? strategyPrograms(choice.strategy);
-      const progs = selectPrograms(obj, wanted);
-      try {
-        loadObject(obj);
-      } catch (err) {
-        const text = libbpfLog.join('\n');
-        for (const line of verifierTail(libbpfLog)) log(line);
-        throw new BpfLoadError(`loading ${path} failed: ${(err as Error).message}`, text, { cause: err });
-      }
+      loaded = loadWithRetry(path, plan, wanted, libbpfLog, log, (obj) => {
+        writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast });
+        setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
+        setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
+        return flexArrayPlan(obj, path, log);
+      });
+      const { obj, progs, configured: flex } = loaded;
       fillPids(obj, pids);
       if (flex) fillFlexArrays(flex);
-      const agg: AggregateMaps | undefined = opts.aggregate
+      const agg: AggregateMaps | undefined = aggregate
         ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
         : undefined;
       if (agg) prepareAggregateMaps(agg, numPossibleCpus());
 
-      const attached: string[] = [];
-      let strategy = choice.strategy;
-      let reason = choice.reason;
-      for (const name of wanted) {
-        const prog = progs.get(name)!;
+      // The base set (or an explicit program list) must attach whole; hooks attach one by one.
+      const must = opts.programs ?? [...BASE_PROGRAMS];
+      for (const name of must) {
         try {
-          links.push(attachProgram(prog));
-          attached.push(name);
+          links.push(attachProgram(progs.get(name)!));
         } catch (err) {
-          const base = (BASE_PROGRAMS as readonly string[]).includes(name);
-          if (base || requested !== 'auto' || opts.programs) throw attachError(name, err, libbpfLog);
-          // auto: the richer programs loaded but cannot attach here; keep the base set.
-          reason = `${reason}; attaching ${name} failed (${(err as Error).message}), so tracepoint only`;
-          strategy = 'tracepoint';
-          log(`strategy tracepoint: ${name} could not attach: ${(err as Error).message}`);
-          break;
+          throw attachError(name, err, libbpfLog);
         }
       }
-      if (strategy !== choice.strategy) {
-        // Drop the richer links already attached; the base programs come first and stay.
-        while (attached.length > BASE_PROGRAMS.length) {
-          attached.pop();
-          destroyLink(links.pop()!);
-        }
+      const hooks = opts.programs ? explicitHooks(opts.programs) : attachHooks(plan, progs, links);
+      for (const h of hooks) log(hookLine(h));
+      let { strategy, reason } = choice;
+      if (!opts.programs && strategy !== 'tracepoint' && !hooks.some((h) => h.attached)) {
+        // Only tracepoints attached: say so, and why.
+        const why = aggregate ? 'aggregate mode attaches no copy hook' : 'no copy hook could attach';
+        reason = `${reason}; ${why}, so tracepoint only`;
+        strategy = 'tracepoint';
+        if (!aggregate) log(`strategy tracepoint: ${why}`);
       }
       const tracer = new KvmTracer({
         obj,
         links,
         strategy,
         reason,
-        programs: attached,
+        programs: [...must, ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!)],
+        hooks,
         ringMapFd: mapFd(requireMap(obj, 'events')),
         ringBytes,
         stats: requireMap(obj, 'stats'),
@@ -251,7 +254,7 @@ export class KvmTracer {
       return tracer;
     } catch (err) {
       for (const link of links.reverse()) destroyLink(link);
-      closeObject(obj);
+      if (loaded) closeObject(loaded.obj);
       throw err;
     } finally {
       setLibbpfLogger(null);

@@ -39,6 +39,11 @@ export const KT_FD_CLOSE = 2;
 export const KT_COPY_FROM_USER = 1;
 export const KT_COPY_TO_USER = 2;
 
+export const KT_HOOK_COPY_FROM_USER = 1;
+export const KT_HOOK_COPY_TO_USER = 2;
+export const KT_HOOK_MEMDUP_USER = 3;
+export const KT_HOOK_VMEMDUP_USER = 4;
+
 export const KT_STAT_LOST = 0;
 export const KT_STAT_EVENTS = 1;
 export const KT_STAT_NO_ENTER = 2;
@@ -113,7 +118,7 @@ export const kt_copy_event = struct('kt_copy_event', [
   ['dir', u32],
   ['cmd', u32],
   ['fd', s32],
-  ['__pad', u32],
+  ['hook', u32],
 ]);
 
 // Aggregate-only mode: map values, not records (read per CPU by src/bpf/aggregate.ts).
@@ -218,6 +223,7 @@ export const COPY = {
   dir: at(kt_copy_event, 'dir'),
   cmd: at(kt_copy_event, 'cmd'),
   fd: at(kt_copy_event, 'fd'),
+  hook: at(kt_copy_event, 'hook'),
   size: kt_copy_event.size,
 } as const;
 
@@ -325,6 +331,8 @@ export interface KtCopyEvent extends KtHdr {
   dir: number;
   cmd: number;
   fd: number;
+  /** enum kt_copy_hook: the kernel function it was observed in. */
+  hook: number;
 }
 
 /** The record type of the record at `off` (0 when not even a type fits). */
@@ -416,6 +424,7 @@ export function parseCopy(dv: DataView, off: number, len: number): KtCopyEvent |
     dir: dv.getUint32(off + COPY.dir, true),
     cmd: dv.getUint32(off + COPY.cmd, true),
     fd: dv.getInt32(off + COPY.fd, true),
+    hook: dv.getUint32(off + COPY.hook, true),
   };
 }
 
@@ -551,6 +560,7 @@ export interface CopyInit extends HdrInit {
   dir: number;
   cmd: number;
   fd: number;
+  hook?: number;
 }
 
 export function encodeCopy(e: CopyInit): Uint8Array {
@@ -562,5 +572,6 @@ export function encodeCopy(e: CopyInit): Uint8Array {
   dv.setUint32(COPY.dir, e.dir, true);
   dv.setUint32(COPY.cmd, e.cmd >>> 0, true);
   dv.setInt32(COPY.fd, e.fd, true);
+  dv.setUint32(COPY.hook, e.hook ?? 0, true);
   return buf;
 }
