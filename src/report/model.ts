@@ -14,6 +14,9 @@ import { DEFAULT_LINE_SIZE } from '../analysis/cacheline.js';
 import type { IoctlLookup, StructLayout, TypeSource } from '../analysis/types.js';
 import { LatencyHistogram, type HistogramJson, type LatencySummary } from './histogram.js';
 import { readRecords, type ReadStats } from './jsonl.js';
+import { ExitPathAnalyzer } from '../analysis/exit-path.js';
+import { exitPathCounts } from './exit-path-section.js';
+import type { ExitReasonStats, VmmHandlingSummary } from '../decode/records.js';
 
 export const WORST_PER_IOCTL = 5;
 const LEAK_LIST_MAX = 50;
@@ -105,6 +108,10 @@ export interface ReportModel {
   fds: { opened: number; closed: number; leaked: number; leaked_list: Array<{ pid: number; fd: number; fd_kind: string }> };
   lost: number;
   notes: string[];
+  /** KVM_RUN returns per exit reason (perf-kvm-stat style); null without KVM_RUN records. */
+  exit_stats: ExitReasonStats[] | null;
+  /** VMM handling time per vCPU and exit; null without KVM_RUN records. */
+  vmm_handling: VmmHandlingSummary | null;
 }
 
 export interface ModelOptions {
@@ -166,6 +173,7 @@ export class ReportBuilder {
   private readonly leaked: Array<{ pid: number; fd: number; fd_kind: string }> = [];
   private capture: ReportModel['capture'] = { strategy: null, duration_s: null, events: null, unknown_ioctls: null };
   private readonly notes: string[] = [];
+  private readonly exitPath = new ExitPathAnalyzer();
 
   constructor(private readonly opts: ModelOptions = {}) {
     this.lineSize = opts.lineSize ?? DEFAULT_LINE_SIZE;
@@ -178,6 +186,7 @@ export class ReportBuilder {
 
   add(r: TraceRecord): void {
     this.byType.set(r.type, (this.byType.get(r.type) ?? 0) + 1);
+    this.exitPath.write(r);
     switch (r.type) {
       case 'ioctl':
         this.addIoctl(r);
@@ -361,6 +370,7 @@ export class ReportBuilder {
       ? { opened: this.fdOpen, closed: this.fdClose, leaked: this.fdLeak, leaked_list: this.leaked }
       : { ...this.summaryFds, leaked_list: [] };
     if (totals.unknown_copies > 0) notes.push(`${totals.unknown_copies} copies have a length the capture does not reveal; they are counted but not flagged`);
+    const path = this.exitPath.fields();
     const flags_from = this.flagsFromRecords && this.flagsDerived ? 'mixed' : this.flagsFromRecords ? 'records' : this.flagsDerived ? 'derived' : 'none';
     return {
       kind: 'kvm-trace-report',
@@ -376,6 +386,8 @@ export class ReportBuilder {
       fds,
       lost: Math.max(this.lostRecords, this.summaryLost),
       notes,
+      exit_stats: path?.exit_stats ?? null,
+      vmm_handling: path?.vmm_handling ?? null,
     };
   }
 
@@ -446,5 +458,5 @@ export function reportCounts(m: ReportModel): Record<string, number> {
     c[`vcpu.${v.pid}/${v.vcpu}.runs`] = v.runs;
     for (const [r, n] of Object.entries(v.exits)) c[`vcpu.${v.pid}/${v.vcpu}.exits.${r}`] = n;
   }
-  return c;
+  return { ...c, ...exitPathCounts(m) };
 }
