@@ -71,9 +71,10 @@ export async function runTop(o: TopOptions): Promise<TopResult> {
   const ms = Math.max(50, Math.round(o.intervalS * 1000));
   const cols = (o.stdout as NodeJS.WriteStream).columns || 132;
   try {
+    // The baseline first, then "attached": whatever happens after the line is in the first interval.
+    last = model.update(source.snapshot());
     o.log(`attached: ${source.description} (${Date.now() - started} ms)`);
     if (o.verbose) o.log(`bpf ids: ${JSON.stringify(ids)}`);
-    last = model.update(source.snapshot());
     o.onAttached?.(ids);
     if (o.mode === 'screen') {
       last = await interactive(o, source, model, last, ms, (s) => (screen = s), () => intervals++);
