@@ -191,3 +191,15 @@ describe('sparse duration histogram', () => {
     expect(h.size).toBeLessThanOrEqual(32 * 20);
   });
 });
+
+describe('summary text of many vCPUs', () => {
+  it('per-exit tables for the first `detailed` vCPUs, one line for each other one', async () => {
+    const { vmmHandlingText } = await import('../src/report/exit-path-section.js');
+    const t = new VmmHandlingTracker();
+    for (let v = 0; v < 12; v++) for (const r of loop(3, { vcpu: v, fd: 20 + v, tid: 300 + v }, v * 1_000_000, () => 1000, () => io(0x10, 'out'))) t.write(r);
+    const lines = vmmHandlingText(t.summary(), 8);
+    expect(lines.filter((l) => /^  pid 100 vm 0 vcpu \d+ fd \d+ vmm: re-entries 2  pending 1$/.test(l))).toHaveLength(8);
+    expect(lines).toContain('  4 more vCPUs (per-exit detail in the JSON summary and in `report`):');
+    expect(lines.filter((l) => /^    pid 100 vm 0 vcpu (8|9|10|11) fd \d+ vmm\s+2\s+1\s/.test(l))).toHaveLength(4);
+  });
+});

@@ -26,7 +26,8 @@ export function summaryText(s: SummaryRecord): string {
     const parts = Object.entries(reasons).map(([r, n]) => `${r}=${n}`);
     out.push(`exits pid/vcpu ${who}: ${parts.join(' ')}`);
   }
-  const path = exitPathText(s);
+  // A VMM with dozens of vCPUs: per-exit tables for the first 8, one line for each of the others.
+  const path = exitPathText(s, 8);
   if (path.length) out.push(...path);
   else if (s.aggregate === true) out.push('exit table and VMM handling time: not kept by --aggregate (they need every KVM_RUN record)');
   for (const r of s.kvm_run) {

@@ -47,25 +47,34 @@ export function exitStatsText(rows: ExitReasonStats[] | null | undefined): strin
   return out;
 }
 
-/** VMM handling time per vCPU and exit as text lines (empty when there is nothing to show). */
-export function vmmHandlingText(h: VmmHandlingSummary | null | undefined): string[] {
+/**
+ * VMM handling time per vCPU and exit as text lines (empty when there is nothing to show). The first
+ * `detailed` vCPUs get a table per exit; the rest one line each (the JSON has them all).
+ */
+export function vmmHandlingText(h: VmmHandlingSummary | null | undefined, detailed = Infinity): string[] {
   if (!h?.vcpus.length) return [];
   const out = [`VMM handling time (KVM_RUN return → the same vCPU's next KVM_RUN), per vCPU and exit (MMIO in ${h.mmio_granule}-byte ranges):`];
-  for (const v of h.vcpus) {
+  const brief = h.vcpus.slice(detailed);
+  for (const v of h.vcpus.slice(0, detailed)) {
     out.push(`  ${vcpuLabel(v)} ${v.comm}: re-entries ${v.total.count}  pending ${v.pending}`);
     const t = [['exit', 'count', 'min', 'p50', 'p90', 'p99', 'max']];
     for (const k of v.by_exit) t.push([k.key, String(k.count), ...spread(k)]);
     t.push(['all', String(v.total.count), ...spread(v.total)]);
     out.push(...textTable(t, '    '));
   }
+  if (brief.length) {
+    const t = [['vCPU (all exits)', 're-entries', 'pending', 'min', 'p50', 'p90', 'p99', 'max']];
+    for (const v of brief) t.push([`${vcpuLabel(v)} ${v.comm}`, String(v.total.count), String(v.pending), ...spread(v.total)]);
+    out.push(`  ${brief.length} more vCPUs (per-exit detail in the JSON summary and in \`report\`):`, ...textTable(t, '    '));
+  }
   if (h.untimed || h.overlapped) out.push(`  not timed: ${h.untimed} re-entries seen without their enter, ${h.overlapped} overlapping another thread's KVM_RUN`);
   return out;
 }
 
-/** Both parts, with a blank line between; empty when neither has anything. */
-export function exitPathText(x: ExitPathData): string[] {
+/** Both parts, with a blank line between; empty when neither has anything. `detailed`: see vmmHandlingText. */
+export function exitPathText(x: ExitPathData, detailed = Infinity): string[] {
   const a = exitStatsText(x.exit_stats);
-  const b = vmmHandlingText(x.vmm_handling);
+  const b = vmmHandlingText(x.vmm_handling, detailed);
   return a.length && b.length ? [...a, '', ...b] : [...a, ...b];
 }
 
