@@ -6,8 +6,9 @@
  * kvm_run + io.data_offset. Offsets and sizes come from the kernel's BTF of struct kvm_run — the only
  * names in this file are the exit-reason → union-member pairs the uapi header documents.
  */
-import { lineSpan, parseAddr, DEFAULT_LINE_SIZE, hexAddr } from './cacheline.js';
-import { findMember, type MemberLayout, type StructLayout } from './types.js';
+import { hexAddr, parseAddr } from '../cdata/values.js';
+import { lineSpan, DEFAULT_LINE_SIZE } from './cacheline.js';
+import { findMember, type MemberLayout, type StructLayout } from '../btf/layout.js';
 import { EXIT_UNION_MEMBER } from '../kvm/abi/exit-union.js';
 
 /** Header fields the kernel writes on every exit (x86 post_kvm_run_save plus exit_reason). */

@@ -14,7 +14,7 @@ import { JsonlSink } from '../decode/jsonl-sink.js';
 import type { RecordSink } from '../export/sink.js';
 import { scoreFlags, type ScoreResult } from '../analysis/score.js';
 import { buildReportModel, renderHtml, renderText, type ReportModel } from '../report/index.js';
-import { btfTypeSource } from '../analysis/btf-source.js';
+import { btfTypeSource } from '../btf/type-source.js';
 import { Btf } from '../btf/index.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { capture, type CaptureResult } from './session.js';

@@ -34,11 +34,8 @@ import {
   KT_F_RUN,
   KT_TASK_COMM_LEN,
   MMAP,
-  cstr,
-  hex64,
-  s64n,
-  u64n,
-} from './event-layout.js';
+} from '../bpf/event-layout.js';
+import { cstr, hex64, s64n, u64n } from '../cdata/values.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { ExitDecoder } from './exit.js';

@@ -16,7 +16,8 @@
 import type { Btf } from '../btf/index.js';
 import { decodeIoc, dirName, cmdHex, type IocDir } from '../kvm/abi/ioc.js';
 import { capName, ioctlByCmd, type FdKind as TableFdKind, type IoctlDef } from '../kvm/abi/ioctl-table.js';
-import { u64Value, type ArgsObject, type BtfArgsDecoder, type StructDecoder } from './btf-args.js';
+import { hex64, u64Value } from '../cdata/values.js';
+import type { ArgsObject, BtfArgsDecoder, StructDecoder } from './btf-args.js';
 import type { FdKind } from './records.js';
 
 /** How the creation ioctls feed the fd table. */
@@ -59,12 +60,7 @@ function scalarDecoder(name: string, size: number): (dv: DataView, off: number, 
     if (len < size || size === 0) return { _truncated: true };
     let v: number | string;
     if (size === 8) {
-      v = u64Value(dv, off);
-      if (key === 'addr') {
-        const hi = dv.getUint32(off + 4, true);
-        const lo = dv.getUint32(off, true);
-        v = hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
-      }
+      v = key === 'addr' ? hex64(dv, off) : u64Value(dv, off);
     } else if (size === 4) v = dv.getUint32(off, true);
     else if (size === 2) v = dv.getUint16(off, true);
     else v = dv.getUint8(off);

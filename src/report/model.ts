@@ -8,10 +8,11 @@
  * same analysis (src/analysis/flags.ts) when the kernel's BTF is at hand.
  */
 import type { BufferFlag, IoctlRecord, KvmRunRecord, TraceRecord } from '../decode/records.js';
-import { FlagAnalyzer } from '../analysis/flags.js';
+import { FlagAnalyzer, type IoctlLookup } from '../analysis/flags.js';
 import { kvmRunBlocks, kvmRunLines, type RunField, type RunMapBlock } from '../analysis/kvm-run-lines.js';
 import { DEFAULT_LINE_SIZE } from '../analysis/cacheline.js';
-import type { IoctlLookup, StructLayout, TypeSource } from '../analysis/types.js';
+import type { StructLayout } from '../btf/layout.js';
+import type { TypeSource } from '../btf/type-source.js';
 import { LatencyHistogram, type HistogramJson, type LatencySummary } from './histogram.js';
 import { readRecords, type ReadStats } from './jsonl.js';
 
