@@ -18,7 +18,7 @@ import type { TraceRecord } from '../src/decode/records.js';
 import { close, ioctlRaw, open, O_CLOEXEC, O_RDWR } from '../src/ffi/libc.js';
 import { cmdHex, ioc, KVMIO } from '../src/kvm/abi/ioc.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
-import type { RecordSink } from '../src/export/sink.js';
+import type { RecordSink } from '../src/decode/sink.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
 import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
 

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { runGuest, type GuestResult, type GtRecord } from '../guest/index.js';
 import type { TraceRecord } from '../decode/records.js';
 import { JsonlSink } from '../decode/jsonl-sink.js';
-import type { RecordSink } from '../export/sink.js';
+import type { RecordSink } from '../decode/sink.js';
 import { scoreFlags, type ScoreResult } from '../analysis/score.js';
 import { buildReportModel, renderHtml, renderText, type ReportModel } from '../report/index.js';
 import { btfTypeSource } from '../btf/type-source.js';

@@ -19,7 +19,7 @@ import { Decoder } from '../decode/decoder.js';
 import { SummaryBuilder } from '../decode/summary.js';
 import { HDR } from '../bpf/event-layout.js';
 import type { SummaryRecord, TraceRecord } from '../decode/records.js';
-import type { RecordSink } from '../export/sink.js';
+import type { RecordSink } from '../decode/sink.js';
 import { FlagAnalyzer } from '../analysis/flags.js';
 import { btfTypeSource } from '../btf/type-source.js';
 import { systemLineSize } from '../analysis/cacheline.js';
