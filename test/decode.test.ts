@@ -14,7 +14,8 @@ import {
   KT_RUN_SNAP,
 } from '../src/bpf/event-layout.js';
 import { encodeCopy, encodeExit, encodeFd, encodeIoctl, encodeMmap } from './helpers/kt-records.js';
-import { decodeStream, frameRecords } from '../src/decode/stream.js';
+import { decodeStream } from '../src/decode/stream.js';
+import { frameRecords } from '../src/ringbuf/stream.js';
 import { classifyFdLink, parseKvmRunMaps } from '../src/decode/processes.js';
 import type { FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from '../src/decode/records.js';
 import { Kvm } from '../src/kvm/system.js';
