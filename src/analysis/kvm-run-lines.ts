@@ -88,7 +88,8 @@ function leaves(m: MemberLayout, prefix: string, base: number, L: number, exit: 
   return m.size > 0 ? [field(name, off, m.size, 'exit', L)] : [];
 }
 
-function lineAddresses(base: string | null | undefined, lines: number[], L: number): LineAddresses | undefined {
+/** The address of each relative line of a kvm_run at `base` ("0x…"), or undefined without a base. */
+export function lineAddresses(base: string | null | undefined, lines: number[], L: number): LineAddresses | undefined {
   const b = parseAddr(base ?? undefined);
   if (b === undefined) return undefined;
   // kvm_run is page-aligned in the kernel (alloc_page) and in the VMM (mmap offset 0), so relative line i is
