@@ -51,6 +51,14 @@ export interface MemberLayout {
   nested?: StructLayout;
 }
 
+/**
+ * An old-style (kind_flag 0) bitfield: BTF encodes it in the member's int type itself (BTF_INT_BITS /
+ * BTF_INT_OFFSET), which then has fewer value bits than its size. `t` is the resolved member type.
+ */
+export function isIntBitfield(t: BtfType): t is BtfType & { kind: 'int' } {
+  return t.kind === 'int' && (t.bits !== t.size * 8 || t.bitOffset !== 0);
+}
+
 function memberKind(t: BtfType): MemberKind {
   switch (t.kind) {
     case 'int': case 'struct': case 'union': case 'array': case 'ptr': case 'float':
@@ -70,8 +78,7 @@ export function structLayout(btf: LayoutTypes, id: number): StructLayout {
     const r = btf.resolve(m.type);
     let bitSize = m.bitfieldSize;
     let bitOffset = m.bitOffset;
-    // kind_flag 0 encodes a bitfield in the int type itself (BTF_INT_BITS/BTF_INT_OFFSET).
-    if (bitSize === 0 && r.kind === 'int' && (r.bits !== r.size * 8 || r.bitOffset !== 0)) {
+    if (bitSize === 0 && isIntBitfield(r)) {
       bitSize = r.bits;
       bitOffset += r.bitOffset;
     }

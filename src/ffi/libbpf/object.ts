@@ -57,15 +57,15 @@ export function closeObject(obj: BpfObjectPtr): void {
   c().obj_close(obj);
 }
 
-export function objectPrograms(obj: BpfObjectPtr): BpfProgramPtr[] {
-  const out: BpfProgramPtr[] = [];
-  let p: unknown = c().next_program(obj, null);
-  while (!isNull(p)) {
-    const prog = address(p) as BpfProgramPtr;
-    out.push(prog);
-    p = c().next_program(obj, prog);
-  }
+/** Every item of a libbpf `bpf_object__next_*(obj, prev)` iteration, in order. */
+function every<T extends bigint>(next: (obj: BpfObjectPtr, prev: bigint | null) => unknown, obj: BpfObjectPtr): T[] {
+  const out: T[] = [];
+  for (let p = next(obj, null); !isNull(p); p = next(obj, out[out.length - 1])) out.push(address(p) as T);
   return out;
+}
+
+export function objectPrograms(obj: BpfObjectPtr): BpfProgramPtr[] {
+  return every((o, prev) => c().next_program(o, prev), obj);
 }
 
 export function findProgram(obj: BpfObjectPtr, name: string): BpfProgramPtr | null {
@@ -119,14 +119,7 @@ export function findMap(obj: BpfObjectPtr, name: string): BpfMapPtr | null {
 }
 
 export function objectMaps(obj: BpfObjectPtr): BpfMapPtr[] {
-  const out: BpfMapPtr[] = [];
-  let p: unknown = c().next_map(obj, null);
-  while (!isNull(p)) {
-    const map = address(p) as BpfMapPtr;
-    out.push(map);
-    p = c().next_map(obj, map);
-  }
-  return out;
+  return every((o, prev) => c().next_map(o, prev), obj);
 }
 
 export function mapName(map: BpfMapPtr): string {
