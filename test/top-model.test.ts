@@ -12,7 +12,7 @@ import { renderTop } from '../src/top/render.js';
 import { IntervalLog, viewCsv, viewJson } from '../src/top/outputs.js';
 import type { TopEntity, TopSnapshot } from '../src/top/snapshot.js';
 import { aggBucket } from '../src/bpf/aggregate.js';
-import { KT_AGG_BUCKETS } from '../src/decode/event-layout.js';
+import { KT_AGG_BUCKETS } from '../src/bpf/event-layout.js';
 
 const hist = (values: Record<number, number>): number[] => {
   const h = new Array<number>(KT_AGG_BUCKETS).fill(0);

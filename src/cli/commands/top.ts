@@ -11,7 +11,7 @@ import { AggregateSource } from '../../top/aggregate-source.js';
 import { runTop, type TopMode } from '../../top/run-top.js';
 import { Screen } from '../../top/screen.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
 interface TopCliOptions {
