@@ -97,9 +97,15 @@ export interface HtmlHelpers {
   count: (key: string, n: number) => string;
 }
 
-/** The section's HTML body (tables; no <section> wrapper). */
+/** The section as HTML: `<section id="exits">` with the exit table and the handling time per vCPU. */
 export function exitPathHtml(x: ExitPathData, h: HtmlHelpers): string {
   const { esc, count } = h;
+  const lede =
+    '<p class="lede">Each exit reason KVM_RUN returned with, its share of calls and of KVM_RUN time (perf kvm stat style, with percentiles), and how long the VMM took to re-enter the vCPU after each kind of exit.</p>';
+  return `\n<section id="exits"><h2>Exits and VMM handling time</h2>${lede}${exitPathTables(x, esc, count)}</section>`;
+}
+
+function exitPathTables(x: ExitPathData, esc: HtmlHelpers['esc'], count: HtmlHelpers['count']): string {
   const td = (s: DurationStats): string =>
     (s.count ? [s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns] : []).map((v) => `<td data-v="${v}">${d(v)}</td>`).join('') || '<td>-</td>'.repeat(5);
   const head = (first: string, mid: string): string => `<thead><tr><th class="l">${first}</th>${mid}<th>min</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr></thead>`;
