@@ -22,10 +22,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
-import type { TraceRecord } from '../src/decode/records.js';
-import type { RecordSink } from '../src/export/sink.js';
 import { VmmHandlingTracker, type HandlingSample } from '../src/analysis/vmm-handling.js';
 import { bpfSkipReason } from './bpf-support.js';
+import { CollectSink } from './helpers/collect-sink.js';
 
 const skip = bpfSkipReason();
 if (skip) console.log(`VMM handling ground-truth test skipped: ${skip}`);
@@ -37,13 +36,6 @@ const LEG_MEDIAN_NS = 5_000;
 /** Two syscall legs, unpreempted, on a slow day: more than this needs a context switch to explain it. */
 const LEG_MAX_NS = 100_000;
 
-class Collect implements RecordSink {
-  records: TraceRecord[] = [];
-  write(r: TraceRecord): void {
-    this.records.push(r);
-  }
-  async close(): Promise<void> {}
-}
 
 interface GtRun {
   t0: number;
@@ -52,7 +44,7 @@ interface GtRun {
 
 describe.skipIf(skip !== undefined)('VMM handling time vs the reference guest', () => {
   it('every re-entry of every vCPU matches the guest’s own timestamps', async () => {
-    const sink = new Collect();
+    const sink = new CollectSink();
     const stop = stopSignal();
     const log = join(dir, 'gt.jsonl');
     let guest: Awaited<ReturnType<typeof runGuest>> | undefined;

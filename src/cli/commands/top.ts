@@ -11,6 +11,7 @@ import { AggregateSource } from '../../top/aggregate-source.js';
 import { runTop, type TopMode } from '../../top/run-top.js';
 import { Screen } from '../../top/screen.js';
 import { CliError } from '../errors.js';
+import { pidArg } from '../arg-parsers.js';
 import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
@@ -24,12 +25,6 @@ interface TopCliOptions {
   json?: boolean;
   iterations?: number;
   verbose?: boolean;
-}
-
-function pidArg(raw: string, prev: number[]): number[] {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a process id`);
-  return [...prev, n];
 }
 
 function seconds(raw: string): number {
