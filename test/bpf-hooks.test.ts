@@ -4,7 +4,7 @@
 // attached" with the kernel's answer — forcing the families makes the per-hook attach and the load retry
 // really run against the kernel. Where a family works, at least one hook must attach.
 import { describe, expect, it } from 'vitest';
-import { KT_F_RUN } from '../src/decode/event-layout.js';
+import { KT_F_RUN } from '../src/bpf/event-layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { probeFeature } from '../src/bpf/features.js';
 import { planHooks } from '../src/bpf/hooks.js';
