@@ -4,9 +4,7 @@
  * closed window into one "KVM_RUN" span.
  */
 import type { BufferFlag, IoctlRecord } from '../../decode/records.js';
-
-/** Entry time, or the exit time for a record whose entry was not seen (enter_ns 0). */
-const enterOf = (r: IoctlRecord): number => (r.no_enter || r.enter_ns <= 0 ? r.ts_ns : r.enter_ns);
+import { enterOf } from './record-time.js';
 
 export interface RunWindow {
   /** "pid/vm/vcpu" */
