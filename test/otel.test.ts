@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IoctlRecord } from '../src/decode/records.js';
 import { MonotonicToEpoch, readClockPair } from '../src/export/otel/clock.js';
-import type { OtlpProtocol } from '../src/export/otel/config.js';
+import type { OtlpProtocol } from '../src/export/otel/options.js';
 import { createOtelSink, exportRecords, type OtelStats } from '../src/export/otel/sink.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp-receiver.js';
 import { syntheticCapture, type SyntheticCapture } from './helpers/otel-records.js';
@@ -121,11 +121,11 @@ describe('span export', () => {
       };
       if (r.vm !== null) want['kvm.vm'] = r.vm;
       if (r.vcpu !== null) want['kvm.vcpu'] = r.vcpu;
-      if (r.errno) want['kvm.ioctl.errno'] = r.errno;
+      if (r.errno) want['error.type'] = r.errno;
       if (r.explain) want['kvm.ioctl.explain'] = r.explain;
       if (r.args) want['kvm.ioctl.args'] = JSON.stringify(r.args);
       expect(s!.attributes).toMatchObject(want);
-      if (!r.errno) expect(s!.attributes['kvm.ioctl.errno']).toBeUndefined();
+      if (!r.errno) expect(s!.attributes['error.type']).toBeUndefined();
       expect(s!.status.code).toBe(r.errno ? 2 : 0);
 
       const parent = byId.get(s!.parentSpanId!);
@@ -189,7 +189,7 @@ describe('span export', () => {
     // vCPU 0: runs 1, 101, 201, 301; vCPU 1: the same four plus its EINTR run (number 176).
     expect(runSpans.filter((s) => s.attributes['kvm.vcpu'] === 0).map((s) => s.attributes['kvm.run.seq'])).toEqual([1, 101, 201, 301]);
     expect(runSpans.filter((s) => s.attributes['kvm.vcpu'] === 1).map((s) => s.attributes['kvm.run.seq'])).toEqual([1, 101, 176, 201, 301]);
-    const eintr = runSpans.find((s) => s.attributes['kvm.ioctl.errno'] === 'EINTR')!;
+    const eintr = runSpans.find((s) => s.attributes['error.type'] === 'EINTR')!;
     expect(eintr.status.code).toBe(2);
     const io = runSpans.find((s) => s.attributes['kvm.exit.reason'] === 'IO')!;
     expect(io.attributes).toMatchObject({ 'kvm.exit.code': 2, 'kvm.exit.port': 0x3f8, 'kvm.exit.size': 1, 'kvm.exit.direction': 'out', 'kvm.run.sample_every': 100 });
@@ -351,7 +351,7 @@ describe('delivery accounting', () => {
     expect(s.exportErrors).toBeGreaterThanOrEqual(1);
     expect(warnings).toHaveLength(1);
     // One line for the unreachable collector, though both spans and metrics failed to reach it.
-    expect(warnings[0]).toMatch(/^kvm-trace: warning: OTLP export to http:\/\/127\.0\.0\.1:\d+\/v1\/(traces|metrics) failed \(.*ECONNREFUSED.*\); capture continues/);
+    expect(warnings[0]).toMatch(/^warning: OTLP export to http:\/\/127\.0\.0\.1:\d+\/v1\/(traces|metrics) failed \(.*ECONNREFUSED.*\); capture continues/);
     expect(warnings[0]).not.toMatch(/\n/);
   });
 

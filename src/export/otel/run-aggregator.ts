@@ -1,5 +1,5 @@
 /**
- * Folds KVM_RUN records into per-vCPU windows (the "aggregate" run-span mode, see config.ts for the rule).
+ * Folds KVM_RUN records into per-vCPU windows (the "aggregate" run-span mode, see options.ts for the rule).
  * Pure bookkeeping with no OpenTelemetry in it, so the rule is unit-testable: the span builder turns each
  * closed window into one "KVM_RUN" span.
  */

@@ -8,7 +8,7 @@ import type { Attributes, Context, Tracer } from '@opentelemetry/api';
 import type { IoctlRecord } from '../../decode/records.js';
 import * as A from './attributes.js';
 import type { MonotonicToEpoch } from './clock.js';
-import type { RunSpanOptions } from './config.js';
+import type { RunSpanOptions } from './options.js';
 import { RunAggregator, type RunWindow } from './run-aggregator.js';
 import type { SpanTree, VcpuState } from './span-tree.js';
 

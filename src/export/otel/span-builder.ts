@@ -28,7 +28,7 @@ import type { Attributes, Context, Tracer } from '@opentelemetry/api';
 import type { IoctlRecord, TraceRecord } from '../../decode/records.js';
 import * as A from './attributes.js';
 import type { MonotonicToEpoch } from './clock.js';
-import type { RunSpanOptions } from './config.js';
+import type { RunSpanOptions } from './options.js';
 import { enterOf } from './record-time.js';
 import { RunSpans } from './run-spans.js';
 import { SpanTree } from './span-tree.js';
