@@ -1,27 +1,14 @@
 /**
  * Metrics over OTLP/HTTP to a real receiver (protobuf and JSON): the exported counters and histograms equal
- * the record counts, and the standard environment variables route metrics and traces.
+ * the record counts, and the standard environment variables route, name, authorize and compress the export.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MonotonicToEpoch } from '../src/export/otel/clock.js';
 import type { OtlpProtocol } from '../src/export/otel/options.js';
 import { exportRecords } from '../src/export/otel/sink.js';
+import { withEnv } from './helpers/env.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedMetric } from './helpers/otlp-receiver.js';
 import { syntheticCapture } from './helpers/otel-records.js';
-
-/** Run `f` with these OTEL_* variables set (NodeSDK and the exporters read process.env), then restore. */
-async function withEnv<T>(vars: Record<string, string>, f: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, vars);
-  try {
-    return await f();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
 
 function total(m: ReceivedMetric | undefined, match: Record<string, unknown> = {}): number {
   expect(m, 'metric present').toBeDefined();
@@ -90,6 +77,8 @@ describe('OTLP metrics', () => {
         OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${other.url}/v1/metrics`,
         OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
         OTEL_SERVICE_NAME: 'vmm-host-7',
+        OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer abc',
+        OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip',
       };
       const spansBefore = rx.spans.length;
       await withEnv(env, () => exportRecords(cap.records));
@@ -99,6 +88,11 @@ describe('OTLP metrics', () => {
       expect(other.metrics.length).toBeGreaterThan(0);
       expect(other.spans).toHaveLength(0);
       expect(other.metrics.every((x) => x.resource['service.name'] === 'vmm-host-7')).toBe(true);
+      // Headers and compression come from the environment too (read by the exporters themselves).
+      for (const q of [...rx.requests.slice(-1), ...other.requests]) {
+        expect(q.headers.authorization).toBe('Bearer abc');
+        expect(q.headers['content-encoding']).toBe('gzip');
+      }
 
       // --otlp and --service-name beat the environment.
       const before = other.spans.length;

@@ -13,7 +13,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 
-export type Encoding = 'protobuf' | 'json';
+export type Encoding = 'protobuf' | 'json' | 'grpc';
 export type AttrValue = string | number | boolean | null | AttrValue[] | { [key: string]: AttrValue };
 export type Attrs = Record<string, AttrValue>;
 
@@ -66,6 +66,8 @@ export interface ReceivedRequest {
   encoding: Encoding;
   bytes: number;
   status: number;
+  /** Request headers (HTTP) or call metadata (gRPC), lower-case names. */
+  headers: Record<string, string>;
 }
 
 export interface OtlpReceiver {
@@ -113,7 +115,8 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
     const encoding: Encoding = contentType.includes('json') ? 'json' : 'protobuf';
     const n = requests.length;
     const status = typeof opts.status === 'function' ? opts.status(path, n) : (opts.status ?? 200);
-    requests.push({ path, contentType, encoding, bytes: raw.length, status });
+    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
+    requests.push({ path, contentType, encoding, bytes: raw.length, status, headers });
     if (status === 200) {
       try {
         const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw;

@@ -162,9 +162,10 @@ class OtelSinkImpl implements OtelSink {
         resourceFromAttributes({ [ATTR_SERVICE_NAME]: DEFAULT_SERVICE_NAME, [ATTR_SERVICE_VERSION]: packageVersion() }),
       ),
       serviceName: config.serviceName,
-      // Not the process detector: process.* describes the traced VMM on spans, not the tracer.
+      // Not the process detector: process.* describes the traced VMM on spans, not the tracer. The environment
+      // last, so that OTEL_RESOURCE_ATTRIBUTES can override a detected host.name (later detectors win).
       // OTEL_NODE_RESOURCE_DETECTORS, when set, chooses instead.
-      resourceDetectors: process.env.OTEL_NODE_RESOURCE_DETECTORS ? undefined : [envDetector, hostDetector],
+      resourceDetectors: process.env.OTEL_NODE_RESOURCE_DETECTORS ? undefined : [hostDetector, envDetector],
       spanProcessors: this.traces ? [this.traces.processor] : [],
       metricReaders: this.metrics?.readers ?? [],
       logRecordProcessors: [],
