@@ -42,7 +42,11 @@ export function otelOptionsFrom(values: OtelCliValues, env: NodeJS.ProcessEnv = 
   }
 }
 
+/** Open the sink (loading the SDK now) and say where the scrape endpoint listens (--prometheus 0 picks a port). */
 export async function openOtel(opts: OtelSinkOptions): Promise<OtelSink> {
   const { openOtelSink } = await import('../../export/otel/sink.js');
-  return openOtelSink(opts);
+  const sink = await openOtelSink(opts);
+  const { prometheusUrl } = await sink.start();
+  if (prometheusUrl) opts.warn?.(`Prometheus metrics at ${prometheusUrl}`);
+  return sink;
 }
