@@ -2,6 +2,8 @@
  * The pure parts of the OpenTelemetry export: option/environment resolution, the monotonic → epoch clock,
  * the KVM_RUN window rule, the CLI flags, the summary line.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import type { IoctlRecord } from '../src/decode/records.js';
@@ -240,5 +242,30 @@ describe('CLI flags', () => {
     expect(
       otelSummaryLine({ spans: 12, exported: 10, dropped: 2, exportErrors: 1, aggregatedRuns: 5000, sampledOutRuns: 0, internalErrors: 0 }),
     ).toBe('otel: 12 spans, 10 exported, 2 dropped, 1 failed export requests; 5000 KVM_RUNs in aggregate spans');
+  });
+});
+
+describe('lazy loading', () => {
+  it('the CLI reaches no OpenTelemetry package through static imports: the SDK loads only when an export is asked for', () => {
+    const src = join(import.meta.dirname, '..', 'src');
+    const seen = new Set<string>();
+    const bare = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const text = readFileSync(file, 'utf8');
+      // Static imports and re-exports that exist at run time (not `import type`).
+      const specs = [...text.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?from\s+'([^']+)'/gms)].map((m) => m[1]);
+      // Dynamic imports run too (the program loads every command module) — except the one under test.
+      if (!file.endsWith('otel-lazy.ts')) specs.push(...[...text.matchAll(/\bimport\('([^']+)'\)/g)].map((m) => m[1]));
+      for (const spec of specs) {
+        if (spec.startsWith('.')) visit(resolve(dirname(file), spec.replace(/\.js$/, '.ts')));
+        else bare.add(spec);
+      }
+    };
+    visit(join(src, 'cli', 'main.ts'));
+    expect(seen.size).toBeGreaterThan(20);
+    expect([...bare].filter((b) => b.startsWith('@opentelemetry/'))).toEqual([]);
+    expect(readFileSync(join(src, 'cli', 'commands', 'otel-lazy.ts'), 'utf8')).toContain("await import('../../export/otel/sink.js')");
   });
 });
