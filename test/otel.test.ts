@@ -401,6 +401,21 @@ describe('delivery accounting', () => {
     }
   });
 
+  it('one sink per process at a time (NodeSDK registers process-wide providers); after close() the next one works', async () => {
+    const rx = await startOtlpReceiver();
+    try {
+      const first = createOtelSink({ endpoint: rx.url, metrics: false, warn: () => {} });
+      expect(() => createOtelSink({ endpoint: rx.url, metrics: false, warn: () => {} })).toThrow(/already open in this process/);
+      await first.close();
+      const { cap } = await timedCapture(1, 10);
+      const stats = await exportRecords(cap.records, { endpoint: rx.url, metrics: false, warn: () => {} });
+      expect(stats).toMatchObject({ dropped: 0, exported: stats.spans });
+      expect(rx.spans).toHaveLength(stats.spans);
+    } finally {
+      await rx.close();
+    }
+  });
+
   it('write() after close() and records the sink cannot use are ignored without throwing', async () => {
     const rx = await startOtlpReceiver();
     try {
