@@ -10,7 +10,6 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -27,6 +26,7 @@ import { metricValues, spanShapes } from './helpers/otlp-compare.js';
 import { startOtlpGrpcReceiver } from './helpers/otlp-grpc-receiver.js';
 import { startOtlpReceiver, type OtlpReceiver } from './helpers/otlp-receiver.js';
 import { syntheticCapture } from './helpers/otel-records.js';
+import { freePort } from './helpers/ports.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -36,14 +36,6 @@ const dir = mkdtempSync(join(tmpdir(), 'kvm-trace-grpc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const UNAVAILABLE = 14;
-
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function exportTo(rx: OtlpReceiver, protocol: OtlpProtocol, records: TraceRecord[], clock = readClockPair()) {
   const stats = await exportRecords(records, { endpoint: rx.url, protocol, clock, metricsIntervalMs: 60_000 });
@@ -103,7 +95,7 @@ describe('OTLP/gRPC against a real gRPC receiver', () => {
   });
 
   it('a collector that is down: close() keeps its bound, every span is dropped and counted, one warning', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 100_000_000, vcpus: 2, runsPerVcpu: 200 });
     const warnings: string[] = [];
     const sink = createOtelSink({ endpoint: `http://127.0.0.1:${port}`, protocol: 'grpc', flushTimeoutMs: 1500, warn: (l) => warnings.push(l) });
@@ -204,9 +196,19 @@ describe.skipIf(skip !== undefined)('OTLP/gRPC with real captures', () => {
           k,
         );
       const isWindow = (s: { name: string }) => s.name === 'KVM_RUN';
-      const shapes = (spans: typeof grpc.spans) => spanShapes(spans.filter((s) => !isWindow(s)), { times: false, ignoreValues: differs });
-      expect(shapes(grpc.spans)).toEqual(shapes(http.spans));
-      expect(shapes(grpc.spans).length).toBeGreaterThan(100);
+      // The decoder does not always learn a vCPU's kvm_run addresses before its fd closes (seen in about one
+      // run in three), so whether a kvm.vcpu span carries them differs between runs, whatever the protocol.
+      const timing = new Set(['kvm.run.user_addr', 'kvm.run.kernel_addr', 'kvm.run.mmap_size']);
+      const shapes = (spans: typeof grpc.spans) =>
+        spanShapes(
+          spans.filter((s) => !isWindow(s)).map((s) => ({ ...s, attributes: Object.fromEntries(Object.entries(s.attributes).filter(([k]) => !timing.has(k))) })),
+          { times: false, ignoreValues: differs },
+        );
+      const [gs, hs] = [shapes(grpc.spans), shapes(http.spans)];
+      // Reported as the differences, so a failure says which spans differ.
+      expect({ onlyGrpc: gs.filter((x) => !hs.includes(x)), onlyHttp: hs.filter((x) => !gs.includes(x)) }).toEqual({ onlyGrpc: [], onlyHttp: [] });
+      expect(gs).toEqual(hs);
+      expect(gs.length).toBeGreaterThan(100);
       // KVM_RUN windows depend on timing; what they count does not.
       const runTotals = (spans: typeof grpc.spans) => {
         const t: Record<string, number> = {};

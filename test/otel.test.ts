@@ -4,7 +4,6 @@
  * span per non-RUN ioctl, KVM_RUN aggregation/sampling counts, and delivery accounting when the collector is
  * unreachable or the queue overflows.
  */
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IoctlRecord } from '../src/decode/records.js';
 import { MonotonicToEpoch, readClockPair } from '../src/export/otel/clock.js';
@@ -12,6 +11,7 @@ import type { OtlpProtocol } from '../src/export/otel/options.js';
 import { createOtelSink, exportRecords, type OtelStats } from '../src/export/otel/sink.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp-receiver.js';
 import { syntheticCapture, type SyntheticCapture } from './helpers/otel-records.js';
+import { freePort } from './helpers/ports.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,15 +21,6 @@ async function timedCapture(vcpus = 2, runsPerVcpu = 500) {
   const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() + 1000, vcpus, runsPerVcpu });
   while (MonotonicToEpoch.nowNs() <= cap.endNs) await sleep(5);
   return { cap, t0Ms };
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 async function exportTo(rx: OtlpReceiver, cap: SyntheticCapture, protocol: OtlpProtocol, extra = {}) {
@@ -330,7 +321,7 @@ describe('decoder corner cases', () => {
 
 describe('delivery accounting', () => {
   it('an unreachable collector: close() stays within the bound, every span is counted as dropped, one warning', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { cap } = await timedCapture(2, 300);
     const warnings: string[] = [];
     const flushTimeoutMs = 1500;

@@ -20,7 +20,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +28,7 @@ import { readClockPair } from '../src/export/otel/clock.js';
 import { DURATION_BUCKETS_S } from '../src/export/otel/record-metrics.js';
 import { bpfSkipReason } from './bpf-support.js';
 import { startOtlpReceiver, type OtlpReceiver } from './helpers/otlp-receiver.js';
+import { freePort } from './helpers/ports.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -48,14 +48,6 @@ const skip = skipReason();
 if (skip) console.log(`Prometheus dashboard tests skipped: ${skip}`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 interface PromSeries {
   metric: Record<string, string>;

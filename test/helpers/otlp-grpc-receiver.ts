@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Server, ServerCredentials, status as grpcStatus, loadPackageDefinition } from '@grpc/grpc-js';
 import type { sendUnaryData, ServerUnaryCall, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { jsonMetrics, jsonSpans, type OtlpReceiver, type ReceivedMetric, type ReceivedRequest, type ReceivedSpan } from './otlp-receiver.js';
+import { jsonMetrics, jsonSpans, latestMetrics, waitFor, type OtlpReceiver, type ReceivedMetric, type ReceivedRequest, type ReceivedSpan } from './otlp-receiver.js';
 
 const PROTO_DIR = join(import.meta.dirname, 'otlp-proto');
 const TRACE_PROTO = 'opentelemetry/proto/collector/trace/v1/trace_service.proto';
@@ -122,21 +122,8 @@ export async function startOtlpGrpcReceiver(opts: GrpcReceiverOptions = {}): Pro
     metrics,
     requests,
     errors,
-    latestMetrics() {
-      const out = new Map<string, ReceivedMetric>();
-      for (const m of metrics) {
-        const prev = out.get(m.name);
-        if (!prev || m.request >= prev.request) out.set(m.name, m);
-      }
-      return out;
-    },
-    async waitFor(pred, timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred()) {
-        if (Date.now() > deadline) throw new Error(`OTLP/gRPC receiver: condition not met within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
+    latestMetrics: () => latestMetrics(metrics),
+    waitFor: (pred, timeoutMs) => waitFor('OTLP/gRPC receiver', pred, timeoutMs),
     stop,
     restart: bind,
     close: stop,

@@ -153,21 +153,8 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
     metrics,
     requests,
     errors,
-    latestMetrics() {
-      const out = new Map<string, ReceivedMetric>();
-      for (const m of metrics) {
-        const prev = out.get(m.name);
-        if (!prev || m.request >= prev.request) out.set(m.name, m);
-      }
-      return out;
-    },
-    async waitFor(pred, timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred()) {
-        if (Date.now() > deadline) throw new Error(`OTLP receiver: condition not met within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
+    latestMetrics: () => latestMetrics(metrics),
+    waitFor: (pred, timeoutMs) => waitFor('OTLP receiver', pred, timeoutMs),
     close() {
       return new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -175,6 +162,25 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
       });
     },
   };
+}
+
+/** The latest exported value of each metric (cumulative temporality: the latest request has the totals). */
+export function latestMetrics(metrics: ReceivedMetric[]): Map<string, ReceivedMetric> {
+  const out = new Map<string, ReceivedMetric>();
+  for (const m of metrics) {
+    const prev = out.get(m.name);
+    if (!prev || m.request >= prev.request) out.set(m.name, m);
+  }
+  return out;
+}
+
+/** Resolves when `pred()` holds, polling every 10 ms; rejects after `timeoutMs`. */
+export async function waitFor(who: string, pred: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`${who}: condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
