@@ -87,13 +87,14 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       expect(kt.missing_runs).toBe(0); // every exit of the workload has its KVM_RUN record
     }
     measuredOrExplained(j.kvm_trace_aggregate);
+    expect(measuredOrExplained(j.kvm_trace_top)).toBe(cliHas('top'));
 
     // The smoke run never runs peers; each is still reported, with the reason.
     expect(Object.keys(j.peers).sort()).toEqual(['bpftrace', 'bpftrace_count', 'perf_trace', 'strace']);
     for (const p of Object.values(j.peers) as Array<Record<string, unknown>>) expect(measuredOrExplained(p)).toBe(false);
 
     // Throughput rows: a number once the module exists, else null with the reason.
-    if (existsSync(join(root, 'dist', 'src', 'ringbuf', 'producer.js'))) positive(j.ringbuf.records_per_s);
+    if (existsSync(join(root, 'dist', 'scripts', 'lib', 'ring-producer.js'))) positive(j.ringbuf.records_per_s);
     else expect(j.ringbuf.records_per_s).toBeNull();
     for (const t of [j.ringbuf, j.decoder]) {
       expect(typeof t.note).toBe('string');
@@ -103,6 +104,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
     expect(j.targets.map((t: { name: string }) => t.name)).toEqual([
       'full capture',
       'aggregate mode',
+      'top',
       'decoder',
       'attach time',
       'tracer RSS',

@@ -14,7 +14,7 @@ import { sampleTrace, toJsonl } from './report-fixtures.js';
 import { buildReportModel, buildReportModelFromFile, reportCounts, type ReportModel } from '../src/report/model.js';
 import { renderHtml, renderJson, renderText } from '../src/report/index.js';
 import { LatencyHistogram } from '../src/report/histogram.js';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { buildProgram } from '../src/cli/program.js';
 import { CliError } from '../src/cli/errors.js';
@@ -136,6 +136,21 @@ function countsFromText(text: string): Record<string, number> {
     if (e) for (const part of e[1].split(', ')) {
       const [r, n] = part.split(' ');
       c[`vcpu.${vcpu}.exits.${r}`] = Number(n);
+    }
+  }
+  // The exit table and the VMM handling time: columns two or more spaces apart.
+  let section = '';
+  let handling = '';
+  for (const line of text.split('\n')) {
+    if (/^\S/.test(line)) section = line.startsWith('KVM_RUN returns') ? 'exits' : line.startsWith('VMM handling') ? 'handling' : '';
+    const cells = line.trim().split(/\s{2,}/);
+    if (section === 'exits' && /^  \S/.test(line) && /^\d+$/.test(cells[1] ?? '') && cells[0] !== 'total') c[`exit.${cells[0]}.samples`] = Number(cells[1]);
+    const h = line.match(/^  pid (\d+) vm (\S+) vcpu (\S+) fd (\d+) .*: re-entries (\d+)  pending (\d+)$/);
+    if (section === 'handling' && h) {
+      handling = `handling.${h[1]}/${h[2]}/${h[3]}/${h[4]}`;
+      c[`${handling}.pending`] = Number(h[6]);
+    } else if (section === 'handling' && /^    \S/.test(line) && /^\d+$/.test(cells[1] ?? '')) {
+      c[cells[0] === 'all' ? `${handling}.re_entries` : `${handling}.exit.${cells[0]}`] = Number(cells[1]);
     }
   }
   return c;

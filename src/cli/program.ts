@@ -7,19 +7,13 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-
-export interface CliIo {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
-
-/** A subcommand module. */
-export type Register = (program: Command, io: CliIo) => void;
+import type { CliIo, Register } from './io.js';
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
   () => import('./commands/demo.js'),
   () => import('./commands/attach.js'),
+  () => import('./commands/top.js'),
   () => import('./commands/guest.js'),
   () => import('./commands/report.js'),
   () => import('./commands/abi.js'),

@@ -11,7 +11,7 @@
 import { Btf, type MemberLayout, type StructLayout } from '../btf/index.js';
 import { memoryView } from '../ffi/libc.js';
 import { exitReasonName } from './abi/ioctl-table.js';
-import { memberAt } from './abi/layout.js';
+import { memberAt } from '../cdata/layout.js';
 import { STRUCTS } from './abi/structs.js';
 
 /** Byte offsets of the kvm_run members kvm-trace reads or writes. */

@@ -11,13 +11,14 @@ import { stopSignal } from '../../capture/stop-signal.js';
 import { summaryText } from '../../capture/summary-text.js';
 import { JsonlSink } from '../../decode/jsonl-sink.js';
 import { LineSink } from '../../decode/format.js';
-import type { RecordSink } from '../../export/sink.js';
+import type { RecordSink } from '../../decode/sink.js';
 // Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
 // an export is asked for, see openOtel below.
 import { addOtelOptions, openOtel, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from './otel-lazy.js';
 import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import { pidArg } from '../arg-parsers.js';
+import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
 interface AttachCliOptions extends OtelCliValues {
@@ -32,12 +33,6 @@ interface AttachCliOptions extends OtelCliValues {
   lean?: boolean;
   aggregate?: boolean;
   verbose?: boolean;
-}
-
-function pidArg(raw: string, prev: number[]): number[] {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a process id`);
-  return [...prev, n];
 }
 
 function positive(raw: string): number {

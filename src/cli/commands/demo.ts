@@ -10,7 +10,7 @@ import { demoText, runDemo } from '../../capture/demo.js';
 import { addOtelOptions, openOtel, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from './otel-lazy.js';
 import { GuestUsageError, resolveScenarios, SCENARIO_CHOICES } from '../../guest/index.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
 interface DemoCliOptions extends OtelCliValues {
