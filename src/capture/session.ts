@@ -202,7 +202,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       extra: {
         rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
         no_enter: stats?.noEnter ?? 0,
-        state_full: stats?.stateFull ?? 0,
+        state_unavailable: stats?.stateUnavailable ?? 0,
         flags: analyzer.totals,
         attach_ms: attach?.attachMs ?? null,
         ...exitPath.fields(),
