@@ -19,6 +19,10 @@ const PACKAGES = {
   // ioctl stream must decode with no unknown names; clang compiles the BTF reader's test object (BTF kinds
   // gcc does not emit).
   test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang'],
+  // The kernel matrix (npm run test:kernels, also run by npm test): QEMU boots Debian's kernels, downloaded
+  // with apt-get download and given a modules.dep by depmod (kmod); busybox-static is the initramfs; xz
+  // unpacks .ko.xz modules; bpftool inside the guest lists BPF objects left behind.
+  kernels: ['qemu-system-x86', 'busybox-static', 'kmod', 'xz-utils', 'bpftool', 'libbpf1'],
   bench: ['libbpf1', 'gcc', 'libc6-dev'],
   peers: ['strace', 'linux-perf', 'bpftrace'],
   'bpf-build': ['clang', 'llvm', 'bpftool', 'libbpf-dev'],
@@ -70,7 +74,8 @@ function build() {
 }
 
 const wanted = [...PACKAGES.run];
-if (args.has('--test')) wanted.push(...PACKAGES.test);
+if (args.has('--test')) wanted.push(...PACKAGES.test, ...PACKAGES.kernels);
+if (args.has('--kernels')) wanted.push(...PACKAGES.kernels);
 if (args.has('--bench')) wanted.push(...PACKAGES.bench);
 if (args.has('--with-peers')) wanted.push(...PACKAGES.peers);
 if (args.has('--bpf-build')) wanted.push(...PACKAGES['bpf-build']);
