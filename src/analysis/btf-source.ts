@@ -4,6 +4,7 @@
  * the header's spellings mapped to BTF's ("unsigned long" is "long unsigned int" in BTF).
  */
 import { Btf } from '../btf/index.js';
+import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from '../btf/kernel.js';
 import type { TypeSize, TypeSource } from './types.js';
 
 const BTF_SPELLING: Record<string, string> = {
@@ -42,9 +43,15 @@ export function btfTypeSource(btf: Btf): TypeSource {
   };
 }
 
-/** The running kernel's types, or undefined with the reason when /sys/kernel/btf/vmlinux cannot be read. */
+/**
+ * The running kernel's types (vmlinux + kvm's module BTF, src/btf/kernel.ts), or those of the BTF file at
+ * `path` (a module's /sys/kernel/btf/NAME is read split over vmlinux); undefined with the reason when the
+ * BTF cannot be read.
+ */
 export function kernelTypeSource(path?: string): { types?: TypeSource; error?: string } {
   try {
+    if (path === undefined || path === VMLINUX_BTF) return { types: btfTypeSource(kernelBtf()) };
+    if (isModuleBtfPath(path)) return { types: btfTypeSource(kernelBtf({ kvm: path })) };
     return { types: btfTypeSource(Btf.vmlinux(path)) };
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
