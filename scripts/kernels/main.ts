@@ -8,8 +8,13 @@
  * killed on every exit path; a failure is one line on stderr and a non-zero exit.
  */
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CommanderError } from 'commander';
+import { runChecklist } from './checklist.js';
+import { shQuote } from './exec.js';
+import { failedRow, kernelOk, type KernelResult } from './result.js';
+import { markdownTable, textTable } from './table.js';
 import { cacheDir, KernelFetchError, prepareKernel } from './cache.js';
 import { jobScript } from './exec.js';
 import { parseOptions, UsageError, type MatrixOptions } from './options.js';
@@ -58,8 +63,54 @@ async function main(): Promise<number> {
     throw e;
   }
   if (o.exec !== undefined) return execMode(o, o.exec);
-  log('the checklist is not written yet; use --exec');
-  return 2;
+  return matrixMode(o);
+}
+
+const CHECKLIST = join(dirname(fileURLToPath(import.meta.url)), 'checklist.js');
+
+/** One kernel: boot it, run the checklist inside, read its result (or describe why there is none). */
+async function checkKernel(o: MatrixOptions, pkg: string): Promise<KernelResult> {
+  let tree;
+  try {
+    tree = prepareKernel(pkg, log);
+  } catch (err) {
+    if (err instanceof KernelFetchError) return failedRow(pkg, err.message);
+    throw err;
+  }
+  log(`${pkg}: booting (TCG, ${o.smp} vCPUs) and running the checklist`);
+  const cmd = `node ${shQuote(CHECKLIST)} --kernel ${shQuote(pkg)} --exits ${o.exits} --out "$KT_OUT/result.json"`;
+  const run = await runInGuest(tree, jobScript(cmd, o.cwd), bootOptions(o, pkg));
+  const timing = { boot_s: run.bootS, checklist_s: run.jobS, wall_s: run.wallS, ...(run.retried ? { retried: run.retried } : {}) };
+  const raw = run.files['result.json'];
+  if (raw && !run.failure) {
+    try {
+      return { ...(JSON.parse(raw) as KernelResult), ...timing };
+    } catch {
+      // fall through: a truncated result is a failed checklist
+    }
+  }
+  const why = run.failure ?? `the checklist failed (exit ${run.status}): ${run.stderr.trim().split('\n').pop() ?? ''}`;
+  return { ...failedRow(pkg, why), ...timing };
+}
+
+async function matrixMode(o: MatrixOptions): Promise<number> {
+  const t0 = performance.now();
+  const results: KernelResult[] = [];
+  if (o.host) {
+    log('host: running the checklist on the running kernel');
+    const h0 = performance.now();
+    results.push({ ...(await runChecklist('host', o.exits)), wall_s: (performance.now() - h0) / 1000 });
+  }
+  for (const pkg of o.kernels) {
+    const r = await checkKernel(o, pkg);
+    log(`${pkg}: ${kernelOk(r) ? 'pass' : 'FAIL'} (boot ${r.boot_s?.toFixed(1) ?? '?'} s, checklist ${r.checklist_s?.toFixed(1) ?? '?'} s, total ${r.wall_s?.toFixed(1) ?? '?'} s)`);
+    results.push(r);
+  }
+  const ok = results.every(kernelOk);
+  if (o.json) process.stdout.write(`${JSON.stringify({ ok, wall_s: (performance.now() - t0) / 1000, kernels: results })}\n`);
+  else if (o.markdown) process.stdout.write(markdownTable(results));
+  else process.stdout.write(textTable(results));
+  return ok ? 0 : 1;
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
