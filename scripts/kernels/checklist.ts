@@ -10,7 +10,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TraceRecord } from '../../src/decode/records.js';
 import { countIds, describeIds, processBpfIds, remainingAfter, type BpfIdSet } from './bpf-objects.js';
@@ -18,10 +18,10 @@ import { attachedCopyHooks, hooksFromJson, parseStrategyLines, type Hooks } from
 import type { DemoStats, KernelResult, KvmInfo } from './result.js';
 import { checkCopyRules } from './rule-check.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
+import { repoRoot } from '../bench/paths.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
-const CLI = join(root, pkg.bin['kvm-trace']);
+/** The CLI as a user runs it: the package's `kvm-trace` bin. */
+const CLI = join(repoRoot, (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['kvm-trace']);
 
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(name);

@@ -29,6 +29,8 @@ export interface BootOptions {
   log: (line: string) => void;
   /** Where the last console of each kernel is kept (for a failure's diagnosis). */
   consoleLog?: string;
+  /** Replaces the guest's /init script (tests: a kernel that dies while booting). */
+  init?: string;
 }
 
 export interface GuestRun {
@@ -156,7 +158,7 @@ export async function runInGuest(tree: KernelTree, jobScript: string, opts: Boot
   const t0 = performance.now();
   const work = mkdtempSync(join(tmpdir(), 'kt-kernel-'));
   try {
-    writeFileSync(join(work, 'initrd.gz'), buildInitramfs(tree));
+    writeFileSync(join(work, 'initrd.gz'), buildInitramfs(tree, opts.init));
     let retried: string | undefined;
     for (let n = 1; ; n++) {
       const out = join(work, 'out');

@@ -78,6 +78,9 @@ function droppedCopyHooks(r: KernelResult): string {
 
 const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
 
+/** The table's columns, in order ('boot' appears only when a kernel never reached the checklist). */
+export const CHECK_NAMES = ['kvm', 'btf', 'strategy', 'copy hooks', 'demo', 'copy rules', 'abi --check', 'teardown'] as const;
+
 /** The checks of one kernel, in table order. */
 export function checksOf(r: KernelResult): Check[] {
   const ok = (name: string, pass: boolean, detail: string): Check => ({ name, state: pass ? 'ok' : 'fail', detail });

@@ -3,7 +3,7 @@
  * "Supported kernels" Markdown table (kernel, KVM built in / module, strategy, hooks attached, observed vs
  * derived copies, result).
  */
-import { checksOf, kernelOk, type KernelResult } from './result.js';
+import { CHECK_NAMES, checksOf, kernelOk, type KernelResult } from './result.js';
 
 const mark = (s: 'ok' | 'fail' | 'n/a'): string => (s === 'ok' ? 'ok' : s === 'fail' ? 'FAIL' : 'n/a');
 
@@ -17,14 +17,15 @@ function pad(rows: string[][]): string {
 }
 
 export function textTable(results: readonly KernelResult[]): string {
-  const names = checksOf(results[0]).map((c) => c.name).filter((n) => n !== 'boot');
+  const names = [...CHECK_NAMES];
   const rows = [['kernel', ...names, 'time']];
   const notes: string[] = [];
   for (const r of results) {
     const checks = checksOf(r);
     const time = r.wall_s !== undefined ? `${r.wall_s.toFixed(0)} s` : r.checklist_s !== undefined ? `${r.checklist_s.toFixed(0)} s` : '';
-    rows.push([kernelLabel(r), ...names.map((n) => mark(checks.find((c) => c.name === n)?.state ?? 'fail')), time]);
-    for (const c of checks) if (c.state !== 'ok') notes.push(`  ${kernelLabel(r)} ${c.name}: ${c.state === 'fail' ? 'FAIL' : 'n/a'}: ${c.detail}`);
+    const never = r.failure !== undefined && r.release === '?';
+    rows.push([kernelLabel(r), ...names.map((n) => (never ? '—' : mark(checks.find((c) => c.name === n)?.state ?? 'fail'))), time]);
+    for (const c of never ? checks.slice(0, 1) : checks) if (c.state !== 'ok') notes.push(`  ${kernelLabel(r)} ${c.name}: ${c.state === 'fail' ? 'FAIL' : 'n/a'}: ${c.detail}`);
     if (r.retried) notes.push(`  ${kernelLabel(r)}: ${r.retried}`);
   }
   const verdict = results.every(kernelOk) ? 'all kernels pass' : `${results.filter((r) => !kernelOk(r)).length} of ${results.length} kernels FAIL`;
