@@ -90,7 +90,10 @@ export function fetchDeb(pkg: string, log: (line: string) => void, dir = cacheDi
 function treeOf(pkg: string, root: string): KernelTree {
   const modRoot = join(root, 'lib', 'modules');
   const releases = existsSync(modRoot) ? readdirSync(modRoot) : [];
-  if (releases.length !== 1) throw new KernelFetchError(`${pkg}: expected one lib/modules/<release> in the package, found ${releases.length}`);
+  if (releases.length !== 1) {
+    const hint = releases.length === 0 ? ' (a meta-package? name a versioned one, e.g. linux-image-6.12.111+deb12-amd64)' : '';
+    throw new KernelFetchError(`${pkg}: expected one lib/modules/<release> in the package, found ${releases.length}${hint}`);
+  }
   const release = releases[0];
   const vmlinuz = join(root, 'boot', `vmlinuz-${release}`);
   if (!existsSync(vmlinuz)) throw new KernelFetchError(`${pkg}: no boot/vmlinuz-${release} in the package`);

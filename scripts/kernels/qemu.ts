@@ -158,7 +158,13 @@ export async function runInGuest(tree: KernelTree, jobScript: string, opts: Boot
   const t0 = performance.now();
   const work = mkdtempSync(join(tmpdir(), 'kt-kernel-'));
   try {
-    writeFileSync(join(work, 'initrd.gz'), buildInitramfs(tree, opts.init));
+    try {
+      writeFileSync(join(work, 'initrd.gz'), buildInitramfs(tree, opts.init));
+    } catch (err) {
+      // e.g. a cloud kernel without 9p: this harness cannot give it the host's root.
+      const failure = `cannot build an initramfs that reaches the host's root over virtio-9p: ${(err as Error).message}`;
+      return { kernel: tree.pkg, status: null, stdout: '', stderr: '', files: {}, failure, bootS: 0, jobS: 0, wallS: (performance.now() - t0) / 1000 };
+    }
     let retried: string | undefined;
     for (let n = 1; ; n++) {
       const out = join(work, 'out');
