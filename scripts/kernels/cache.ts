@@ -100,25 +100,36 @@ function treeOf(pkg: string, root: string): KernelTree {
   return { pkg, release, root, vmlinuz, modules: join(modRoot, release) };
 }
 
-/** Download (once), unpack (once) and depmod a kernel package; returns where its files are. */
+/**
+ * Download (once), unpack (once) and depmod a kernel package; returns where its files are. The tree is
+ * built in a private folder and renamed into place, so two runs on a cold cache do not trip over each other.
+ */
 export function prepareKernel(pkg: string, log: (line: string) => void, dir = cacheDir()): KernelTree {
   checkPackageName(pkg);
   const root = join(dir, 'trees', pkg);
   if (existsSync(join(root, '.kt-complete'))) return treeOf(pkg, root);
   const deb = fetchDeb(pkg, log, dir);
   log(`unpacking ${deb.split('/').pop()} (dpkg -x, depmod -b)`);
-  rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
+  const part = join(dir, 'trees', `.part-${pkg}-${process.pid}`);
+  rmSync(part, { recursive: true, force: true });
+  mkdirSync(part, { recursive: true });
   try {
-    execFileSync('dpkg', ['-x', deb, root], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const tree = treeOf(pkg, root);
-    execFileSync('depmod', ['-b', root, tree.release], { stdio: ['ignore', 'ignore', 'pipe'] });
-    writeFileSync(join(root, '.kt-complete'), `${new Date().toISOString()}\n`);
-    return tree;
+    execFileSync('dpkg', ['-x', deb, part], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const tree = treeOf(pkg, part);
+    execFileSync('depmod', ['-b', part, tree.release], { stdio: ['ignore', 'ignore', 'pipe'] });
+    writeFileSync(join(part, '.kt-complete'), `${new Date().toISOString()}\n`);
+    rmSync(root, { recursive: true, force: true }); // an incomplete tree of an interrupted run
+    try {
+      renameSync(part, root);
+    } catch (err) {
+      if (!existsSync(join(root, '.kt-complete'))) throw err; // else another run finished first: use its tree
+    }
+    return treeOf(pkg, root);
   } catch (err) {
-    rmSync(root, { recursive: true, force: true });
     if (err instanceof KernelFetchError) throw err;
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
     throw new KernelFetchError(`cannot unpack ${pkg}: ${e.stderr?.toString().trim() || e.code || e.message}`);
+  } finally {
+    rmSync(part, { recursive: true, force: true });
   }
 }

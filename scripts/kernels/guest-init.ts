@@ -41,11 +41,11 @@ mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/shm $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
-mount -t tmpfs -o mode=0755 tmpfs $R/run
+# /tmp and /run stay the overlay's (host content visible, writes in the tmpfs): a checkout or a kernel
+# cache under /tmp must stay reachable.
 mkdir -p $R${GUEST_OUT} && mount --bind /out $R${GUEST_OUT} || fail "bind kt-out"
 MODS=$R/lib/modules/$(uname -r)
-mkdir -p $MODS && mount --bind $R$KT_MODULES $MODS || fail "bind modules"
+mkdir -p $MODS && mount --bind /lower$KT_MODULES $MODS || fail "bind modules"
 mark ROOT-READY
 chroot $R /sbin/modprobe -a $KT_LOAD >/out/modprobe.log 2>&1 || mark "MODPROBE-FAILED $KT_LOAD"
 mark JOB-START
