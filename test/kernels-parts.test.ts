@@ -234,7 +234,10 @@ describe('tables', () => {
   it('markdown: the README columns', () => {
     const md = markdownTable([row()]).trim().split('\n');
     expect(md[0]).toBe('| kernel | KVM | strategy | hooks | copies observed / derived | result |');
-    expect(md[2]).toBe('| linux-image-6.12.111+deb12-amd64 | module (kvm_amd, module BTF) | kprobe | 1 attached; dropped: kt_copy_from_user_kprobe | 5 / 20 | pass |');
+    expect(md[2]).toBe('| linux-image-6.12.111+deb12-amd64 | module (kvm_amd, module BTF) | kprobe | 1 attached; dropped: kt_copy_from_user_kprobe (EINVAL) | 5 / 20 | pass |');
+    const failing = markdownTable([row({ demo: null, strategy: 'none', demo_error: 'loading /src/kt/bpf/x.bpf.o failed: EINVAL' })], '/src/kt');
+    expect(failing).toContain('| FAIL: strategy, demo |');
+    expect(failing).toContain('- linux-image-6.12.111+deb12-amd64, demo: loading bpf/x.bpf.o failed: EINVAL');
   });
 });
 

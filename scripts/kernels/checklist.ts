@@ -141,6 +141,7 @@ export async function runChecklist(kernel: string, exits: number): Promise<Kerne
       strategy: demoJson?.strategy ?? summary?.strategy ?? 'none',
       strategy_reason: lines.reason ?? lastLine(demoRun.stderr),
       hooks,
+      programs_attached: lines.programs ?? null,
       copy_hooks: attachedCopyHooks(hooks),
       demo: demoJson ? demoStats(demoJson) : null,
       ...(demoJson ? {} : { demo_error: demoError(demoRun, attach.stderr) }),

@@ -7,11 +7,12 @@
  * This file is the bin: the only place that touches process.argv, signals and process.exit. QEMU is
  * killed on every exit path; a failure is one line on stderr and a non-zero exit.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CommanderError } from 'commander';
 import { runChecklist } from './checklist.js';
+import { repoRoot } from '../bench/paths.js';
 import { shQuote } from './exec.js';
 import { failedRow, kernelOk, type KernelResult } from './result.js';
 import { markdownTable, textTable } from './table.js';
@@ -63,6 +64,7 @@ async function main(): Promise<number> {
     throw e;
   }
   if (o.exec !== undefined) return execMode(o, o.exec);
+  if (o.fromJson !== undefined) return render(o, readSaved(o.fromJson));
   return matrixMode(o);
 }
 
@@ -106,11 +108,31 @@ async function matrixMode(o: MatrixOptions): Promise<number> {
     log(`${pkg}: ${kernelOk(r) ? 'pass' : 'FAIL'} (boot ${r.boot_s?.toFixed(1) ?? '?'} s, checklist ${r.checklist_s?.toFixed(1) ?? '?'} s, total ${r.wall_s?.toFixed(1) ?? '?'} s)`);
     results.push(r);
   }
-  const ok = results.every(kernelOk);
-  if (o.json) process.stdout.write(`${JSON.stringify({ ok, wall_s: (performance.now() - t0) / 1000, kernels: results })}\n`);
-  else if (o.markdown) process.stdout.write(markdownTable(results));
-  else process.stdout.write(textTable(results));
-  return ok ? 0 : 1;
+  return render(o, { ok: results.every(kernelOk), wall_s: (performance.now() - t0) / 1000, kernels: results });
+}
+
+interface MatrixOutput {
+  ok: boolean;
+  wall_s: number;
+  kernels: KernelResult[];
+}
+
+function render(o: MatrixOptions, out: MatrixOutput): number {
+  if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+  else if (o.markdown) process.stdout.write(markdownTable(out.kernels, repoRoot));
+  else process.stdout.write(textTable(out.kernels));
+  return out.kernels.every(kernelOk) ? 0 : 1;
+}
+
+function readSaved(file: string): MatrixOutput {
+  let out: MatrixOutput;
+  try {
+    out = JSON.parse(readFileSync(file, 'utf8')) as MatrixOutput;
+  } catch (err) {
+    throw new UsageError(`cannot read ${file} as a saved --json run: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (!Array.isArray(out?.kernels) || out.kernels.length === 0) throw new UsageError(`${file} is not a saved --json run (no "kernels")`);
+  return out;
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -125,7 +147,7 @@ main().then(
   (code) => process.exit(code),
   (err: unknown) => {
     killAllGuests();
-    log(err instanceof KernelFetchError ? err.message : `failed: ${(err as Error).message ?? String(err)}`);
-    process.exit(1);
+    log(err instanceof KernelFetchError || err instanceof UsageError ? err.message : `failed: ${(err as Error).message ?? String(err)}`);
+    process.exit(err instanceof UsageError ? 2 : 1);
   },
 );

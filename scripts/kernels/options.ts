@@ -18,6 +18,8 @@ export interface MatrixOptions {
   markdown: boolean;
   /** Add a row for the running kernel (the checklist run directly, no QEMU). */
   host: boolean;
+  /** Render this saved `--json` output instead of running anything. */
+  fromJson?: string;
   smp: number;
   memMb: number;
   exits: number;
@@ -55,6 +57,7 @@ export function matrixCommand(): Command {
     .option('--json', 'print one JSON object on stdout instead of the table')
     .option('--markdown', 'print the table as Markdown (the README\'s "Supported kernels")')
     .option('--host', 'add a row for the running kernel (checklist run here, without QEMU)')
+    .option('--from-json <file>', 'print the table (or --markdown) of a saved --json run; boots nothing')
     .option('--smp <n>', 'vCPUs of the emulated machine', intIn('--smp', 1, 8), 2)
     .option('--mem <mb>', 'memory of the emulated machine (MiB)', intIn('--mem', 512, 16384), 2048)
     .option('--exits <n>', 'exits per vCPU and scenario of the demo inside the guest (TCG: ≈ 90 µs per exit)', intIn('--exits', 1, 100000), 20)
@@ -84,6 +87,7 @@ export function parseOptions(argv: string[]): MatrixOptions {
     json?: boolean;
     markdown?: boolean;
     host?: boolean;
+    fromJson?: string;
     smp: number;
     mem: number;
     exits: number;
@@ -98,6 +102,7 @@ export function parseOptions(argv: string[]): MatrixOptions {
     json: !!o.json,
     markdown: !!o.markdown,
     host: !!o.host,
+    fromJson: o.fromJson,
     smp: o.smp,
     memMb: o.mem,
     exits: o.exits,

@@ -38,6 +38,8 @@ export interface KernelResult {
   strategy: string;
   strategy_reason: string;
   hooks: Hooks;
+  /** "attached: N programs" as kvm-trace printed it (null when it attached nothing). */
+  programs_attached: number | null;
   copy_hooks: string[];
   demo: DemoStats | null;
   demo_error?: string;
@@ -134,6 +136,7 @@ export function failedRow(kernel: string, failure: string): KernelResult {
     strategy: 'none',
     strategy_reason: failure,
     hooks: {},
+    programs_attached: null,
     copy_hooks: [],
     demo: null,
     demo_error: failure,

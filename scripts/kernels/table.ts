@@ -34,26 +34,30 @@ export function textTable(results: readonly KernelResult[]): string {
 
 function hooksCell(r: KernelResult): string {
   const all = Object.entries(r.hooks);
-  if (all.length === 0) return r.demo ? `${r.strategy} set` : '—';
-  const on = all.filter(([, s]) => s.attached).map(([n]) => n);
-  const off = all.filter(([, s]) => !s.attached).map(([n]) => n);
-  return [on.length ? `${on.length} attached` : '', off.length ? `dropped: ${off.join(', ')}` : ''].filter(Boolean).join('; ');
+  const on = all.filter(([, s]) => s.attached).length || r.programs_attached;
+  const off = all.filter(([, s]) => !s.attached).map(([n, s]) => `${n}${s.reason ? ` (${s.reason})` : ''}`);
+  return [on ? `${on} attached` : 'none attached', off.length ? `dropped: ${off.join(', ')}` : ''].filter(Boolean).join('; ');
 }
 
-/** Markdown: the README's "Supported kernels" table. */
-export function markdownTable(results: readonly KernelResult[]): string {
-  const esc = (s: string): string => s.replace(/\|/g, '\\|');
+/**
+ * Markdown: the README's "Supported kernels" table, then one line per failed check. `stripPrefix` (the
+ * checkout's path) is cut from the details so the README does not name one machine's folders.
+ */
+export function markdownTable(results: readonly KernelResult[], stripPrefix?: string): string {
+  const esc = (s: string): string => (stripPrefix ? s.split(`${stripPrefix}/`).join('') : s).replace(/\|/g, '\\|');
   const lines = [
     '| kernel | KVM | strategy | hooks | copies observed / derived | result |',
     '|---|---|---|---|---|---|',
   ];
+  const notes: string[] = [];
   for (const r of results) {
     const kvm = r.kvm.kvm === 'module' ? `module (${r.kvm.vendor ?? '?'}${r.kvm.module_btf ? ', module BTF' : ''})` : r.kvm.kvm;
     const failed = checksOf(r).filter((c) => c.state === 'fail');
-    const result = failed.length === 0 ? 'pass' : `FAIL: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`;
+    for (const c of failed) notes.push(`- ${esc(kernelLabel(r))}, ${c.name}: ${esc(c.detail)}`);
+    const result = failed.length === 0 ? 'pass' : `FAIL: ${failed.map((c) => c.name).join(', ')}`;
     lines.push(
       `| ${esc(kernelLabel(r))} | ${esc(kvm)} | ${esc(r.strategy)} | ${esc(hooksCell(r))} | ${r.observed_copies} / ${r.derived_copies} | ${esc(result)} |`,
     );
   }
-  return `${lines.join('\n')}\n`;
+  return `${lines.join('\n')}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}`;
 }
