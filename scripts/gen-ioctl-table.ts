@@ -324,7 +324,7 @@ function main(): void {
     const ioctlTs = [
       banner(`Every KVM ioctl (#define ... _IO*(KVMIO, ...)) of the header: ${table.length} with numbers on x86_64, ` +
         `${unavailable.length} whose argument type exists only on other architectures.`, headers, version),
-      "import type { IoctlDef, UnavailableIoctl } from './ioctl-table.js';",
+      "import type { IoctlDef, UnavailableIoctl } from './ioctl-def.js';",
       '',
       `export const KVM_HEADER_VERSION = ${JSON.stringify(version)};`,
       '',

@@ -15,7 +15,7 @@ import {
 } from '../src/analysis/abi/index.js';
 import { ioc, ior, iow, io, KVMIO } from '../src/kvm/abi/ioc.js';
 import { IOCTLS, ioctlByName, type IoctlDef } from '../src/kvm/abi/ioctl-table.js';
-import { array, struct, u16, u32, u64, u8, type RecordType } from '../src/kvm/abi/layout.js';
+import { array, struct, u16, u32, u64, u8, type RecordType } from '../src/cdata/layout.js';
 import { STRUCTS } from '../src/kvm/abi/structs.js';
 import { buildProgram } from '../src/cli/program.js';
 import { CliError } from '../src/cli/errors.js';

@@ -13,12 +13,12 @@ import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
 import { aggBucket, aggBucketBounds, aggQuantile, type AggCounters } from '../src/bpf/aggregate.js';
-import { KT_AGG_BUCKETS } from '../src/decode/event-layout.js';
+import { KT_AGG_BUCKETS } from '../src/bpf/event-layout.js';
 import type { TraceRecord } from '../src/decode/records.js';
 import { close, ioctlRaw, open, O_CLOEXEC, O_RDWR } from '../src/ffi/libc.js';
 import { cmdHex, ioc, KVMIO } from '../src/kvm/abi/ioc.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
-import type { RecordSink } from '../src/export/sink.js';
+import type { RecordSink } from '../src/decode/sink.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
 import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
 

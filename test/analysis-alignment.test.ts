@@ -11,8 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
-import { findMember } from '../src/analysis/types.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
+import { findMember } from '../src/btf/layout.js';
 import { ioc, KVMIO } from '../src/kvm/abi/ioc.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 

@@ -6,10 +6,11 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import type { CopyRecord, IoctlRecord } from '../src/decode/records.js';
-import { bufferGeometry, lineSpan, parseAddr, systemLineSize } from '../src/analysis/cacheline.js';
-import { deriveCopies } from '../src/analysis/copy-rules.js';
+import { bufferGeometry, lineSpan, systemLineSize } from '../src/analysis/cacheline.js';
+import { parseAddr } from '../src/cdata/values.js';
+import { deriveCopies } from '../src/kvm/abi/copy-rules.js';
 import { CopyJoiner, FlagAnalyzer, flagRecord } from '../src/analysis/flags.js';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 
 describe('cache-line geometry', () => {

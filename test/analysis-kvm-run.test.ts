@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
 import { EXIT_UNION_MEMBER, exitUnion, kvmRunBlocks, kvmRunLines } from '../src/analysis/kvm-run-lines.js';
-import type { StructLayout } from '../src/analysis/types.js';
+import type { StructLayout } from '../src/btf/layout.js';
 import { KVM_EXIT } from '../src/kvm/abi/exit-reasons.generated.js';
 
 const { types, error } = kernelTypeSource();

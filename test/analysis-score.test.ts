@@ -11,8 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { BufferFlag, IoctlRecord, TraceRecord } from '../src/decode/records.js';
 import { scoreFlags, type TruthIoctl } from '../src/analysis/score.js';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
-import { findMember } from '../src/analysis/types.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
+import { findMember } from '../src/btf/layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 
 const flag = (addr: string, dir: BufferFlag['dir'], misaligned: boolean, cross: boolean): BufferFlag =>

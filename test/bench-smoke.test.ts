@@ -93,7 +93,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
     for (const p of Object.values(j.peers) as Array<Record<string, unknown>>) expect(measuredOrExplained(p)).toBe(false);
 
     // Throughput rows: a number once the module exists, else null with the reason.
-    if (existsSync(join(root, 'dist', 'src', 'ringbuf', 'producer.js'))) positive(j.ringbuf.records_per_s);
+    if (existsSync(join(root, 'dist', 'scripts', 'lib', 'ring-producer.js'))) positive(j.ringbuf.records_per_s);
     else expect(j.ringbuf.records_per_s).toBeNull();
     for (const t of [j.ringbuf, j.decoder]) {
       expect(typeof t.note).toBe('string');

@@ -6,16 +6,17 @@
 import { accessSync, constants } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Btf } from '../src/btf/index.js';
-import { countFor, flexibleArrayOf } from '../src/decode/flex-count.js';
+import { countFor, flexibleArrayOf } from '../src/kvm/abi/flex-count.js';
 import { flexArrayRules } from '../src/bpf/flex-arrays.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
 import { Decoder } from '../src/decode/decoder.js';
 import type { IoctlRecord, TraceRecord } from '../src/decode/records.js';
-import { HDR, KT_EV_IOCTL, KT_F_IN_FAULT, KT_F_IN_TRUNC, KT_F_OUT_TRUNC, parseIoctl, recordType } from '../src/decode/event-layout.js';
+import { HDR, KT_EV_IOCTL, KT_F_IN_FAULT, KT_F_IN_TRUNC, KT_F_OUT_TRUNC } from '../src/bpf/event-layout.js';
+import { parseIoctl, recordType } from './helpers/kt-records.js';
 import { RingBufferConsumer } from '../src/ringbuf/consumer.js';
 import { Kvm } from '../src/kvm/system.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
-import { findMember } from '../src/analysis/types.js';
+import { findMember } from '../src/btf/layout.js';
 import { ioctlRaw, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, memoryView, mmap, munmap, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE } from '../src/ffi/libc.js';
 import { bpfSkipReason, headerDefine } from './bpf-support.js';
 

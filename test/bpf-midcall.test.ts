@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KT_F_NO_ENTER, KT_F_RUN, KT_FD_VCPU } from '../src/decode/event-layout.js';
+import { KT_F_NO_ENTER, KT_F_RUN, KT_FD_VCPU } from '../src/bpf/event-layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
 import { bpfSkipReason, headerDefine, RingCollector } from './bpf-support.js';

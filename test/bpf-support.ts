@@ -9,10 +9,8 @@ import { packageRoot } from '../src/bpf/paths.js';
 import { kernelBpfIds, libbpfUnavailable, ringBufferNew, sampleView, type LibbpfRingBuffer } from '../src/ffi/libbpf.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
 import { MAP_ANONYMOUS, MAP_SHARED, memoryView, mmap, munmap, PROT_READ, PROT_WRITE } from '../src/ffi/libc.js';
+import { KT_EV_FD, KT_EV_IOCTL, KT_EV_MMAP } from '../src/bpf/event-layout.js';
 import {
-  KT_EV_FD,
-  KT_EV_IOCTL,
-  KT_EV_MMAP,
   parseFd,
   parseIoctl,
   parseMmap,
@@ -20,11 +18,11 @@ import {
   type KtFdEvent,
   type KtIoctlEvent,
   type KtMmapEvent,
-} from '../src/decode/event-layout.js';
+} from './helpers/kt-records.js';
 import { Kvm } from '../src/kvm/system.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { STRUCTS } from '../src/kvm/abi/structs.js';
-import { memberAt } from '../src/kvm/abi/layout.js';
+import { memberAt } from '../src/cdata/layout.js';
 import { ioctlPtr } from '../src/ffi/libc.js';
 
 /** Why the real-kernel bpf tests cannot run here, or undefined when they must run (and pass). */

@@ -1,5 +1,5 @@
 // Nothing of ours remains in the kernel after the process that attached is stopped by SIGINT or SIGTERM,
-// or dies of a thrown error: a real child process (dist/src/bpf/standalone.js) attaches, prints its
+// or dies of a thrown error: a real child process (dist/scripts/bpf-standalone.js) attaches, prints its
 // program/map/link ids, and we compare them with the kernel's lists afterwards.
 import { createInterface } from 'node:readline';
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,7 +15,7 @@ const skip = bpfSkipReason(false);
 if (skip) console.log(`bpf-teardown tests skipped: ${skip}`);
 
 const root = packageRoot();
-const standalone = join(root, 'dist', 'src', 'bpf', 'standalone.js');
+const standalone = join(root, 'dist', 'scripts', 'bpf-standalone.js');
 
 interface ChildResult {
   ids: BpfIds;

@@ -5,7 +5,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NotSupportedError } from '../src/ffi/errors.js';
 import { kernelBpfIds } from '../src/ffi/libbpf.js';
 import { gettid } from '../src/ffi/libc.js';
-import { KT_F_NO_ENTER, KT_F_RUN, KT_FD_CLOSE, KT_FD_OPEN, KT_FD_SYSTEM, KT_FD_VCPU, KT_FD_VM, KT_RUN_SNAP } from '../src/decode/event-layout.js';
+import {
+  KT_F_NO_ENTER,
+  KT_F_RUN,
+  KT_FD_CLOSE,
+  KT_FD_OPEN,
+  KT_FD_SYSTEM,
+  KT_FD_VCPU,
+  KT_FD_VM,
+  KT_RUN_SNAP,
+} from '../src/bpf/event-layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { kvmRunLayout } from '../src/kvm/kvm-run.js';
 import { probeFeature } from '../src/bpf/features.js';

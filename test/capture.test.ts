@@ -15,7 +15,7 @@ import { stopSignal } from '../src/capture/stop-signal.js';
 import { matchGroundTruth } from '../src/capture/ground-truth.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
 import type { TraceRecord } from '../src/decode/records.js';
-import type { RecordSink } from '../src/export/sink.js';
+import type { RecordSink } from '../src/decode/sink.js';
 import { bpfSkipReason } from './bpf-support.js';
 
 const skip = bpfSkipReason();

@@ -2,8 +2,8 @@
 // layout DSL (uapi member order, offsets by C rules — independent of BTF), and, in the second half, taken
 // from REAL KVM ioctls on this machine and compared with the DSL's own decoding of the same bytes.
 import { describe, expect, it } from 'vitest';
-import { KT_FD_SYSTEM, KT_FD_VCPU, KT_FD_VM, KT_F_OUT_TRUNC } from '../src/decode/event-layout.js';
-import { array, decode, s32, struct, u16, u32, u64, u8, union } from '../src/kvm/abi/layout.js';
+import { KT_FD_SYSTEM, KT_FD_VCPU, KT_FD_VM, KT_F_OUT_TRUNC } from '../src/bpf/event-layout.js';
+import { array, decode, s32, struct, u16, u32, u64, u8, union } from '../src/cdata/layout.js';
 import { STRUCTS } from '../src/kvm/abi/structs.js';
 import { Harness, bytesOf, cmdOf, put } from './decode-helpers.js';
 

@@ -7,7 +7,7 @@ import type { FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from '../src/de
 import { SummaryBuilder } from '../src/decode/summary.js';
 import { RingBufferConsumer } from '../src/ringbuf/consumer.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
-import { HDR } from '../src/decode/event-layout.js';
+import { HDR } from '../src/bpf/event-layout.js';
 import { GUEST_BYTE, GUEST_PORT, bpfSkipReason, runPioGuest } from './bpf-support.js';
 
 const skip = bpfSkipReason();

@@ -1,8 +1,8 @@
 // KVM_RUN exits decoded from the kvm_run snapshot in the record (offsets from the kernel's BTF). Snapshots
 // are built with the C layout DSL's struct kvm_run (uapi order, C rules), independent of BTF.
 import { describe, expect, it } from 'vitest';
-import { KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/decode/event-layout.js';
-import { array, memberAt, struct, u32, u64, union } from '../src/kvm/abi/layout.js';
+import { KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/bpf/event-layout.js';
+import { array, memberAt, struct, u32, u64, union } from '../src/cdata/layout.js';
 import { STRUCTS } from '../src/kvm/abi/structs.js';
 import { Harness, cmdOf, put } from './decode-helpers.js';
 

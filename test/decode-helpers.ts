@@ -1,8 +1,8 @@
 // Shared by the decode*.test.ts files: build raw kt_* records and run them through a real Decoder.
 import { Decoder } from '../src/decode/decoder.js';
-import { encodeIoctl, type IoctlInit } from '../src/decode/event-layout.js';
+import { encodeIoctl, type IoctlInit } from './helpers/kt-records.js';
 import type { IoctlRecord, TraceRecord } from '../src/decode/records.js';
-import { encode, type CValue, type RecordType } from '../src/kvm/abi/layout.js';
+import { encode, type CValue, type RecordType } from '../src/cdata/layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 
 export const cmdOf = (name: string): number => ioctlByName(name).cmd;

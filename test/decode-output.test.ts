@@ -9,8 +9,10 @@ import { formatDuration, formatRecord } from '../src/decode/format.js';
 import { JsonlSink } from '../src/decode/jsonl-sink.js';
 import { recordJson } from '../src/decode/json.js';
 import { Decoder } from '../src/decode/decoder.js';
-import { decodeStream, frameRecords } from '../src/decode/stream.js';
-import { encodeIoctl, KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/decode/event-layout.js';
+import { decodeStream } from '../src/decode/stream.js';
+import { frameRecords } from '../src/ringbuf/stream.js';
+import { KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/bpf/event-layout.js';
+import { encodeIoctl } from './helpers/kt-records.js';
 import type { IoctlRecord, TraceRecord } from '../src/decode/records.js';
 import { LatencyHistogram, SummaryBuilder } from '../src/decode/summary.js';
 

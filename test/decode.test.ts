@@ -12,20 +12,17 @@ import {
   KT_F_NO_ENTER,
   KT_F_RUN,
   KT_RUN_SNAP,
-  encodeCopy,
-  encodeExit,
-  encodeFd,
-  encodeIoctl,
-  encodeMmap,
-} from '../src/decode/event-layout.js';
-import { decodeStream, frameRecords } from '../src/decode/stream.js';
+} from '../src/bpf/event-layout.js';
+import { encodeCopy, encodeExit, encodeFd, encodeIoctl, encodeMmap } from './helpers/kt-records.js';
+import { decodeStream } from '../src/decode/stream.js';
+import { frameRecords } from '../src/ringbuf/stream.js';
 import { classifyFdLink, parseKvmRunMaps } from '../src/decode/processes.js';
 import type { FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from '../src/decode/records.js';
 import { Kvm } from '../src/kvm/system.js';
 import { Btf } from '../src/btf/index.js';
 import { Decoder } from '../src/decode/decoder.js';
 import { Harness, bytesOf, cmdOf } from './decode-helpers.js';
-import { struct, u32 } from '../src/kvm/abi/layout.js';
+import { struct, u32 } from '../src/cdata/layout.js';
 
 const PID = 4242;
 const ioctls = (rs: TraceRecord[]): IoctlRecord[] => rs.filter((r): r is IoctlRecord => r.type === 'ioctl');

@@ -1,16 +1,13 @@
-// The decoder's record layouts (src/decode/event-layout.ts) must equal what clang compiled into the BPF
+// The TS mirror of bpf/kvm_trace.h (src/bpf/event-layout.ts) must equal what clang compiled into the BPF
 // object: every struct size and every member offset and size, read from the object's own BTF.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Btf } from '../src/btf/index.js';
 import { flattenLayout } from '../src/btf/layout.js';
-import { flatten, type RecordType } from '../src/kvm/abi/layout.js';
+import { flatten, type RecordType } from '../src/cdata/layout.js';
+import { EVENT_STRUCTS, HDR, IOCTL, KT_EV_IOCTL } from '../src/bpf/event-layout.js';
 import {
-  EVENT_STRUCTS,
-  HDR,
-  IOCTL,
-  KT_EV_IOCTL,
   encodeCopy,
   encodeExit,
   encodeFd,
@@ -21,7 +18,7 @@ import {
   parseFd,
   parseIoctl,
   parseMmap,
-} from '../src/decode/event-layout.js';
+} from './helpers/kt-records.js';
 
 const OBJ = fileURLToPath(new URL('../bpf/prebuilt/kvm_trace.bpf.o', import.meta.url));
 const haveObj = existsSync(OBJ);
@@ -39,7 +36,7 @@ describe.skipIf(!haveObj)('event layout equals the BPF object BTF', () => {
   });
 });
 
-describe('event parse/encode round trip', () => {
+describe('test record helpers (test/helpers/kt-records.ts): parse/encode round trip', () => {
   const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
   it('ioctl: fields, data split, variable length, rejects short records', () => {

@@ -16,7 +16,7 @@ import { jobScript, shQuote } from '../scripts/kernels/exec.js';
 import { checkPackageName } from '../scripts/kernels/cache.js';
 import { libbpfCause } from '../scripts/kernels/checklist.js';
 import { kernelBtf } from '../src/btf/kernel.js';
-import { btfTypeSource } from '../src/analysis/btf-source.js';
+import { btfTypeSource } from '../src/btf/type-source.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import type { CopyRecord, IoctlRecord, TraceRecord } from '../src/decode/records.js';
 

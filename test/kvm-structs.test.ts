@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { Btf, type StructLayout } from '../src/btf/index.js';
-import type { RecordType } from '../src/kvm/abi/layout.js';
+import type { RecordType } from '../src/cdata/layout.js';
 import { STRUCTS } from '../src/kvm/abi/structs.js';
 import { kvmRunLayoutDeclared, kvmRunLayoutFromBtf } from '../src/kvm/kvm-run.js';
 

@@ -14,7 +14,7 @@ import { sampleTrace, toJsonl } from './report-fixtures.js';
 import { buildReportModel, buildReportModelFromFile, reportCounts, type ReportModel } from '../src/report/model.js';
 import { renderHtml, renderJson, renderText } from '../src/report/index.js';
 import { LatencyHistogram } from '../src/report/histogram.js';
-import { kernelTypeSource } from '../src/analysis/btf-source.js';
+import { kernelTypeSource } from '../src/btf/type-source.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { buildProgram } from '../src/cli/program.js';
 import { CliError } from '../src/cli/errors.js';

@@ -1,15 +1,15 @@
 // The ring-buffer reader against a REAL kernel ring: a BPF_MAP_TYPE_RINGBUF filled by a hand-assembled BPF
-// program run with BPF_PROG_TEST_RUN (src/ringbuf/producer.ts). Runs as root; skips with a reason otherwise.
+// program run with BPF_PROG_TEST_RUN (scripts/lib/ring-producer.ts). Runs as root; skips with a reason otherwise.
 import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '../src/ffi/libc.js';
-import { BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TestRingProducer, producedDiscarded, producedLen } from '../src/ringbuf/producer.js';
+import { BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TestRingProducer, producedDiscarded, producedLen } from '../scripts/lib/ring-producer.js';
 import { RawRingReader } from '../src/ringbuf/reader.js';
 import { RingBufferConsumer } from '../src/ringbuf/consumer.js';
 import { Btf } from '../src/btf/index.js';
 import { flattenLayout } from '../src/btf/layout.js';
-import { mapCreateAttr, mapElemAttr, progLoadAttr, progTestRunAttr } from '../src/ffi/bpf-syscall.js';
-import type { RecordType } from '../src/kvm/abi/layout.js';
+import { mapCreateAttr, mapElemAttr, progLoadAttr, progTestRunAttr } from '../scripts/lib/bpf-syscall.js';
+import type { RecordType } from '../src/cdata/layout.js';
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.log('ringbuf-kernel: skipped — needs root to create BPF maps and programs');

@@ -2,6 +2,7 @@
 // byte at both i and i + size, which is exactly what the kernel's double mapping guarantees.
 import { describe, expect, it } from 'vitest';
 import { RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, RingCursor, recordStride } from '../src/ringbuf/records.js';
+import { FrameWriter, forEachRecord, frameRecords } from '../src/ringbuf/stream.js';
 
 const SIZE = 256;
 
@@ -187,5 +188,43 @@ describe('RingCursor', () => {
   ])('rejects a bad geometry (size %d, offset %d)', (size, off) => {
     const r = new FakeRing();
     expect(() => new RingCursor(r.data, off, size, { consumer: r.consumer, producer: r.producer })).toThrow(RangeError);
+  });
+});
+
+describe('a recorded ring laid flat (stream.ts), read by the same walk', () => {
+  const rec = (len: number, fill: number) => new Uint8Array(len).fill(fill);
+  const lens = (bytes: Uint8Array): number[] => {
+    const out: number[] = [];
+    forEachRecord(bytes, (view, off, len) => {
+      for (let k = 0; k < len; k++) expect(view.getUint8(off + k)).toBe(len);
+      out.push(len);
+    });
+    return out;
+  };
+  const framed = frameRecords([rec(1, 1), rec(8, 8), rec(13, 13), rec(0, 0)]);
+  const setBits = (bytes: Uint8Array, at: number, bits: number): Uint8Array => {
+    const copy = bytes.slice();
+    const dv = new DataView(copy.buffer);
+    dv.setUint32(at, (dv.getUint32(at, true) | bits) >>> 0, true);
+    return copy;
+  };
+
+  it.each([
+    ['every record, padded to 8', framed, [1, 8, 13, 0]],
+    ['a discarded record is skipped', setBits(framed, 16, RINGBUF_DISCARD_BIT), [1, 13, 0]],
+    ['a busy record ends the stream', setBits(framed, 32, RINGBUF_BUSY_BIT), [1, 8]],
+    ['a record cut short ends the stream', framed.subarray(0, 50), [1, 8]],
+    ['an unaligned copy reads the same', (() => {
+      const b = new Uint8Array(framed.length + 1);
+      b.set(framed, 1);
+      return b.subarray(1);
+    })(), [1, 8, 13, 0]],
+  ])('%s', (_what, bytes, want) => expect(lens(bytes)).toEqual(want));
+
+  it('FrameWriter grows and frames like frameRecords', () => {
+    const w = new FrameWriter(16);
+    for (const r of [rec(1, 1), rec(8, 8), rec(13, 13), rec(0, 0)]) w.add(new DataView(r.buffer), 0, r.length);
+    expect(w.records).toBe(4);
+    expect(w.bytes()).toEqual(framed);
   });
 });

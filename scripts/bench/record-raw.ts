@@ -1,7 +1,8 @@
 /**
  * Records a real raw byte stream for the decoder benchmark: kvm-trace's own BPF programs (src/bpf/tracer.ts)
  * attached to one gated workload run, the ring drained by the real consumer (src/ringbuf/consumer.ts), and
- * every record copied out framed exactly as the ring frames it (the format src/decode/stream.ts replays).
+ * every record copied out framed exactly as the ring frames it (src/ringbuf/stream.ts's FrameWriter, the
+ * format the decoder benchmark replays).
  * So the decoder is timed on what the kernel really produced for this workload — KVM_RUN records with their
  * kvm_run snapshots, set-up ioctls, fd and mmap records — not on synthetic bytes.
  * Modules come from dist/ at run time; a missing one yields a reason instead of a failure.
@@ -30,32 +31,15 @@ interface TracerLike {
 interface ConsumerLike {
   close(): void;
 }
+interface FrameWriterLike {
+  records: number;
+  add(view: DataView, off: number, len: number): void;
+  bytes(): Uint8Array;
+}
 
 async function load(rel: string): Promise<Record<string, unknown> | null> {
   const p = distPath(rel);
   return existsSync(p) ? ((await import(pathToFileURL(p).href)) as Record<string, unknown>) : null;
-}
-
-/** Growable buffer of ring-framed records: u32 len, u32 0, bytes, zero padding to 8. */
-class FrameWriter {
-  buf = Buffer.alloc(16 << 20);
-  at = 0;
-  records = 0;
-
-  add(view: DataView, off: number, len: number): void {
-    const stride = (len + 8 + 7) & ~7;
-    if (this.at + stride > this.buf.length) {
-      const bigger = Buffer.alloc(Math.max(this.buf.length * 2, this.at + stride));
-      this.buf.copy(bigger, 0, 0, this.at);
-      this.buf = bigger;
-    }
-    this.buf.writeUInt32LE(len, this.at);
-    this.buf.writeUInt32LE(0, this.at + 4);
-    this.buf.set(new Uint8Array(view.buffer, view.byteOffset + off, len), this.at + 8);
-    this.buf.fill(0, this.at + 8 + len, this.at + stride);
-    this.at += stride;
-    this.records++;
-  }
 }
 
 export async function recordRawStream(
@@ -67,19 +51,22 @@ export async function recordRawStream(
   const bpf = await load('src/bpf/tracer.js');
   const ring = await load('src/ringbuf/index.js');
   if (!bpf || typeof bpf.KvmTracer !== 'function') return { reason: 'module missing: src/bpf/tracer.js (KvmTracer)' };
-  if (!ring || typeof ring.RingBufferConsumer !== 'function') return { reason: 'module missing: src/ringbuf (RingBufferConsumer)' };
+  if (!ring || typeof ring.RingBufferConsumer !== 'function' || typeof ring.FrameWriter !== 'function') {
+    return { reason: 'module missing: src/ringbuf (RingBufferConsumer, FrameWriter)' };
+  }
   const KvmTracer = bpf.KvmTracer as unknown as { open(o: { pids: number[] }): TracerLike };
   const Consumer = ring.RingBufferConsumer as new (
     fd: number,
     size: number,
     o: { onRecord: (v: DataView, off: number, len: number) => void; intervalMs: number },
   ) => ConsumerLike;
+  const FrameWriter = ring.FrameWriter as new (initialBytes?: number) => FrameWriterLike;
 
   const argv = gated(workload.argv(exits));
   const work = procs.spawn(`record ${workload.id}`, argv[0], argv.slice(1), { stdin: 'pipe' });
   let tracer: TracerLike | undefined;
   let consumer: ConsumerLike | undefined;
-  const frames = new FrameWriter();
+  const frames = new FrameWriter(16 << 20);
   try {
     tracer = KvmTracer.open({ pids: [work.pid] });
     consumer = new Consumer(tracer.ringMapFd, tracer.ringBytes, { onRecord: (v, o, l) => frames.add(v, o, l), intervalMs: 10 });
@@ -89,8 +76,9 @@ export async function recordRawStream(
     consumer.close(); // flushes what is left in the ring
     consumer = undefined;
     const lost = tracer.stats().lost;
-    writeFileSync(file, frames.buf.subarray(0, frames.at));
-    return { file, records: frames.records, bytes: frames.at, lost };
+    const bytes = frames.bytes();
+    writeFileSync(file, bytes);
+    return { file, records: frames.records, bytes: bytes.length, lost };
   } catch (e) {
     return { reason: `recording failed: ${(e as Error).message.split('\n')[0]}` };
   } finally {

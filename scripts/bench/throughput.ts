@@ -1,6 +1,6 @@
 /**
  * Throughput of the user-space pipeline stages, measured in this process on real data:
- *  - ring-buffer drain: a real BPF ring buffer (src/ringbuf/producer.ts fills it in the kernel with
+ *  - ring-buffer drain: a real BPF ring buffer (scripts/lib/ring-producer.ts fills it in the kernel with
  *    BPF_PROG_TEST_RUN), drained through the zero-copy mmap reader (src/ringbuf/reader.ts), timed for the
  *    drain only;
  *  - decoder: records per second turning a recorded raw byte stream (record-raw.ts) into JSONL records
@@ -48,9 +48,9 @@ interface Producer {
  */
 export async function ringDrainThroughput(minSeconds: number, maxRecords: number): Promise<Throughput> {
   const ring = await loadDist('src/ringbuf/index.js');
-  const prod = await loadDist('src/ringbuf/producer.js');
+  const prod = await loadDist('scripts/lib/ring-producer.js');
   if (!ring || !prod || typeof ring.RawRingReader !== 'function' || typeof prod.TestRingProducer !== 'function') {
-    return na('module missing: src/ringbuf reader/producer not built');
+    return na('module missing: src/ringbuf reader or scripts/lib/ring-producer not built');
   }
   const size = 1 << 20;
   const Producer = prod.TestRingProducer as new (size: number, o?: { flags?: number }) => Producer;

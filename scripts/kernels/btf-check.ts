@@ -7,9 +7,9 @@
 import { execFileSync } from 'node:child_process';
 import { Btf } from '../../src/btf/index.js';
 import { kernelBtf, KVM_MODULE_BTF, missingKernelType, VMLINUX_BTF } from '../../src/btf/kernel.js';
-import { btfTypeSource } from '../../src/analysis/btf-source.js';
+import { btfTypeSource, type TypeSource } from '../../src/btf/type-source.js';
 import { ioctlByName } from '../../src/kvm/abi/ioctl-table.js';
-import type { IoctlLookup, TypeSource } from '../../src/analysis/types.js';
+import type { IoctlLookup } from '../../src/analysis/flags.js';
 
 /** Structs the decoder, the copy rules and the kvm_run map read. */
 export const KVM_STRUCTS = [

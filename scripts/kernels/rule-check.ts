@@ -1,5 +1,5 @@
 /**
- * Issue 9 item 4: the copy rules (src/analysis/copy-rules.ts) checked against the copies the kernel was
+ * Issue 9 item 4: the copy rules (src/kvm/abi/copy-rules.ts) checked against the copies the kernel was
  * seen making. For every successful KVM ioctl of a capture that has observed copies (CopyRecords of its
  * thread inside its [enter, exit] window):
  *   - each observed copy must be one the rules predict: same direction, address and length, each predicted
@@ -9,9 +9,9 @@
  * Copies through routines no hook watches are never observed and so never compared.
  */
 import type { CopyRecord, IoctlRecord, TraceRecord } from '../../src/decode/records.js';
-import { deriveCopies, type DerivedCopy } from '../../src/analysis/copy-rules.js';
-import { MemorySlots } from '../../src/analysis/flags.js';
-import type { IoctlLookup, TypeSource } from '../../src/analysis/types.js';
+import { deriveCopies, type DerivedCopy } from '../../src/kvm/abi/copy-rules.js';
+import { MemorySlots, type IoctlLookup } from '../../src/analysis/flags.js';
+import type { TypeSource } from '../../src/btf/type-source.js';
 
 export interface RuleCheck {
   /** Successful ioctl calls with at least one observed copy. */

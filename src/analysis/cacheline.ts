@@ -57,17 +57,3 @@ export function bufferGeometry(addr: bigint, len: number, align: number, lineSiz
     min_lines: span.minLines,
   };
 }
-
-/** Parse a "0x…" address string (or decimal string / number / bigint) into a bigint; undefined if it is not one. */
-export function parseAddr(v: unknown): bigint | undefined {
-  if (typeof v === 'bigint') return v;
-  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? BigInt(v) : undefined;
-  if (typeof v !== 'string') return undefined;
-  const s = v.trim();
-  if (!/^(0x[0-9a-f]+|[0-9]+)$/i.test(s)) return undefined;
-  return BigInt(s);
-}
-
-export function hexAddr(v: bigint): string {
-  return `0x${v.toString(16)}`;
-}

@@ -1,5 +1,6 @@
 /**
- * Buffer flags for every KVM ioctl record: which user buffers the kernel copied (derived by copy-rules.ts,
+ * Buffer flags for every KVM ioctl record: which user buffers the kernel copied (derived by
+ * src/kvm/abi/copy-rules.ts,
  * or observed by kprobe/fentry programs on the copy routines when the kernel allows them), each with
  * `misaligned` (address not a multiple of its type's natural alignment, from BTF) and `cacheline_cross`
  * (touches more cache lines than its length needs).
@@ -10,11 +11,16 @@
  * ioctl record at its exit, so they come first).
  */
 import type { BufferFlag, CopyRecord, FlagSource, IoctlRecord, TraceRecord } from '../decode/records.js';
-import { bufferGeometry, DEFAULT_LINE_SIZE, hexAddr, parseAddr } from './cacheline.js';
-import { deriveCopies, fieldNumber, type DerivedCopy, type SlotSizes } from './copy-rules.js';
-import type { IoctlLookup, TypeSource } from './types.js';
+import { fieldNumber, hexAddr, parseAddr } from '../cdata/values.js';
+import { bufferGeometry, DEFAULT_LINE_SIZE } from './cacheline.js';
+import type { TypeSource } from '../btf/type-source.js';
+import { deriveCopies, type DerivedCopy, type SlotSizes } from '../kvm/abi/copy-rules.js';
+import type { IoctlDef } from '../kvm/abi/ioctl-table.js';
 
-export type { DerivedCopy } from './copy-rules.js';
+export type { DerivedCopy } from '../kvm/abi/copy-rules.js';
+
+/** The ioctl table by name (ioctlByName): the argument type of each call. */
+export type IoctlLookup = (name: string) => IoctlDef | undefined;
 
 export interface FlagOptions {
   types: TypeSource;

@@ -6,8 +6,9 @@
  * kvm_run + io.data_offset. Offsets and sizes come from the kernel's BTF of struct kvm_run — the only
  * names in this file are the exit-reason → union-member pairs the uapi header documents.
  */
-import { lineSpan, parseAddr, DEFAULT_LINE_SIZE, hexAddr } from './cacheline.js';
-import { findMember, type MemberLayout, type StructLayout } from './types.js';
+import { hexAddr, parseAddr } from '../cdata/values.js';
+import { lineSpan, DEFAULT_LINE_SIZE } from './cacheline.js';
+import { findMember, type MemberLayout, type StructLayout } from '../btf/layout.js';
 import { EXIT_UNION_MEMBER } from '../kvm/abi/exit-union.js';
 
 /** Header fields the kernel writes on every exit (x86 post_kvm_run_save plus exit_reason). */
@@ -87,7 +88,8 @@ function leaves(m: MemberLayout, prefix: string, base: number, L: number, exit: 
   return m.size > 0 ? [field(name, off, m.size, 'exit', L)] : [];
 }
 
-function lineAddresses(base: string | null | undefined, lines: number[], L: number): LineAddresses | undefined {
+/** The address of each relative line of a kvm_run at `base` ("0x…"), or undefined without a base. */
+export function lineAddresses(base: string | null | undefined, lines: number[], L: number): LineAddresses | undefined {
   const b = parseAddr(base ?? undefined);
   if (b === undefined) return undefined;
   // kvm_run is page-aligned in the kernel (alloc_page) and in the VMM (mmap offset 0), so relative line i is

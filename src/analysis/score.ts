@@ -9,9 +9,9 @@
  * Records without `flags` get them derived (FlagAnalyzer) when a TypeSource is given.
  */
 import type { BufferFlag, IoctlRecord, TraceRecord } from '../decode/records.js';
-import { parseAddr } from './cacheline.js';
-import { FlagAnalyzer } from './flags.js';
-import type { IoctlLookup, TypeSource } from './types.js';
+import { hexAddr, parseAddr } from '../cdata/values.js';
+import { FlagAnalyzer, type IoctlLookup } from './flags.js';
+import type { TypeSource } from '../btf/type-source.js';
 
 /** A ground-truth buffer as the guest logs it (src/guest/records.ts GtBuffer). */
 export interface TruthBuffer {
@@ -65,7 +65,7 @@ const MISMATCH_CAP = 100;
 
 const norm = (v: string): string => {
   const b = parseAddr(v);
-  return b === undefined ? v.toLowerCase() : `0x${b.toString(16)}`;
+  return b === undefined ? v.toLowerCase() : hexAddr(b);
 };
 const callKey = (tid: number, cmd: string, arg: string): string => `${tid}/${norm(cmd)}/${norm(arg)}`;
 

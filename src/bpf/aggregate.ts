@@ -10,7 +10,7 @@
  */
 import { type BpfMapPtr, mapKeys, mapLookup, mapUpdate } from '../ffi/libbpf.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
-import { AGG_EXITS, AGG_IOCTL, KT_AGG_BUCKETS, KT_AGG_REASONS, KT_AGG_VCPUS } from '../decode/event-layout.js';
+import { AGG_EXITS, AGG_IOCTL, KT_AGG_BUCKETS, KT_AGG_REASONS, KT_AGG_VCPUS } from './event-layout.js';
 
 /** One request number's counters, summed over CPUs. */
 export interface AggCounters {

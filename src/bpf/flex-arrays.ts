@@ -6,18 +6,17 @@
  * in bpf/kvm_trace.h).
  *
  * Nothing here is typed in: the ioctls and their argument structs come from the generated table, layouts
- * from the running kernel's BTF, the count member from the decoder's own rule (src/decode/flex-count.ts, so
+ * from the running kernel's BTF, the count member from the decoder's own rule (src/kvm/abi/flex-count.ts, so
  * the decoder caps the array by the same member the kernel side sized the read by), and when the entries
- * cross (in at enter, out at exit, or both) from src/analysis/copy-rules.ts, which encodes what each
+ * cross (in at enter, out at exit, or both) from src/kvm/abi/copy-rules.ts, which encodes what each
  * handler really copies: asked about a call with one element, its derived copies that reach into the array
  * say which directions carry entries. The map value is encoded with offsets from the BPF object's BTF.
  */
 import type { Btf, StructLayout } from '../btf/index.js';
 import { IOCTLS, ioctlByCmd, type IoctlDef } from '../kvm/abi/ioctl-table.js';
-import { flexibleArrayOf, type FlexibleArray } from '../decode/flex-count.js';
-import { deriveCopies } from '../analysis/copy-rules.js';
-import { btfTypeSource } from '../analysis/btf-source.js';
-import type { TypeSource } from '../analysis/types.js';
+import { btfTypeSource, type TypeSource } from '../btf/type-source.js';
+import { deriveCopies } from '../kvm/abi/copy-rules.js';
+import { flexibleArrayOf, type FlexibleArray } from '../kvm/abi/flex-count.js';
 
 /** One map entry: ioctl `name` (request `cmd`) has flexible array `array` counted by `count`. */
 export interface FlexArrayRule {

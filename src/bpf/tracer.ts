@@ -37,7 +37,7 @@ import {
   setMapMaxEntries,
   setProgramAutoload,
 } from '../ffi/libbpf.js';
-import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from '../decode/event-layout.js';
+import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from './event-layout.js';
 import { probeFeature } from './features.js';
 import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
 import { Btf } from '../btf/index.js';

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { elfSection } from './elf.js';
 import { RawBtf } from './raw.js';
-import { structLayout, type StructLayout } from './layout.js';
+import { isIntBitfield, structLayout, type StructLayout } from './layout.js';
 import { BTF_KIND_NAMES, BtfError, type BtfKindName, type BtfType } from './types.js';
 
 export type { StructLayout, MemberLayout } from './layout.js';
@@ -197,7 +197,7 @@ export class Btf {
         for (const m of t.members) {
           const ma = this.alignOf(m.type, depth + 1);
           a = Math.max(a, ma);
-          if (m.bitfieldSize === 0 && !isIntBitfield(this, m.type) && (m.bitOffset % (8 * ma)) !== 0) packed = true;
+          if (m.bitfieldSize === 0 && !isIntBitfield(this.resolve(m.type)) && (m.bitOffset % (8 * ma)) !== 0) packed = true;
         }
         if (t.size % a !== 0) packed = true;
         if (packed) a = 1;
@@ -264,12 +264,6 @@ function nameOffsetsVisibleTo(level: RawBtf, name: string): number[] {
   const out: number[] = [];
   for (let l: RawBtf | undefined = level; l; l = l.base) out.push(...l.nameOffsets(name));
   return out;
-}
-
-/** Old-style (kind_flag 0) bitfield: the member's int type itself has fewer value bits than its size. */
-export function isIntBitfield(btf: Btf, typeId: number): boolean {
-  const t = btf.resolve(typeId);
-  return t.kind === 'int' && (t.bits !== t.size * 8 || t.bitOffset !== 0);
 }
 
 function readBytes(path: string, what: string): Uint8Array {

@@ -3,8 +3,20 @@
  * with nested layouts for struct/union members (anonymous ones included, name ""). This is what the ABI
  * check, the kvm_run cache-line map and the buffer-alignment flags read instead of hard-coded offsets.
  */
-import type { Btf } from './index.js';
 import { BtfError, type BtfType } from './types.js';
+
+/**
+ * The parts of the BTF reader (class Btf, index.ts) a layout is computed from, declared here so this file
+ * need not import the reader that imports it.
+ */
+export interface LayoutTypes {
+  type(id: number): BtfType;
+  resolve(id: number): BtfType;
+  sizeOf(id: number): number;
+  alignOf(id: number): number;
+  typeName(id: number): string;
+  layoutOf(id: number): StructLayout;
+}
 
 export interface StructLayout {
   /** C tag, "" for an anonymous record. */
@@ -39,6 +51,14 @@ export interface MemberLayout {
   nested?: StructLayout;
 }
 
+/**
+ * An old-style (kind_flag 0) bitfield: BTF encodes it in the member's int type itself (BTF_INT_BITS /
+ * BTF_INT_OFFSET), which then has fewer value bits than its size. `t` is the resolved member type.
+ */
+export function isIntBitfield(t: BtfType): t is BtfType & { kind: 'int' } {
+  return t.kind === 'int' && (t.bits !== t.size * 8 || t.bitOffset !== 0);
+}
+
 function memberKind(t: BtfType): MemberKind {
   switch (t.kind) {
     case 'int': case 'struct': case 'union': case 'array': case 'ptr': case 'float':
@@ -51,15 +71,14 @@ function memberKind(t: BtfType): MemberKind {
 }
 
 /** Layout of record type `id`; nested records come from btf.layoutOf, so each is computed once. */
-export function structLayout(btf: Btf, id: number): StructLayout {
+export function structLayout(btf: LayoutTypes, id: number): StructLayout {
   const t = btf.type(id);
   if (t.kind !== 'struct' && t.kind !== 'union') throw new BtfError(`BTF type ${id} is a ${t.kind}, not a struct or union`);
   const members = t.members.map((m): MemberLayout => {
     const r = btf.resolve(m.type);
     let bitSize = m.bitfieldSize;
     let bitOffset = m.bitOffset;
-    // kind_flag 0 encodes a bitfield in the int type itself (BTF_INT_BITS/BTF_INT_OFFSET).
-    if (bitSize === 0 && r.kind === 'int' && (r.bits !== r.size * 8 || r.bitOffset !== 0)) {
+    if (bitSize === 0 && isIntBitfield(r)) {
       bitSize = r.bits;
       bitOffset += r.bitOffset;
     }
@@ -93,4 +112,21 @@ export function flattenLayout(l: StructLayout, prefix = '', base = 0): Array<{ p
     if (m.nested) out.push(...flattenLayout(m.nested, path, base + m.offset));
   }
   return out;
+}
+
+/**
+ * Member `name` of a layout, looking through anonymous struct/union members (the kernel's
+ * __DECLARE_FLEX_ARRAY wraps flexible arrays in one), with its offset from the start of `layout`.
+ */
+export function findMember(layout: StructLayout, name: string, base = 0): { member: MemberLayout; offset: number } | undefined {
+  for (const m of layout.members) {
+    if (m.name === name) return { member: m, offset: base + m.offset };
+  }
+  for (const m of layout.members) {
+    if (m.name === '' && m.nested) {
+      const hit = findMember(m.nested, name, base + m.offset);
+      if (hit) return hit;
+    }
+  }
+  return undefined;
 }

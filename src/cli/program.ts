@@ -7,14 +7,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-
-export interface CliIo {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
-
-/** A subcommand module. */
-export type Register = (program: Command, io: CliIo) => void;
+import type { CliIo, Register } from './io.js';
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them

@@ -12,7 +12,7 @@
  *   ones number arrays; other arrays are arrays; nested named structs are objects;
  * - flexible array members (entries[], indices[], sigset[]) hold as many elements as were captured, capped
  *   by the struct's count member (nent, nmsrs, nr, n, len, …; nr_<name> for fixed arrays such as
- *   kvm_xcrs.xcrs; the rule is flex-count.ts, shared with the BPF loader) — a count larger than what was
+ *   kvm_xcrs.xcrs; the rule is src/kvm/abi/flex-count.ts, shared with the BPF loader) — a count larger than what was
  *   captured sets `_truncated`;
  * - padding-like members (pad…, padding…, reserved…, dummy, unused, rsvd) are left out when all zero (a
  *   non-zero one is kept: it is what makes the kernel answer EINVAL) and always inside a union that has
@@ -25,7 +25,8 @@
  */
 import type { Btf } from '../btf/index.js';
 import type { BtfType } from '../btf/types.js';
-import { countFor, isCountCandidate } from './flex-count.js';
+import { bytesHex, hex64, s64Value, u64Value } from '../cdata/values.js';
+import { countFor, isCountCandidate } from '../kvm/abi/flex-count.js';
 
 export type ArgValue = number | string | boolean | ArgValue[] | { [k: string]: ArgValue };
 export type ArgsObject = { [k: string]: ArgValue };
@@ -33,8 +34,6 @@ export type ArgsObject = { [k: string]: ArgValue };
 /** Decodes `len` captured bytes at `off` of `dv` as one struct. */
 export type StructDecoder = (dv: DataView, off: number, len: number) => ArgsObject;
 
-const MAX_SAFE_HI = 0x1fffff; // hi word of Number.MAX_SAFE_INTEGER
-const TWO32 = 4294967296;
 const PAD_NAME = /^_*(pad|padding|reserved|rsvd|dummy|unused)\d*$/;
 const ADDR_NAME = /addr|address|base$|bitmap|_ptr$|^ptr$|^gpa$|^gva$|^hva$|^uaddr|^phys/;
 /** Byte arrays up to this length decode as number arrays, longer ones as hex strings. */
@@ -69,35 +68,8 @@ const UNION_SELECTORS: Record<string, Record<string, (parent: ArgsObject) => str
   },
 };
 
-/** "0a1b2c…": bytes in memory order. */
-export function bytesHex(dv: DataView, at: number, n: number): string {
-  let s = '';
-  for (let i = 0; i < n; i++) {
-    const b = dv.getUint8(at + i);
-    s += (b < 16 ? '0' : '') + b.toString(16);
-  }
-  return s;
-}
-
-function hexU64(dv: DataView, at: number): string {
-  const hi = dv.getUint32(at + 4, true);
-  const lo = dv.getUint32(at, true);
-  return hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
-}
-
-/** A u64 as a number when exact, else "0x…". */
-export function u64Value(dv: DataView, at: number): number | string {
-  const hi = dv.getUint32(at + 4, true);
-  return hi <= MAX_SAFE_HI ? hi * TWO32 + dv.getUint32(at, true) : hexU64(dv, at);
-}
-
-function s64Value(dv: DataView, at: number): number | string {
-  const hi = dv.getInt32(at + 4, true);
-  return hi <= MAX_SAFE_HI && hi >= -MAX_SAFE_HI - 1 ? hi * TWO32 + dv.getUint32(at, true) : hexU64(dv, at);
-}
-
 function intReader(size: number, signed: boolean, asAddr: boolean): ValueReader {
-  if (asAddr && size === 8) return (dv, at) => hexU64(dv, at);
+  if (asAddr && size === 8) return (dv, at) => hex64(dv, at);
   switch (size) {
     case 1: return signed ? (dv, at) => dv.getInt8(at) : (dv, at) => dv.getUint8(at);
     case 2: return signed ? (dv, at) => dv.getInt16(at, true) : (dv, at) => dv.getUint16(at, true);
@@ -245,7 +217,7 @@ export class BtfArgsDecoder {
       }
 
       if (mt.kind === 'array') {
-        const count = countFor(m.name, mt.nelems === 0, counts); // the shared rule (flex-count.ts)
+        const count = countFor(m.name, mt.nelems === 0, counts); // the shared rule (kvm/abi/flex-count.ts)
         const op = this.arrayReader(mt, m.name, count, isPad, depth);
         body.push(`{ const v = ${ref(op)}(dv, ${b}, ${off}, ctx); if (v !== undefined) o[${key}] = v; }`);
         continue;
@@ -275,7 +247,7 @@ export class BtfArgsDecoder {
 
   /** Source of an expression reading a scalar member at `at`. */
   private scalarExpr(mt: BtfType, typeId: number, name: string, at: string, ref: (v: unknown) => string): string {
-    if (mt.kind === 'ptr') return `${ref(hexU64)}(dv, ${at})`;
+    if (mt.kind === 'ptr') return `${ref(hex64)}(dv, ${at})`;
     if (mt.kind === 'int' || mt.kind === 'enum' || mt.kind === 'enum64') {
       const signed = mt.signed;
       switch (mt.size) {
@@ -283,7 +255,7 @@ export class BtfArgsDecoder {
         case 2: return `dv.get${signed ? 'Int' : 'Uint'}16(${at}, true)`;
         case 4: return `dv.get${signed ? 'Int' : 'Uint'}32(${at}, true)`;
         case 8:
-          if (mt.kind === 'int' && ADDR_NAME.test(name)) return `${ref(hexU64)}(dv, ${at})`;
+          if (mt.kind === 'int' && ADDR_NAME.test(name)) return `${ref(hex64)}(dv, ${at})`;
           return `${ref(signed ? s64Value : u64Value)}(dv, ${at})`;
       }
     }
@@ -306,7 +278,7 @@ export class BtfArgsDecoder {
           sub.bytes && n > SMALL_BYTES ? bytesHex(dv, at, n) : Array.from({ length: n }, (_, i) => sub.read(dv, at + i * sub.size, ctx)),
       };
     }
-    if (et.kind === 'ptr') return { read: (dv, at) => hexU64(dv, at), size, bytes: false };
+    if (et.kind === 'ptr') return { read: (dv, at) => hex64(dv, at), size, bytes: false };
     if (et.kind === 'int' || et.kind === 'enum' || et.kind === 'enum64') {
       return { read: intReader(size, et.signed, et.kind === 'int' && ADDR_NAME.test(name)), size, bytes: false };
     }

@@ -3,7 +3,7 @@
  * (src/decode/records.ts) handed to `emit`. It names each ioctl from the table, decodes its argument
  * generically from the kernel's BTF, decodes KVM_RUN exits from the kvm_run snapshot, tracks per process
  * which fds are /dev/kvm, VM, vCPU and device fds (and their VM index / vCPU id), and joins each vCPU's
- * kvm_run user address (mmap) with its kernel address (KVM_RUN) into kvm_run records.
+ * kvm_run user address (mmap) with its kernel address (KVM_RUN) into kvm_run records (kvm-run-join.ts).
  *
  * Hot path: KVM_RUN records do no BTF walk and no table lookup beyond one Map hit (per-request info and
  * per-struct decoders are compiled once); with `lean`, KVM_RUN exits carry only {reason, code}.
@@ -13,7 +13,7 @@ import { constants } from 'node:os';
 import type { Btf } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
 import { errnoName } from '../ffi/errors.js';
-import { BtfArgsDecoder, type ArgsObject } from './btf-args.js';
+import { BtfArgsDecoder } from './btf-args.js';
 import {
   COPY,
   EXIT,
@@ -27,25 +27,19 @@ import {
   KT_EV_IOCTL,
   KT_EV_MMAP,
   KT_FD_OPEN,
-  KT_F_IN_FAULT,
-  KT_F_IN_TRUNC,
   KT_F_NO_ENTER,
-  KT_F_OUT_FAULT,
-  KT_F_OUT_TRUNC,
   KT_F_RUN,
-  KT_TASK_COMM_LEN,
   MMAP,
-  cstr,
-  hex64,
-  s64n,
-  u64n,
-} from './event-layout.js';
+} from '../bpf/event-layout.js';
+import { hex64, s64n, u64n } from '../cdata/values.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
+import { CommCache } from './comm-cache.js';
 import { ExitDecoder } from './exit.js';
-import { CmdTable, argsInDiff, type CmdInfo } from './ioctl-args.js';
-import { ProcessTable, pidsWithKvmFds, type FdInfo, type ProcessState, type RunInfo, type SeedResult } from './processes.js';
-import type { CopyRecord, FdKind, FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from './records.js';
+import { CmdTable, decodeArgs, type CmdInfo } from './ioctl-args.js';
+import { kernelAddrSeen, unjoinedRuns, userAddrSeen } from './kvm-run-join.js';
+import { ProcessTable, pidsWithKvmFds, type FdInfo, type ProcessState, type SeedResult } from './processes.js';
+import type { CopyRecord, FdKind, FdRecord, IoctlRecord, TraceRecord } from './records.js';
 
 export interface DecoderOptions {
   /** Where decoded records go (called synchronously from decode()). */
@@ -77,16 +71,6 @@ const KVM_CREATE_DEVICE_TEST = 1;
 const KERNEL_KINDS: FdKind[] = ['unknown', 'system', 'vm', 'vcpu', 'device'];
 const kernelKind = (k: number): FdKind => KERNEL_KINDS[k] ?? 'unknown';
 
-/** Per-thread comm cache: the 16 comm bytes as four words and the string built from them. */
-interface CommEntry {
-  pid: number;
-  w0: number;
-  w1: number;
-  w2: number;
-  w3: number;
-  s: string;
-}
-
 export class Decoder {
   readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0 };
   readonly procs = new ProcessTable();
@@ -94,9 +78,7 @@ export class Decoder {
   private readonly lean: boolean;
   private readonly cmds: CmdTable;
   private readonly exits: Pick<ExitDecoder, 'decode' | 'reasonName'>;
-  private readonly comms = new Map<number, CommEntry>();
-  /** args_in of the record being built (set by args(), attached after args so JSON keys stay in order). */
-  private argsIn: ArgsObject | undefined;
+  private readonly comms = new CommCache();
 
   constructor(opts: DecoderOptions) {
     const btf = opts.btf ?? kernelBtf();
@@ -192,10 +174,10 @@ export class Decoder {
 
     const proc = this.procs.get(pid);
     let info = proc.fds.get(fd);
-    const kk = dv.getUint32(off + IOCTL.fd_kind, true);
-    if (!info && kk !== 0) {
+    const kernelFdKind = dv.getUint32(off + IOCTL.fd_kind, true);
+    if (!info && kernelFdKind !== 0) {
       // Created before we attached (or seeding missed it): adopt the kernel's view of the fd.
-      info = { kind: kernelKind(kk), vm: null, vcpu: null };
+      info = { kind: kernelKind(kernelFdKind), vm: null, vcpu: null };
       proc.fds.set(fd, info);
     }
     const kind: FdKind = info ? info.kind : 'unknown';
@@ -218,7 +200,7 @@ export class Decoder {
       enter_ns: enter,
       pid,
       tid,
-      comm: this.comm(dv, off + IOCTL.comm, pid, tid),
+      comm: this.comms.get(dv, off + IOCTL.comm, pid, tid),
       fd,
       fd_kind: kind,
       vm: info ? info.vm : null,
@@ -242,56 +224,15 @@ export class Decoder {
       if (ret >= 0 || code === EXIT_INTR) {
         r.exit = this.lean ? { reason: this.exits.reasonName(code), code } : this.exits.decode(code, dv, outOff, outLen, off + IOCTL.pio_data);
       }
-      this.runSeen(proc, fd, vcpu, dv, off + IOCTL.run_kaddr);
+      const run = kernelAddrSeen(proc, fd, vcpu, dv, off + IOCTL.run_kaddr);
+      if (run) this.emitAfter.push(run);
     } else if (!this.lean) {
-      const args = this.args(c, dv, off, flags, ret, inOff, inLen, outOff, outLen, r);
-      if (args) r.args = args;
-      if (this.argsIn) {
-        r.args_in = this.argsIn;
-        this.argsIn = undefined;
-      }
+      decodeArgs(c, r, dv, off + IOCTL.arg, flags, inOff, inLen, outOff, outLen);
     }
 
     if (c.creates !== null && ret >= 0) this.created(proc, c, fd, ret, dv, off, outOff, outLen, r);
     this.emit(r);
     this.drainAfter();
-  }
-
-  private args(
-    c: CmdInfo,
-    dv: DataView,
-    off: number,
-    flags: number,
-    ret: number,
-    inOff: number,
-    inLen: number,
-    outOff: number,
-    outLen: number,
-    r: IoctlRecord,
-  ): ArgsObject | undefined {
-    this.argsIn = undefined;
-    if (c.fromArg) return c.fromArg(u64n(dv, off + IOCTL.arg), r.arg);
-    const dec = c.fromBytes;
-    if (!dec) return undefined;
-    let args: ArgsObject | undefined;
-    if (outLen > 0 && ret >= 0) {
-      args = dec(dv, outOff, outLen);
-      if (flags & KT_F_OUT_TRUNC) args._truncated = true;
-      if (inLen > 0) {
-        const before = dec(dv, inOff, inLen);
-        this.argsIn = argsInDiff(before, args);
-      }
-    } else if (inLen > 0) {
-      args = dec(dv, inOff, inLen);
-      if (flags & KT_F_IN_TRUNC) args._truncated = true;
-    } else if (outLen > 0) {
-      args = dec(dv, outOff, outLen);
-      if (flags & KT_F_OUT_TRUNC) args._truncated = true;
-    } else if (flags & (KT_F_IN_FAULT | KT_F_OUT_FAULT)) {
-      // The argument pointer could not be read (bad pointer: usually the call's EFAULT).
-      args = { _fault: true };
-    }
-    return args;
   }
 
   /** KVM_CREATE_VM / _VCPU / _DEVICE succeeded: register the new fd and emit its open record. */
@@ -324,45 +265,8 @@ export class Decoder {
 
   // --- kvm_run ------------------------------------------------------------------------------------------
 
-  private runSeen(p: ProcessState, fd: number, vcpu: number | null, dv: DataView, kaddrOff: number): void {
-    const lo = dv.getUint32(kaddrOff, true);
-    const hi = dv.getUint32(kaddrOff + 4, true);
-    let run = p.runs.get(fd);
-    if (run && run.kLo === lo && run.kHi === hi && (run.emitted || run.user_addr === null)) return; // common case
-    run ??= p.run(fd);
-    if (vcpu !== null) run.vcpu = vcpu;
-    if (lo !== 0 || hi !== 0) {
-      run.kLo = lo;
-      run.kHi = hi;
-      run.kernel_addr = hex64(dv, kaddrOff);
-    }
-    this.maybeEmitRun(p, run);
-  }
-
-  private maybeEmitRun(p: ProcessState, run: RunInfo): void {
-    if (run.emitted || run.kernel_addr === null || run.user_addr === null || run.vcpu === null) return;
-    run.emitted = true;
-    this.emitAfter.push(this.runRecord(p.pid, run));
-  }
-
-  private runRecord(pid: number, run: RunInfo): KvmRunRecord {
-    return {
-      type: 'kvm_run',
-      pid,
-      vcpu: run.vcpu ?? -1,
-      fd: run.fd,
-      kernel_addr: run.kernel_addr,
-      user_addr: run.user_addr,
-      mmap_size: run.mmap_size,
-    };
-  }
-
   private flushRuns(p: ProcessState): void {
-    for (const run of p.runs.values()) {
-      if (run.emitted || (run.kernel_addr === null && run.user_addr === null)) continue;
-      run.emitted = true;
-      this.emit(this.runRecord(p.pid, run));
-    }
+    for (const r of unjoinedRuns(p)) this.emit(r);
   }
 
   // --- other record types ---------------------------------------------------------------------------
@@ -400,21 +304,17 @@ export class Decoder {
     const fd = dv.getInt32(off + MMAP.fd, true);
     const p = this.procs.get(pid);
     let info = p.fds.get(fd);
-    const kk = dv.getUint32(off + MMAP.kind, true);
-    if (!info && kk !== 0) {
-      info = { kind: kernelKind(kk), vm: null, vcpu: null };
+    const kernelFdKind = dv.getUint32(off + MMAP.kind, true);
+    if (!info && kernelFdKind !== 0) {
+      info = { kind: kernelKind(kernelFdKind), vm: null, vcpu: null };
       p.fds.set(fd, info);
     }
     if (info?.kind !== 'vcpu') return;
     // mmap failed: the return value is -errno (top page of the address space).
     if (dv.getUint32(off + MMAP.addr + 4, true) === 0xffffffff && dv.getUint32(off + MMAP.addr, true) >= 0xfffff001) return;
     if (u64n(dv, off + MMAP.pgoff) !== 0) return; // the kvm_run page is at file offset 0
-    const run = p.run(fd);
-    if (info.vcpu !== null) run.vcpu = info.vcpu;
-    run.user_addr = hex64(dv, off + MMAP.addr);
-    run.mmap_size = u64n(dv, off + MMAP.len);
-    this.maybeEmitRun(p, run);
-    this.drainAfter();
+    const run = userAddrSeen(p, fd, info.vcpu, hex64(dv, off + MMAP.addr), u64n(dv, off + MMAP.len));
+    if (run) this.emit(run);
   }
 
   private exitEvent(dv: DataView, off: number, len: number): void {
@@ -431,7 +331,7 @@ export class Decoder {
     for (const [fd, info] of p.fds) {
       this.emit({ type: 'fd', ts_ns: ts, pid, tid, op: 'leak', fd, fd_kind: info.kind, vm: info.vm, vcpu: info.vcpu });
     }
-    for (const [t, e] of this.comms) if (e.pid === pid) this.comms.delete(t);
+    this.comms.forgetProcess(pid);
   }
 
   private copyEvent(dv: DataView, off: number, len: number): void {
@@ -463,18 +363,5 @@ export class Decoder {
     if (q.length === 0) return;
     for (let i = 0; i < q.length; i++) this.emit(q[i]);
     q.length = 0;
-  }
-
-  /** comm of thread `tid`, rebuilt only when its 16 bytes change. */
-  private comm(dv: DataView, at: number, pid: number, tid: number): string {
-    const w0 = dv.getUint32(at, true);
-    const w1 = dv.getUint32(at + 4, true);
-    const w2 = dv.getUint32(at + 8, true);
-    const w3 = dv.getUint32(at + 12, true);
-    const e = this.comms.get(tid);
-    if (e && e.w0 === w0 && e.w1 === w1 && e.w2 === w2 && e.w3 === w3) return e.s;
-    const s = cstr(dv, at, KT_TASK_COMM_LEN);
-    this.comms.set(tid, { pid, w0, w1, w2, w3, s });
-    return s;
   }
 }

@@ -18,7 +18,8 @@ import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { EXIT_UNION_MEMBER as MEMBER_OF_REASON } from '../kvm/abi/exit-union.js';
 import { KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT } from '../kvm/abi/exit-reasons.generated.js';
 import type { ExitInfo } from './records.js';
-import { bytesHex, type ArgsObject, type BtfArgsDecoder, type StructDecoder } from './btf-args.js';
+import { bytesHex, hex64, u64n } from '../cdata/values.js';
+import type { ArgsObject, BtfArgsDecoder, StructDecoder } from './btf-args.js';
 
 
 /**
@@ -38,7 +39,6 @@ const nameOf = (table: Record<string, number>): Map<number, string> => {
 const INTERNAL_NAMES = nameOf(KVM_INTERNAL_ERROR);
 const SYSTEM_EVENT_NAMES = nameOf(KVM_SYSTEM_EVENT);
 
-const TWO32 = 4294967296;
 
 /** Little-endian value of `n` (≤ 8) bytes at `at`: a number when ≤ 6 bytes (always exact), else "0x…". */
 function leValue(dv: DataView, at: number, n: number): number | string {
@@ -162,7 +162,7 @@ export class ExitDecoder {
         size,
         port: dv.getUint16(at + this.io.port, true),
         count,
-        data_offset: dv.getUint32(at + this.io.dataOffset + 4, true) * TWO32 + dv.getUint32(at + this.io.dataOffset, true),
+        data_offset: u64n(dv, at + this.io.dataOffset),
       };
       if (dir === 1) {
         const n = Math.min(size * count, 8);
@@ -174,12 +174,10 @@ export class ExitDecoder {
       const at = snapOff + this.mmio.at;
       const len = dv.getUint32(at + this.mmio.len, true);
       const isWrite = dv.getUint8(at + this.mmio.isWrite) !== 0;
-      const hi = dv.getUint32(at + this.mmio.physAddr + 4, true);
-      const lo = dv.getUint32(at + this.mmio.physAddr, true);
       const e: ExitInfo = {
         reason: 'MMIO',
         code,
-        phys_addr: hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`,
+        phys_addr: hex64(dv, at + this.mmio.physAddr),
         len,
         is_write: isWrite,
       };

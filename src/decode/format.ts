@@ -10,7 +10,7 @@
  * values are abbreviated, integers ≥ 256 are shown in hex. The JSONL output has everything.
  */
 import type { Writable } from 'node:stream';
-import type { RecordSink } from '../export/sink.js';
+import type { RecordSink } from './sink.js';
 import type { ExitInfo, IoctlRecord, TraceRecord } from './records.js';
 
 export interface FormatOptions {

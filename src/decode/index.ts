@@ -6,7 +6,7 @@ export { Decoder, type DecoderOptions, type DecoderStats } from './decoder.js';
 export { SummaryBuilder, LatencyHistogram, type SummaryMeta } from './summary.js';
 export { JsonlSink, type JsonlSinkOptions, type JsonlSinkStats } from './jsonl-sink.js';
 export { LineSink, formatRecord, formatIoctl, formatExit, formatDuration, type FormatOptions } from './format.js';
-export { frameRecords, forEachRecord, decodeStream } from './stream.js';
+export { decodeStream } from './stream.js';
 export { BtfArgsDecoder, type ArgsObject, type ArgValue, type StructDecoder } from './btf-args.js';
 export { ExitDecoder } from './exit.js';
 export { ProcessTable, classifyFdLink, parseKvmRunMaps, pidsWithKvmFds, type SeedResult, type FdInfo } from './processes.js';

@@ -16,8 +16,10 @@
 import type { Btf } from '../btf/index.js';
 import { decodeIoc, dirName, cmdHex, type IocDir } from '../kvm/abi/ioc.js';
 import { capName, ioctlByCmd, type FdKind as TableFdKind, type IoctlDef } from '../kvm/abi/ioctl-table.js';
-import { u64Value, type ArgsObject, type BtfArgsDecoder, type StructDecoder } from './btf-args.js';
-import type { FdKind } from './records.js';
+import { KT_F_IN_FAULT, KT_F_IN_TRUNC, KT_F_OUT_FAULT, KT_F_OUT_TRUNC } from '../bpf/event-layout.js';
+import { hex64, u64n, u64Value } from '../cdata/values.js';
+import type { ArgsObject, BtfArgsDecoder, StructDecoder } from './btf-args.js';
+import type { FdKind, IoctlRecord } from './records.js';
 
 /** How the creation ioctls feed the fd table. */
 export type Creates = 'vm' | 'vcpu' | 'device' | null;
@@ -59,12 +61,7 @@ function scalarDecoder(name: string, size: number): (dv: DataView, off: number, 
     if (len < size || size === 0) return { _truncated: true };
     let v: number | string;
     if (size === 8) {
-      v = u64Value(dv, off);
-      if (key === 'addr') {
-        const hi = dv.getUint32(off + 4, true);
-        const lo = dv.getUint32(off, true);
-        v = hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
-      }
+      v = key === 'addr' ? hex64(dv, off) : u64Value(dv, off);
     } else if (size === 4) v = dv.getUint32(off, true);
     else if (size === 2) v = dv.getUint16(off, true);
     else v = dv.getUint8(off);
@@ -158,4 +155,47 @@ export function argsInDiff(inArgs: ArgsObject, outArgs: ArgsObject): ArgsObject 
     if (outArgs[k] !== v) (diff ??= {})[k] = v;
   }
   return diff;
+}
+
+/**
+ * Set `args` (and `args_in`) of ioctl record `r` from what was captured: the integer argument (a u64 at
+ * `argOff`), or the argument bytes — the out bytes (what the kernel wrote back) when the call succeeded
+ * and they were captured, else the in bytes; with both, `args_in` lists what the caller passed differently.
+ * `flags` are the record's KT_F_* bits (truncated or faulted copies).
+ */
+export function decodeArgs(
+  c: CmdInfo,
+  r: IoctlRecord,
+  dv: DataView,
+  argOff: number,
+  flags: number,
+  inOff: number,
+  inLen: number,
+  outOff: number,
+  outLen: number,
+): void {
+  if (c.fromArg) {
+    r.args = c.fromArg(u64n(dv, argOff), r.arg);
+    return;
+  }
+  const dec = c.fromBytes;
+  if (!dec) return;
+  let args: ArgsObject | undefined;
+  let argsIn: ArgsObject | undefined;
+  if (outLen > 0 && r.ret >= 0) {
+    args = dec(dv, outOff, outLen);
+    if (flags & KT_F_OUT_TRUNC) args._truncated = true;
+    if (inLen > 0) argsIn = argsInDiff(dec(dv, inOff, inLen), args);
+  } else if (inLen > 0) {
+    args = dec(dv, inOff, inLen);
+    if (flags & KT_F_IN_TRUNC) args._truncated = true;
+  } else if (outLen > 0) {
+    args = dec(dv, outOff, outLen);
+    if (flags & KT_F_OUT_TRUNC) args._truncated = true;
+  } else if (flags & (KT_F_IN_FAULT | KT_F_OUT_FAULT)) {
+    // The argument pointer could not be read (bad pointer: usually the call's EFAULT).
+    args = { _fault: true };
+  }
+  if (args) r.args = args;
+  if (argsIn) r.args_in = argsIn;
 }

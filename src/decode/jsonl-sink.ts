@@ -8,7 +8,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
-import type { RecordSink } from '../export/sink.js';
+import type { RecordSink } from './sink.js';
 import { recordJson } from './json.js';
 import type { TraceRecord } from './records.js';
 

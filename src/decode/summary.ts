@@ -5,7 +5,7 @@
  * log-linear histogram per ioctl name (32 buckets per power of two: ≤ 1.6 % relative error, ~13 KB), never
  * an array of samples: a run can have millions of KVM_RUNs.
  */
-import type { RecordSink } from '../export/sink.js';
+import type { RecordSink } from './sink.js';
 import type { KvmRunRecord, LatencyStats, SummaryRecord, TraceRecord } from './records.js';
 
 const SUB_BITS = 5;

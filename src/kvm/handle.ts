@@ -21,7 +21,7 @@ import {
   PROT_WRITE,
 } from '../ffi/libc.js';
 import type { FdKind, IoctlDef } from './abi/ioctl-table.js';
-import { decode, encode, type CValue, type RecordType } from './abi/layout.js';
+import { decode, encode, type CValue, type RecordType } from '../cdata/layout.js';
 import { kvmIoctl, notifyFd } from './observer.js';
 
 /** Where an argument lives for one call: its address and a DataView over exactly its bytes. */

@@ -12,7 +12,7 @@ import type { Btf, MemberLayout, StructLayout } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
 import { memoryView } from '../ffi/libc.js';
 import { exitReasonName } from './abi/ioctl-table.js';
-import { memberAt } from './abi/layout.js';
+import { memberAt } from '../cdata/layout.js';
 import { STRUCTS } from './abi/structs.js';
 
 /** Byte offsets of the kvm_run members kvm-trace reads or writes. */

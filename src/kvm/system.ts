@@ -9,7 +9,7 @@
  *   ...; vm.close(); kvm.close();
  */
 import { O_CLOEXEC, O_RDWR, open } from '../ffi/libc.js';
-import { capValue, ioctlByName } from './abi/ioctl-table.js';
+import { capNumber, ioctlByName, type Cap } from './abi/ioctl-table.js';
 import { STRUCTS, type KvmCpuidEntry2 } from './abi/structs.js';
 import { KvmHandle } from './handle.js';
 import { notifyFd } from './observer.js';
@@ -26,10 +26,6 @@ const KVM_GET_MSR_INDEX_LIST = ioctlByName('KVM_GET_MSR_INDEX_LIST');
 export function defaultKvmPath(): string {
   return process.env.KVM_TRACE_KVM_DEV || '/dev/kvm';
 }
-
-/** A capability given by number or by name ("KVM_CAP_USER_MEMORY" or "USER_MEMORY"). */
-export type Cap = number | string;
-export const capNumber = (cap: Cap): number => (typeof cap === 'number' ? cap : capValue(cap));
 
 export class Kvm extends KvmHandle {
   readonly path: string;

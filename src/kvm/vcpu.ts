@@ -23,7 +23,7 @@ import {
   type KvmVcpuEvents,
   type KvmXcrs,
 } from './abi/structs.js';
-import { encode } from './abi/layout.js';
+import { encode } from '../cdata/layout.js';
 import { KvmHandle } from './handle.js';
 import { KvmRun, type KvmRunLayout } from './kvm-run.js';
 import { kvmIoctl, notifyFd, notifyKvmRun } from './observer.js';

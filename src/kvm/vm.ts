@@ -7,12 +7,11 @@
  *   vm.setUserMemoryRegion({ slot: 0, flags: 0, guest_phys_addr: 0n, memory_size: 0x10000n, userspace_addr: addr });
  *   const vcpu = vm.createVcpu(0);
  */
-import { ioctlByName } from './abi/ioctl-table.js';
+import { capNumber, ioctlByName, type Cap } from './abi/ioctl-table.js';
 import { STRUCTS, type KvmClockData, type KvmUserspaceMemoryRegion } from './abi/structs.js';
 import { KvmHandle } from './handle.js';
 import type { KvmRunLayout } from './kvm-run.js';
 import { notifyFd } from './observer.js';
-import { capNumber, type Cap } from './system.js';
 import { Vcpu } from './vcpu.js';
 
 const KVM_CHECK_EXTENSION = ioctlByName('KVM_CHECK_EXTENSION');

@@ -4,7 +4,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { systemLineSize } from '../analysis/cacheline.js';
-import { kernelTypeSource } from '../analysis/btf-source.js';
+import { kernelTypeSource } from '../btf/type-source.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { buildReportModelFromFile, type ReportModel } from './model.js';
 import { renderHtml } from './render-html.js';

@@ -8,104 +8,19 @@
  * same analysis (src/analysis/flags.ts) when the kernel's BTF is at hand.
  */
 import type { BufferFlag, IoctlRecord, KvmRunRecord, TraceRecord } from '../decode/records.js';
-import { FlagAnalyzer } from '../analysis/flags.js';
-import { kvmRunBlocks, kvmRunLines, type RunField, type RunMapBlock } from '../analysis/kvm-run-lines.js';
+import { FlagAnalyzer, type IoctlLookup } from '../analysis/flags.js';
+import { kvmRunBlocks, kvmRunLines, lineAddresses, type RunField } from '../analysis/kvm-run-lines.js';
 import { DEFAULT_LINE_SIZE } from '../analysis/cacheline.js';
-import type { IoctlLookup, StructLayout, TypeSource } from '../analysis/types.js';
-import { LatencyHistogram, type HistogramJson, type LatencySummary } from './histogram.js';
+import type { StructLayout } from '../btf/layout.js';
+import type { TypeSource } from '../btf/type-source.js';
+import { LatencyHistogram } from './histogram.js';
 import { readRecords, type ReadStats } from './jsonl.js';
+import type { FlagExample, IoctlSummary, KvmRunMap, ReasonLines, ReportModel, RunMapReason, VcpuSummary } from './model-types.js';
+
+export type * from './model-types.js';
 
 export const WORST_PER_IOCTL = 5;
 const LEAK_LIST_MAX = 50;
-
-export interface FlagExample extends BufferFlag {
-  pid: number;
-  tid: number;
-  comm: string;
-  ts_ns: number;
-  /** The ioctl's argument pointer. */
-  arg: string;
-}
-
-export interface IoctlSummary {
-  name: string;
-  calls: number;
-  errors: number;
-  errnos: Record<string, number>;
-  /** Copied buffers with a known length (flagged). */
-  copies: number;
-  bytes_copied: number;
-  misaligned: number;
-  cacheline_cross: number;
-  /** Copies the kernel made whose length the capture does not reveal. */
-  unknown_copies: number;
-  latency: LatencySummary;
-  histogram: HistogramJson;
-  /** Flagged buffers, worst first (most extra lines, then misaligned). */
-  worst: FlagExample[];
-}
-
-export interface ReasonLines {
-  lines: number[];
-  straddling: string[];
-  kernel_lines: string[];
-  user_lines: string[];
-}
-
-export interface VcpuSummary {
-  pid: number;
-  vcpu: number;
-  kernel_addr: string | null;
-  user_addr: string | null;
-  mmap_size: number | null;
-  runs: number;
-  exits: Record<string, number>;
-  /** Exit reason → kvm_run lines its exits touched (union over the exits seen). */
-  lines: Record<string, ReasonLines>;
-}
-
-export interface RunMapReason {
-  member: string | null;
-  lines: number[];
-  fields: Array<{ name: string; offset: number; size: number; straddles: boolean; part: string }>;
-}
-
-export interface KvmRunMap {
-  size: number;
-  line_size: number;
-  /** Rows of the map: ceil(size / line_size). */
-  rows: number;
-  blocks: RunMapBlock[];
-  /** Per exit reason seen (or IO/MMIO/HLT/HYPERCALL when none were): the fields and lines it touches. */
-  reasons: Record<string, RunMapReason>;
-}
-
-export interface ReportModel {
-  kind: 'kvm-trace-report';
-  version: 1;
-  source: { file: string; lines: number; records: number; ignored: number; by_type: Record<string, number> };
-  capture: { strategy: string | null; duration_s: number | null; events: number | null; unknown_ioctls: number | null };
-  line_size: number;
-  /** Where the buffer flags came from. */
-  flags_from: 'records' | 'derived' | 'mixed' | 'none';
-  totals: {
-    calls: number;
-    errors: number;
-    copies: number;
-    bytes_copied: number;
-    misaligned: number;
-    cacheline_cross: number;
-    unknown_copies: number;
-    observed_copies: number;
-    exits: number;
-  };
-  ioctls: IoctlSummary[];
-  vcpus: VcpuSummary[];
-  kvm_run: KvmRunMap | null;
-  fds: { opened: number; closed: number; leaked: number; leaked_list: Array<{ pid: number; fd: number; fd_kind: string }> };
-  lost: number;
-  notes: string[];
-}
 
 export interface ModelOptions {
   /** Kernel types (BTF) for deriving flags and the kvm_run map; without them both are left out with a note. */
@@ -307,15 +222,7 @@ export class ReportBuilder {
         histogram: a.hist.toJSON(),
         worst: a.worst,
       }));
-    const addrLines = (base: string | null | undefined, lines: number[]): string[] => {
-      if (!base) return [];
-      try {
-        const b = BigInt(base);
-        return lines.map((i) => `0x${(((b + BigInt(i * L)) / BigInt(L)) * BigInt(L)).toString(16)}`);
-      } catch {
-        return [];
-      }
-    };
+    const addrLines = (base: string | null | undefined, lines: number[]): string[] => lineAddresses(base, lines, L)?.lines ?? [];
     const keys = new Set([...this.vcpus.keys(), ...this.runs.keys()]);
     const vcpus: VcpuSummary[] = [...keys]
       .map((k) => {

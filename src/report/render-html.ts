@@ -9,7 +9,7 @@
  * a headless browser test can tell the page rendered cleanly. Every count carries data-count="<key>" with
  * the key reportCounts() uses.
  */
-import type { IoctlSummary, KvmRunMap, ReportModel } from './model.js';
+import type { IoctlSummary, KvmRunMap, ReportModel } from './model-types.js';
 import { fmtNs } from './render-text.js';
 
 const esc = (s: unknown): string =>
@@ -236,41 +236,42 @@ function runMap(k: KvmRunMap): string {
 }
 
 function histogram(i: IoctlSummary): string {
-  const W = 250;
-  const H = 70;
+  // SVG user units: the plot area; the axis labels take 14 more below it.
+  const plotWidth = 250;
+  const plotHeight = 70;
   const { bounds_ns: b, counts: c } = i.histogram;
   if (!b.length) return '';
   const max = Math.max(...c);
   const lo = Math.log10(Math.max(1, b[0] / 1.2));
   const hi = Math.log10(b[b.length - 1]) + 0.05;
-  const sx = (v: number) => ((Math.log10(Math.max(1, v)) - lo) / (hi - lo || 1)) * W;
+  const sx = (v: number) => ((Math.log10(Math.max(1, v)) - lo) / (hi - lo || 1)) * plotWidth;
   const bars = b
     .map((ub, k) => {
       const lb = k > 0 && b[k - 1] < ub ? Math.max(b[k - 1], ub / 1.0625) : ub / 1.0625;
       const x = sx(lb);
       const w = Math.max(1.5, sx(ub) - x - 0.5);
-      const h = Math.max(1, (c[k] / max) * (H - 6));
-      return `<rect class="bar" x="${x.toFixed(1)}" y="${(H - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>≤ ${fmtNs(ub)}: ${c[k]}</title></rect>`;
+      const h = Math.max(1, (c[k] / max) * (plotHeight - 6));
+      return `<rect class="bar" x="${x.toFixed(1)}" y="${(plotHeight - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>≤ ${fmtNs(ub)}: ${c[k]}</title></rect>`;
     })
     .join('');
   const mark = (v: number, label: string) =>
-    `<line x1="${sx(v)}" x2="${sx(v)}" y1="0" y2="${H}" stroke="#c2255c" stroke-dasharray="2 2"/><text class="tick" x="${Math.min(W - 20, sx(v) + 2)}" y="9">${label}</text>`;
+    `<line x1="${sx(v)}" x2="${sx(v)}" y1="0" y2="${plotHeight}" stroke="#c2255c" stroke-dasharray="2 2"/><text class="tick" x="${Math.min(plotWidth - 20, sx(v) + 2)}" y="9">${label}</text>`;
   return `<div class="hist"><h4>${esc(i.name)}</h4><div class="meta">${count(`ioctl.${i.name}.calls`, i.calls)} calls · p50 ${fmtNs(i.latency.p50_ns)} · p99 ${fmtNs(i.latency.p99_ns)} · max ${fmtNs(i.latency.max_ns)}</div>
-<svg class="histogram" width="100%" viewBox="0 0 ${W} ${H + 14}">${bars}${mark(i.latency.p50_ns, 'p50')}${mark(i.latency.p99_ns, 'p99')}<line class="axis" x1="0" x2="${W}" y1="${H + 0.5}" y2="${H + 0.5}"/><text class="tick" x="0" y="${H + 12}">${fmtNs(b[0])}</text><text class="tick" x="${W}" y="${H + 12}" text-anchor="end">${fmtNs(b[b.length - 1])}</text></svg></div>`;
+<svg class="histogram" width="100%" viewBox="0 0 ${plotWidth} ${plotHeight + 14}">${bars}${mark(i.latency.p50_ns, 'p50')}${mark(i.latency.p99_ns, 'p99')}<line class="axis" x1="0" x2="${plotWidth}" y1="${plotHeight + 0.5}" y2="${plotHeight + 0.5}"/><text class="tick" x="0" y="${plotHeight + 12}">${fmtNs(b[0])}</text><text class="tick" x="${plotWidth}" y="${plotHeight + 12}" text-anchor="end">${fmtNs(b[b.length - 1])}</text></svg></div>`;
 }
 
 function flagBars(m: ReportModel): string {
   const rows = m.ioctls.filter((i) => i.copies > 0);
   if (!rows.length) return '<p class="empty">No copied buffers with a known length in this trace.</p>';
   const maxC = Math.max(...rows.map((i) => i.copies));
-  const W = 360;
+  const barWidth = 360;
   const rowH = 22;
   const nameW = 230;
   const h = rows.length * rowH + 8;
   const bars = rows
     .map((i, k) => {
       const y = 4 + k * rowH;
-      const sw = (n: number) => (n / maxC) * W;
+      const sw = (n: number) => (n / maxC) * barWidth;
       return `<text class="rlabel" x="0" y="${y + 13}">${esc(i.name)}</text>
 <rect x="${nameW}" y="${y + 2}" width="${sw(i.copies).toFixed(1)}" height="6" rx="2" fill="#d0d5dd"><title>${i.copies} copies</title></rect>
 <rect x="${nameW}" y="${y + 9}" width="${sw(i.cacheline_cross).toFixed(1)}" height="5" rx="2" fill="#e8590c"><title>${i.cacheline_cross} crossing</title></rect>
@@ -278,7 +279,7 @@ function flagBars(m: ReportModel): string {
 <text class="tick" x="${nameW + sw(i.copies) + 6}" y="${y + 13}">${num(i.copies)} copied · ${num(i.cacheline_cross)} crossing · ${num(i.misaligned)} misaligned</text>`;
     })
     .join('');
-  return `<svg id="flagbars" width="${nameW + W + 220}" height="${h}" viewBox="0 0 ${nameW + W + 220} ${h}">${bars}</svg>
+  return `<svg id="flagbars" width="${nameW + barWidth + 220}" height="${h}" viewBox="0 0 ${nameW + barWidth + 220} ${h}">${bars}</svg>
 <p class="legend"><span><span class="swatch" style="background:#d0d5dd"></span>buffers copied</span><span><span class="swatch" style="background:#e8590c"></span>crossing a ${m.line_size}-byte line more than needed</span><span><span class="swatch" style="background:#c2255c"></span>misaligned for its type</span></p>`;
 }
 

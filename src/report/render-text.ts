@@ -3,7 +3,7 @@
  * latency percentiles), the worst buffers with addresses and thread, per-vCPU kvm_run addresses, exits and
  * lines touched, and the capture's health (lost records, leaked fds). Counts are printed as plain integers.
  */
-import type { ReportModel } from './model.js';
+import type { ReportModel } from './model-types.js';
 
 /** "812ns", "8.1µs", "3.20ms", "1.50s". */
 export function fmtNs(ns: number): string {

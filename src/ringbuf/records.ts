@@ -9,6 +9,9 @@
  * bits are BUSY (1<<31, still being written: stop here) and DISCARD (1<<30, skip it), then a u32 page
  * offset the kernel uses internally — followed by len bytes; the next record starts round_up(len + 8, 8)
  * later. Positions grow forever; `pos & (size - 1)` is the place in the data area.
+ *
+ * The record walk (walkRecords) is written once and serves both the live ring (RingCursor) and a recorded
+ * copy of one laid out flat (stream.ts).
  */
 
 export const RINGBUF_BUSY_BIT = 0x80000000;
@@ -84,48 +87,62 @@ export class RingCursor {
    * position advances past a record before its handler runs, so a throwing handler skips only that record.
    */
   drain(onRecord: RecordHandler, maxRecords = Number.MAX_SAFE_INTEGER): DrainStep {
-    const prod = this.producer();
-    const words = this.words;
-    const view = this.view;
-    const mask = this.mask;
-    let cons = this.cons;
-    let records = 0;
-    let discarded = 0;
-    let busy = false;
-    try {
-      while (cons < prod && records < maxRecords) {
-        const at = cons & mask;
-        // A plain load, not Atomics.load (≈14 vs ≈20 ns per record here): x86-64 never reorders loads with
-        // loads, and V8 keeps typed-array loads in program order, so the data read after this header is at
-        // least as new as the header — the acquire the kernel's smp_store_release of the header pairs with.
-        const hdr = words[at >>> 2];
-        if (hdr & RINGBUF_BUSY_BIT) {
-          busy = true;
-          break;
-        }
-        const len = hdr & LEN_MASK;
-        const stride = (len + RINGBUF_HDR_SZ + 7) & ~7;
-        if (stride > prod - cons) {
-          // A header claiming more than was produced can only be a torn read or corruption: stop, retry later.
-          busy = true;
-          break;
-        }
-        cons += stride; // advanced before the handler runs: a throwing handler skips only its own record
-        if (hdr & RINGBUF_DISCARD_BIT) {
-          discarded++;
-          continue;
-        }
-        records++;
-        onRecord(view, at + RINGBUF_HDR_SZ, len);
-      }
-    } finally {
-      this.cons = cons;
-    }
-    return { records, discarded, busy };
+    return walkRecords(this.view, this.words, this.mask, this, this.producer(), onRecord, maxRecords);
   }
 
   /** Publish the local consumer position (release): the producer may now overwrite consumed space. */
   commit(): void {
     Atomics.store(this.pos.consumer, 0, BigInt(this.cons));
   }
+}
+
+/**
+ * Hand every complete record from `pos.cons` up to `prod` to `onRecord`, advancing `pos.cons` past each one
+ * before its handler runs (a throwing handler skips only its own record). `words` and `view` cover the same
+ * bytes; a position's place in them is `pos & mask`. Stops at a busy record, at a header claiming more than
+ * was produced (a torn read: retried later), or after `maxRecords`.
+ */
+export function walkRecords(
+  view: DataView,
+  words: Uint32Array,
+  mask: number,
+  pos: { cons: number },
+  prod: number,
+  onRecord: RecordHandler,
+  maxRecords: number,
+): DrainStep {
+  let cons = pos.cons;
+  let records = 0;
+  let discarded = 0;
+  let busy = false;
+  try {
+    while (cons < prod && records < maxRecords) {
+      const at = cons & mask;
+      // A plain load, not Atomics.load (≈14 vs ≈20 ns per record here): x86-64 never reorders loads with
+      // loads, and V8 keeps typed-array loads in program order, so the data read after this header is at
+      // least as new as the header — the acquire the kernel's smp_store_release of the header pairs with.
+      const hdr = words[at >>> 2];
+      if (hdr & RINGBUF_BUSY_BIT) {
+        busy = true;
+        break;
+      }
+      const len = hdr & LEN_MASK;
+      const stride = (len + RINGBUF_HDR_SZ + 7) & ~7;
+      if (stride > prod - cons) {
+        // A header claiming more than was produced can only be a torn read or corruption: stop, retry later.
+        busy = true;
+        break;
+      }
+      cons += stride; // advanced before the handler runs: a throwing handler skips only its own record
+      if (hdr & RINGBUF_DISCARD_BIT) {
+        discarded++;
+        continue;
+      }
+      records++;
+      onRecord(view, at + RINGBUF_HDR_SZ, len);
+    }
+  } finally {
+    pos.cons = cons;
+  }
+  return { records, discarded, busy };
 }

@@ -9,7 +9,7 @@
  */
 import type { Btf } from '../../btf/index.js';
 import { flattenLayout, type MemberKind } from '../../btf/layout.js';
-import { flatten, type RecordType } from '../../kvm/abi/layout.js';
+import { flatten, type RecordType } from '../../cdata/layout.js';
 import type { IoctlDef } from '../../kvm/abi/ioctl-table.js';
 
 export type AbiProblemKind = 'ioctl-size' | 'struct-size' | 'member-offset' | 'member-size' | 'member-missing';

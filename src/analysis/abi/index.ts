@@ -5,7 +5,7 @@
  * only parses options and turns problems into an exit code.
  */
 import type { Btf } from '../../btf/index.js';
-import type { RecordType } from '../../kvm/abi/layout.js';
+import type { RecordType } from '../../cdata/layout.js';
 import type { IoctlDef } from '../../kvm/abi/ioctl-table.js';
 import { abiCheck, type AbiCheckResult } from './check.js';
 import { layoutJson, layoutReport } from './layout-report.js';

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { CliError } from '../errors.js';
 import { Btf, BtfError } from '../../btf/index.js';
 import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from '../../btf/kernel.js';

@@ -11,14 +11,14 @@ import { stopSignal } from '../../capture/stop-signal.js';
 import { summaryText } from '../../capture/summary-text.js';
 import { JsonlSink } from '../../decode/jsonl-sink.js';
 import { LineSink } from '../../decode/format.js';
-import type { RecordSink } from '../../export/sink.js';
+import type { RecordSink } from '../../decode/sink.js';
 // Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
 // an export is asked for, see openOtel below.
 import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/cli-options.js';
 import { openOtel } from './otel-lazy.js';
 import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
 interface AttachCliOptions extends OtelCliValues {

@@ -11,7 +11,7 @@ import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } 
 import { openOtel } from './otel-lazy.js';
 import { GuestUsageError, resolveScenarios, SCENARIO_CHOICES } from '../../guest/index.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
 interface DemoCliOptions extends OtelCliValues {

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { SyscallError } from '../../ffi/errors.js';
 import { DEFAULT_EXITS, GuestAborted, GuestFault, GuestUsageError, runGuest, SCENARIO_CHOICES, type GuestResult } from '../../guest/index.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 
 interface GuestCliOptions {
   scenario: string;

@@ -3,7 +3,7 @@
  * a capture. Bad input (garbage, truncated, empty) is one line naming file:line and exit code 1.
  */
 import type { Command } from 'commander';
-import type { CliIo } from '../program.js';
+import type { CliIo } from '../io.js';
 import { CliError } from '../errors.js';
 import { JsonlError, makeReport, REPORT_FORMATS, type ReportFormat } from '../../report/index.js';
 

@@ -9,36 +9,12 @@
  * name, or the one valid on a given fd kind when asked.
  */
 import { decodeIoc, dirName, KVMIO, type IocDir } from './ioc.js';
+import type { FdKind, IoctlDef, UnavailableIoctl } from './ioctl-def.js';
 import { GENERATED_IOCTLS, GENERATED_UNAVAILABLE_IOCTLS, KVM_HEADER_VERSION } from './ioctls.generated.js';
 import { KVM_CAP } from './caps.generated.js';
 import { KVM_EXIT } from './exit-reasons.generated.js';
 
-export type FdKind = 'system' | 'vm' | 'vcpu' | 'device';
-
-export interface IoctlDef {
-  name: string;
-  cmd: number;
-  dir: IocDir;
-  nr: number;
-  /** sizeof(argType) as encoded in the number; 0 for _IO. */
-  size: number;
-  /** C type as the header writes it ("struct kvm_regs", "__u64", "unsigned long"); null for _IO. */
-  argType: string | null;
-  /** Struct tag when argType is a struct ("kvm_regs"), else null. */
-  argStruct: string | null;
-  fdKinds: readonly FdKind[];
-  /** Other names with the same request number. */
-  aliases: readonly string[];
-}
-
-/** A header ioctl whose argument type exists only on another architecture, so it has no x86_64 number. */
-export interface UnavailableIoctl {
-  name: string;
-  dir: IocDir;
-  nr: number;
-  argType: string | null;
-  fdKinds: readonly FdKind[];
-}
+export type { FdKind, IoctlDef, UnavailableIoctl } from './ioctl-def.js';
 
 export { KVM_HEADER_VERSION };
 export const IOCTLS: readonly IoctlDef[] = GENERATED_IOCTLS;
@@ -121,6 +97,10 @@ export function capValue(name: string): number {
   if (v === undefined) throw new Error(`unknown KVM capability ${name}`);
   return v;
 }
+
+/** A capability given by number or by name ("KVM_CAP_USER_MEMORY" or "USER_MEMORY"). */
+export type Cap = number | string;
+export const capNumber = (cap: Cap): number => (typeof cap === 'number' ? cap : capValue(cap));
 
 const exitNames = new Map<number, string>();
 for (const [k, v] of Object.entries(KVM_EXIT)) if (!exitNames.has(v)) exitNames.set(v, k);

@@ -5,7 +5,7 @@
  * The running kernel may be newer than these headers: names added after this header version are absent.
  */
 
-import type { IoctlDef, UnavailableIoctl } from './ioctl-table.js';
+import type { IoctlDef, UnavailableIoctl } from './ioctl-def.js';
 
 export const KVM_HEADER_VERSION = "Linux 6.1.192 uapi headers (Debian linux-libc-dev 6.1.192-2)";
 

@@ -10,7 +10,7 @@
  * `char` is signed on x86_64, hence s8. kvm_run is declared here as well (header, the exit union members
  * the guest reads, sync-regs area) so code can run without BTF; src/kvm/kvm-run.ts prefers BTF offsets.
  */
-import { array, s8, s32, struct, u16, u32, u64, u8, union, type RecordType } from './layout.js';
+import { array, s8, s32, struct, u16, u32, u64, u8, union, type RecordType } from '../../cdata/layout.js';
 
 const kvm_regs = struct('kvm_regs', [
   ...['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp'].map((n): [string, typeof u64] => [n, u64]),

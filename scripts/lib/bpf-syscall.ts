@@ -2,14 +2,15 @@
  * A tiny raw bpf(2) binding: create a map, load a hand-assembled program, run it with BPF_PROG_TEST_RUN,
  * look up a map element. It exists so the ring-buffer consumer can be tested (and benchmarked) against a
  * REAL kernel ring buffer without clang or libbpf: the producer is a few BPF instructions (see
- * src/ringbuf/producer.ts). The real tracer loads its object through libbpf (src/ffi/libbpf.ts).
+ * scripts/lib/ring-producer.ts). The real tracer loads its object through libbpf (src/ffi/libbpf.ts). Dev
+ * tooling for tests and the benchmark, kept out of src/.
  *
  * The bpf_attr variants are declared with the C layout DSL (offsets computed by C rules, not typed by
  * hand); test/ringbuf-kernel.test.ts proves them equal to the running kernel's BTF of union bpf_attr.
  */
 import koffi from 'koffi';
-import { SyscallError } from './errors.js';
-import { array, encode, memberAt, struct, u32, u64, u8, type RecordType } from '../kvm/abi/layout.js';
+import { SyscallError } from '../../src/ffi/errors.js';
+import { array, encode, memberAt, struct, u32, u64, u8, type RecordType } from '../../src/cdata/layout.js';
 
 const libc = koffi.load('libc.so.6');
 // syscall(2) is variadic; a fixed-arity alias is fine on x86_64 (glibc's syscall() is plain asm).

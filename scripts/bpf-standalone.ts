@@ -5,14 +5,14 @@
  * --duration, print stats. It exists to measure the kernel side's cost on its own and for the bpf tests'
  * teardown checks (a real process receiving real signals). Not the product's attach command.
  *
- *   node dist/src/bpf/standalone.js [-p PID]... [-c COMM] [--strategy S] [--ring BYTES] [--duration S]
+ *   node dist/scripts/bpf-standalone.js [-p PID]... [-c COMM] [--strategy S] [--ring BYTES] [--duration S]
  *                                   [--drain-ms MS] [--object FILE.bpf.o] [--programs A,B]
  *                                   [--throw-after-attach]
  * stdout: one JSON line {"attached":…,"strategy","programs","ids"} once attached, one {"stats":…} at the end.
  */
-import { RingBufferConsumer } from '../ringbuf/index.js';
-import type { StrategyOption } from './programs.js';
-import { KvmTracer } from './tracer.js';
+import { RingBufferConsumer } from '../src/ringbuf/index.js';
+import type { StrategyOption } from '../src/bpf/programs.js';
+import { KvmTracer } from '../src/bpf/tracer.js';
 
 interface Args {
   pids: number[];

@@ -1,266 +1,29 @@
 /**
- * The kt_* records of bpf/kvm_trace.h, declared once here with the C layout DSL (offsets follow the C rules,
- * none typed by hand) and turned into plain numeric offsets for the hot path. test/event-layout.test.ts
- * reads the compiled BPF object's BTF and proves every struct size and member offset/size equals these.
+ * Typed readers and writers of the raw kt_* records (bpf/kvm_trace.h, mirrored in src/bpf/event-layout.ts),
+ * for tests: parse*() read one record from a DataView into a plain object, independently of the decoder's
+ * hot path, so a test can check what the BPF side wrote; encode*() build records exactly as the BPF side
+ * does (variable-length ioctl records included) to feed the decoder.
  *
- * parse*() read one record from a DataView (the ring's data area, zero-copy) into a typed object; a record
- * shorter than its struct — or than offsetof(data) + in_len + out_len for ioctl records — is rejected
- * (undefined), and the caller counts it. encode*() write records the same way (tests, benchmarks, replay).
- * 64-bit addresses are kept as "0x…" strings (what the JSONL contract wants), times as numbers.
+ * A record shorter than its struct — or than offsetof(data) + in_len + out_len for ioctl records — parses
+ * as undefined. 64-bit addresses are "0x…" strings (what the JSONL contract wants), times numbers.
  */
-import { array, memberAt, s32, s64, s8, struct, u16, u32, u64, u8, type RecordType } from '../kvm/abi/layout.js';
-
-export const KT_TASK_COMM_LEN = 16;
-export const KT_DATA_MAX = 512;
-export const KT_RUN_SNAP = 288;
-
-export const KT_EV_IOCTL = 1;
-export const KT_EV_FD = 2;
-export const KT_EV_MMAP = 3;
-export const KT_EV_EXIT = 4;
-export const KT_EV_COPY = 5;
-
-export const KT_F_IN_FAULT = 1 << 0;
-export const KT_F_OUT_FAULT = 1 << 1;
-export const KT_F_IN_TRUNC = 1 << 2;
-export const KT_F_OUT_TRUNC = 1 << 3;
-export const KT_F_RUN = 1 << 4;
-export const KT_F_NO_ENTER = 1 << 5;
-
-export const KT_FD_UNKNOWN = 0;
-export const KT_FD_SYSTEM = 1;
-export const KT_FD_VM = 2;
-export const KT_FD_VCPU = 3;
-export const KT_FD_DEVICE = 4;
-
-export const KT_FD_OPEN = 1;
-export const KT_FD_CLOSE = 2;
-
-export const KT_COPY_FROM_USER = 1;
-export const KT_COPY_TO_USER = 2;
-
-export const KT_STAT_LOST = 0;
-export const KT_STAT_EVENTS = 1;
-export const KT_STAT_NO_ENTER = 2;
-export const KT_STAT_STATE_FULL = 3;
-export const KT_STAT_MAX = 4;
-
-export const KT_AGG_BUCKETS = 128;
-export const KT_AGG_VCPUS = 64;
-export const KT_AGG_REASONS = 64;
-
-// `char comm[16]` is signed char on x86_64 / BPF; s8 keeps the BTF comparison honest.
-const comm = array(s8, KT_TASK_COMM_LEN);
-
-export const kt_hdr = struct('kt_hdr', [
-  ['type', u16],
-  ['flags', u16],
-  ['cpu', u32],
-  ['ts_ns', u64],
-  ['pid', u32],
-  ['tid', u32],
-]);
-
-export const kt_ioctl_event = struct('kt_ioctl_event', [
-  ['hdr', kt_hdr],
-  ['enter_ns', u64],
-  ['arg', u64],
-  ['ret', s64],
-  ['fd', s32],
-  ['cmd', u32],
-  ['run_kaddr', u64],
-  ['vcpu_id', s32],
-  ['exit_reason', u32],
-  ['pio_data', u64],
-  ['in_len', u16],
-  ['out_len', u16],
-  ['fd_kind', u32],
-  ['comm', comm],
-  ['data', array(u8, 2 * KT_DATA_MAX)],
-]);
-
-export const kt_fd_event = struct('kt_fd_event', [
-  ['hdr', kt_hdr],
-  ['fd', s32],
-  ['op', u32],
-  ['kind', u32],
-  ['ret', s32],
-  ['comm', comm],
-]);
-
-export const kt_mmap_event = struct('kt_mmap_event', [
-  ['hdr', kt_hdr],
-  ['addr', u64],
-  ['len', u64],
-  ['pgoff', u64],
-  ['fd', s32],
-  ['kind', u32],
-  ['prot', u32],
-  ['mflags', u32],
-]);
-
-export const kt_exit_event = struct('kt_exit_event', [
-  ['hdr', kt_hdr],
-  ['exit_code', s32],
-  ['__pad', u32],
-  ['comm', comm],
-]);
-
-export const kt_copy_event = struct('kt_copy_event', [
-  ['hdr', kt_hdr],
-  ['uaddr', u64],
-  ['len', u64],
-  ['dir', u32],
-  ['cmd', u32],
-  ['fd', s32],
-  ['__pad', u32],
-]);
-
-// Aggregate-only mode: map values, not records (read per CPU by src/bpf/aggregate.ts).
-export const kt_agg_ioctl = struct('kt_agg_ioctl', [
-  ['count', u64],
-  ['errors', u64],
-  ['no_enter', u64],
-  ['sum_ns', u64],
-  ['max_ns', u64],
-  ['hist', array(u64, KT_AGG_BUCKETS)],
-]);
-
-export const kt_agg_exits = struct('kt_agg_exits', [['reasons', array(u64, KT_AGG_REASONS)]]);
-
-/** Every struct of kvm_trace.h, by C tag (what the BTF test walks). */
-export const EVENT_STRUCTS: Record<string, RecordType> = {
-  kt_hdr,
-  kt_ioctl_event,
-  kt_fd_event,
-  kt_mmap_event,
-  kt_exit_event,
-  kt_copy_event,
-  kt_agg_ioctl,
-  kt_agg_exits,
-};
-
-const at = (t: RecordType, path: string): number => memberAt(t, path).offset;
-
-// Offsets as plain numbers for the decoder's hot path.
-export const HDR = {
-  type: at(kt_hdr, 'type'),
-  flags: at(kt_hdr, 'flags'),
-  cpu: at(kt_hdr, 'cpu'),
-  ts_ns: at(kt_hdr, 'ts_ns'),
-  pid: at(kt_hdr, 'pid'),
-  tid: at(kt_hdr, 'tid'),
-  size: kt_hdr.size,
-} as const;
-
-export const IOCTL = {
-  enter_ns: at(kt_ioctl_event, 'enter_ns'),
-  arg: at(kt_ioctl_event, 'arg'),
-  ret: at(kt_ioctl_event, 'ret'),
-  fd: at(kt_ioctl_event, 'fd'),
-  cmd: at(kt_ioctl_event, 'cmd'),
-  run_kaddr: at(kt_ioctl_event, 'run_kaddr'),
-  vcpu_id: at(kt_ioctl_event, 'vcpu_id'),
-  exit_reason: at(kt_ioctl_event, 'exit_reason'),
-  pio_data: at(kt_ioctl_event, 'pio_data'),
-  in_len: at(kt_ioctl_event, 'in_len'),
-  out_len: at(kt_ioctl_event, 'out_len'),
-  fd_kind: at(kt_ioctl_event, 'fd_kind'),
-  comm: at(kt_ioctl_event, 'comm'),
-  data: at(kt_ioctl_event, 'data'),
-  size: kt_ioctl_event.size,
-} as const;
-
-export const FD = {
-  fd: at(kt_fd_event, 'fd'),
-  op: at(kt_fd_event, 'op'),
-  kind: at(kt_fd_event, 'kind'),
-  ret: at(kt_fd_event, 'ret'),
-  comm: at(kt_fd_event, 'comm'),
-  size: kt_fd_event.size,
-} as const;
-
-export const MMAP = {
-  addr: at(kt_mmap_event, 'addr'),
-  len: at(kt_mmap_event, 'len'),
-  pgoff: at(kt_mmap_event, 'pgoff'),
-  fd: at(kt_mmap_event, 'fd'),
-  kind: at(kt_mmap_event, 'kind'),
-  prot: at(kt_mmap_event, 'prot'),
-  mflags: at(kt_mmap_event, 'mflags'),
-  size: kt_mmap_event.size,
-} as const;
-
-export const EXIT = {
-  exit_code: at(kt_exit_event, 'exit_code'),
-  comm: at(kt_exit_event, 'comm'),
-  size: kt_exit_event.size,
-} as const;
-
-export const AGG_IOCTL = {
-  count: at(kt_agg_ioctl, 'count'),
-  errors: at(kt_agg_ioctl, 'errors'),
-  no_enter: at(kt_agg_ioctl, 'no_enter'),
-  sum_ns: at(kt_agg_ioctl, 'sum_ns'),
-  max_ns: at(kt_agg_ioctl, 'max_ns'),
-  hist: at(kt_agg_ioctl, 'hist'),
-  size: kt_agg_ioctl.size,
-} as const;
-
-export const AGG_EXITS = {
-  reasons: at(kt_agg_exits, 'reasons'),
-  size: kt_agg_exits.size,
-} as const;
-
-export const COPY = {
-  uaddr: at(kt_copy_event, 'uaddr'),
-  len: at(kt_copy_event, 'len'),
-  dir: at(kt_copy_event, 'dir'),
-  cmd: at(kt_copy_event, 'cmd'),
-  fd: at(kt_copy_event, 'fd'),
-  size: kt_copy_event.size,
-} as const;
-
-/** Smallest valid length of each record type (ioctl records may end right after their data bytes). */
-export const MIN_LEN: Record<number, number> = {
-  [KT_EV_IOCTL]: IOCTL.data,
-  [KT_EV_FD]: FD.size,
-  [KT_EV_MMAP]: MMAP.size,
-  [KT_EV_EXIT]: EXIT.size,
-  [KT_EV_COPY]: COPY.size,
-};
-
-// --- small readers shared with the decoder -----------------------------------------------------------
-
-const TWO32 = 4294967296;
-
-/** u64 as a number (exact below 2^53: times in ns, lengths). */
-export function u64n(dv: DataView, off: number): number {
-  return dv.getUint32(off + 4, true) * TWO32 + dv.getUint32(off, true);
-}
-
-/** s64 as a number (exact within ±2^53: return values, errnos). */
-export function s64n(dv: DataView, off: number): number {
-  return dv.getInt32(off + 4, true) * TWO32 + dv.getUint32(off, true);
-}
-
-/** u64 as "0x…" hex without going through BigInt. */
-export function hex64(dv: DataView, off: number): string {
-  const hi = dv.getUint32(off + 4, true);
-  const lo = dv.getUint32(off, true);
-  return hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
-}
-
-/** A NUL-terminated char array as a string (comm is ASCII in practice; other bytes map to Latin-1). */
-export function cstr(dv: DataView, off: number, max: number): string {
-  let s = '';
-  for (let i = 0; i < max; i++) {
-    const c = dv.getUint8(off + i);
-    if (c === 0) break;
-    s += String.fromCharCode(c);
-  }
-  return s;
-}
+import {
+  COPY,
+  EXIT,
+  FD,
+  HDR,
+  IOCTL,
+  KT_EV_COPY,
+  KT_EV_EXIT,
+  KT_EV_FD,
+  KT_EV_IOCTL,
+  KT_EV_MMAP,
+  KT_FD_OPEN,
+  KT_FD_UNKNOWN,
+  KT_TASK_COMM_LEN,
+  MMAP,
+} from '../../src/bpf/event-layout.js';
+import { cstr, hex64, s64n, u64n } from '../../src/cdata/values.js';
 
 // --- parsed records -------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 /**
- * A real kernel ring-buffer producer for tests and benchmarks, without clang or libbpf: a BPF_MAP_TYPE_RINGBUF
+ * A real kernel ring-buffer producer for tests and benchmarks (dev tooling, not part of the package's API), without clang or libbpf: a BPF_MAP_TYPE_RINGBUF
  * map, a one-element array map holding {seq, fails}, and a hand-assembled socket-filter program run with
  * BPF_PROG_TEST_RUN (`repeat` runs per syscall). Each run emits one record whose bytes are the little-endian
  * u64 `seq` repeated, `len = 8 + (seq & 31)` bytes long (so strides and alignment vary), via
@@ -16,7 +16,7 @@ import {
   bpfMapLookup,
   bpfProgLoad,
   bpfProgTestRun,
-} from '../ffi/bpf-syscall.js';
+} from './bpf-syscall.js';
 
 export const BPF_RB_NO_WAKEUP = 1;
 export const BPF_RB_FORCE_WAKEUP = 2;

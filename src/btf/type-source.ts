@@ -1,11 +1,27 @@
 /**
- * Adapts the kernel BTF reader (src/btf) to the analysis TypeSource: struct layouts by tag, and size and
+ * Kernel types by the names a C header spells them, for code that reasons about what the kernel copies
+ * (src/kvm/abi/copy-rules.ts, the buffer flags, the kvm_run map): struct layouts by tag, and size and
  * natural alignment of any named type — struct tags, typedefs ("__u64", "sigset_t") and base types, with
- * the header's spellings mapped to BTF's ("unsigned long" is "long unsigned int" in BTF).
+ * the header's spellings mapped to BTF's ("unsigned long" is "long unsigned int" in BTF). Results are
+ * cached per name.
  */
-import { Btf } from '../btf/index.js';
-import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from '../btf/kernel.js';
-import type { TypeSize, TypeSource } from './types.js';
+import { Btf } from './index.js';
+import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from './kernel.js';
+import type { StructLayout } from './layout.js';
+
+/** Size and natural alignment of a type. */
+export interface TypeSize {
+  size: number;
+  align: number;
+}
+
+/** Where kernel type layouts come from: the running kernel's BTF in production. */
+export interface TypeSource {
+  /** struct or union by tag name ("kvm_regs"), typedefs followed. */
+  struct(name: string): StructLayout | undefined;
+  /** Any named type: a struct/union tag, a typedef ("__u64", "sigset_t") or a base type ("long unsigned int"). */
+  type(name: string): TypeSize | undefined;
+}
 
 const BTF_SPELLING: Record<string, string> = {
   'unsigned long': 'long unsigned int',

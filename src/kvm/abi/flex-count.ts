@@ -1,6 +1,6 @@
 /**
  * Which member of a struct counts the elements of one of its arrays: the one rule shared by the argument
- * decoder (btf-args.ts caps an array by it) and the BPF loader (src/bpf/flex-arrays.ts tells the kernel
+ * decoder (src/decode/btf-args.ts caps an array by it) and the BPF loader (src/bpf/flex-arrays.ts tells the kernel
  * side where the count of a flexible array sits, so it can capture the entries).
  *
  * A count is a plain integer member of at most 4 bytes (no bitfield), looked up by name among the
@@ -8,7 +8,7 @@
  * num_x (kvm_xcrs.nr_xcrs, kvm_pmu_event_filter.nevents); for a flexible array, then the first of
  * FLEX_COUNT_NAMES that exists (kvm_msrs.nmsrs, kvm_cpuid2.nent, kvm_irq_routing.nr, kvm_signal_mask.len).
  */
-import type { MemberLayout, StructLayout } from '../btf/index.js';
+import type { MemberLayout, StructLayout } from '../../btf/index.js';
 
 /** Count members a flexible array honours, in order of preference. */
 export const FLEX_COUNT_NAMES = ['nent', 'nmsrs', 'nr', 'n', 'len', 'count', 'nr_entries', 'num_entries', 'nents', 'ndata'];

@@ -1,0 +1,96 @@
+/**
+ * The shape of the one report model (model.ts builds it; render-text, render-json and render-html draw it).
+ * `kvm-trace report --format json` prints exactly this object.
+ */
+import type { BufferFlag } from '../decode/records.js';
+import type { RunMapBlock } from '../analysis/kvm-run-lines.js';
+import type { HistogramJson, LatencySummary } from './histogram.js';
+
+export interface FlagExample extends BufferFlag {
+  pid: number;
+  tid: number;
+  comm: string;
+  ts_ns: number;
+  /** The ioctl's argument pointer. */
+  arg: string;
+}
+
+export interface IoctlSummary {
+  name: string;
+  calls: number;
+  errors: number;
+  errnos: Record<string, number>;
+  /** Copied buffers with a known length (flagged). */
+  copies: number;
+  bytes_copied: number;
+  misaligned: number;
+  cacheline_cross: number;
+  /** Copies the kernel made whose length the capture does not reveal. */
+  unknown_copies: number;
+  latency: LatencySummary;
+  histogram: HistogramJson;
+  /** Flagged buffers, worst first (most extra lines, then misaligned). */
+  worst: FlagExample[];
+}
+
+export interface ReasonLines {
+  lines: number[];
+  straddling: string[];
+  kernel_lines: string[];
+  user_lines: string[];
+}
+
+export interface VcpuSummary {
+  pid: number;
+  vcpu: number;
+  kernel_addr: string | null;
+  user_addr: string | null;
+  mmap_size: number | null;
+  runs: number;
+  exits: Record<string, number>;
+  /** Exit reason → kvm_run lines its exits touched (union over the exits seen). */
+  lines: Record<string, ReasonLines>;
+}
+
+export interface RunMapReason {
+  member: string | null;
+  lines: number[];
+  fields: Array<{ name: string; offset: number; size: number; straddles: boolean; part: string }>;
+}
+
+export interface KvmRunMap {
+  size: number;
+  line_size: number;
+  /** Rows of the map: ceil(size / line_size). */
+  rows: number;
+  blocks: RunMapBlock[];
+  /** Per exit reason seen (or IO/MMIO/HLT/HYPERCALL when none were): the fields and lines it touches. */
+  reasons: Record<string, RunMapReason>;
+}
+
+export interface ReportModel {
+  kind: 'kvm-trace-report';
+  version: 1;
+  source: { file: string; lines: number; records: number; ignored: number; by_type: Record<string, number> };
+  capture: { strategy: string | null; duration_s: number | null; events: number | null; unknown_ioctls: number | null };
+  line_size: number;
+  /** Where the buffer flags came from. */
+  flags_from: 'records' | 'derived' | 'mixed' | 'none';
+  totals: {
+    calls: number;
+    errors: number;
+    copies: number;
+    bytes_copied: number;
+    misaligned: number;
+    cacheline_cross: number;
+    unknown_copies: number;
+    observed_copies: number;
+    exits: number;
+  };
+  ioctls: IoctlSummary[];
+  vcpus: VcpuSummary[];
+  kvm_run: KvmRunMap | null;
+  fds: { opened: number; closed: number; leaked: number; leaked_list: Array<{ pid: number; fd: number; fd_kind: string }> };
+  lost: number;
+  notes: string[];
+}
