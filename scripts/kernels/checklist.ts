@@ -5,7 +5,7 @@
  * the BTF reader with bpftool, and `attach` stopped by SIGINT with the BPF objects listed before, during
  * and after (bpf-objects.ts). Writes one KernelResult as JSON.
  *
- *   node dist/scripts/kernels/checklist.js --out FILE [--exits N] [--kernel NAME]
+ *   node dist/scripts/kernels/checklist.js --out FILE [--exits N] [--kernel NAME] [--checkout DIR]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,8 +20,20 @@ import { checkCopyRules } from './rule-check.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
 import { repoRoot } from '../bench/paths.js';
 
-/** The CLI as a user runs it: the package's `kvm-trace` bin. */
-const CLI = join(repoRoot, (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['kvm-trace']);
+/** The CLI as a user runs it: the `kvm-trace` bin of a checkout (this one by default). */
+export function cliOf(checkout: string): string {
+  let pkg: { name?: string; bin?: Record<string, string> };
+  try {
+    pkg = JSON.parse(readFileSync(join(checkout, 'package.json'), 'utf8')) as typeof pkg;
+  } catch {
+    throw new Error(`${checkout} is not a kvm-trace checkout (no readable package.json)`);
+  }
+  const bin = pkg.bin?.['kvm-trace'];
+  if (pkg.name !== 'kvm-trace' || !bin) throw new Error(`${checkout} is not a kvm-trace checkout`);
+  const cli = join(checkout, bin);
+  if (!existsSync(cli)) throw new Error(`${cli} does not exist: build that checkout first (npm run build)`);
+  return cli;
+}
 
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -35,7 +47,7 @@ export function kvmInfo(): KvmInfo {
   return { dev, kvm, vendor, module_btf: existsSync('/sys/kernel/btf/kvm'), kprobes: existsSync('/sys/bus/event_source/devices/kprobe') };
 }
 
-function cli(args: string[], timeoutS: number): { status: number | null; stdout: string; stderr: string } {
+function cli(CLI: string, args: string[], timeoutS: number): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutS * 1000, killSignal: 'SIGINT', maxBuffer: 1 << 28 });
   const stderr = r.error ? `${r.stderr ?? ''}\n${(r.error as NodeJS.ErrnoException).code ?? r.error.message}` : r.stderr;
   return { status: r.status, stdout: r.stdout ?? '', stderr };
@@ -56,7 +68,7 @@ function readRecords(file: string): TraceRecord[] {
  * `kvm-trace attach` (every process) until it says it attached; note the BPF ids it holds (fdinfo); stop it
  * with SIGINT as a user would; then which of those ids the kernel still has.
  */
-function attachAndStop(): Promise<{ during: number; leaked: BpfIdSet; detail: string; stderr: string }> {
+function attachAndStop(CLI: string): Promise<{ during: number; leaked: BpfIdSet; detail: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, 'attach', '-q', '--json', '--verbose'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -110,11 +122,12 @@ function demoError(run: { status: number | null; stderr: string }, attachStderr:
   return cause ? `${why} (${cause})` : why;
 }
 
-export async function runChecklist(kernel: string, exits: number): Promise<KernelResult> {
+export async function runChecklist(kernel: string, exits: number, checkout = repoRoot): Promise<KernelResult> {
+  const CLI = cliOf(checkout);
   const kvm = kvmInfo();
   const work = mkdtempSync(join(tmpdir(), 'kt-check-'));
   try {
-    const demoRun = cli(['demo', '--json', '--exits', String(exits), '--vcpus', '2', '--out', work], 900);
+    const demoRun = cli(CLI, ['demo', '--json', '--exits', String(exits), '--vcpus', '2', '--out', work], 900);
     let demoJson: Record<string, any> | undefined;
     try {
       demoJson = JSON.parse(demoRun.stdout.trim().split('\n').pop() || 'null') ?? undefined;
@@ -131,8 +144,8 @@ export async function runChecklist(kernel: string, exits: number): Promise<Kerne
       ? checkCopyRules(records, { types: types.types, lookup: types.lookup })
       : { compared_calls: 0, mismatches: 0, details: [] };
 
-    const abi = cli(['abi', '--check'], 300);
-    const attach = await attachAndStop();
+    const abi = cli(CLI, ['abi', '--check'], 300);
+    const attach = await attachAndStop(CLI);
     const leakedCount = countIds(attach.leaked);
     return {
       kernel,
@@ -165,7 +178,7 @@ export async function runChecklist(kernel: string, exits: number): Promise<Kerne
 // The bin part: only when run as a script (the host row imports runChecklist).
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const out = arg('--out');
-  runChecklist(arg('--kernel', 'host')!, Number(arg('--exits', '20'))).then(
+  runChecklist(arg('--kernel', 'host')!, Number(arg('--exits', '20')), arg('--checkout', repoRoot)).then(
     (r) => {
       const json = JSON.stringify(r);
       if (out) writeFileSync(out, `${json}\n`);

@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CommanderError } from 'commander';
-import { runChecklist } from './checklist.js';
+import { cliOf, runChecklist } from './checklist.js';
 import { repoRoot } from '../bench/paths.js';
 import { shQuote } from './exec.js';
 import { failedRow, kernelOk, type KernelResult } from './result.js';
@@ -80,7 +80,7 @@ async function checkKernel(o: MatrixOptions, pkg: string): Promise<KernelResult>
     throw err;
   }
   log(`${pkg}: booting (TCG, ${o.smp} vCPUs) and running the checklist`);
-  const cmd = `node ${shQuote(CHECKLIST)} --kernel ${shQuote(pkg)} --exits ${o.exits} --out "$KT_OUT/result.json"`;
+  const cmd = `node ${shQuote(CHECKLIST)} --kernel ${shQuote(pkg)} --exits ${o.exits} --checkout ${shQuote(o.checkout)} --out "$KT_OUT/result.json"`;
   const run = await runInGuest(tree, jobScript(cmd, o.cwd), bootOptions(o, pkg));
   const timing = { boot_s: run.bootS, checklist_s: run.jobS, wall_s: run.wallS, ...(run.retried ? { retried: run.retried } : {}) };
   const raw = run.files['result.json'];
@@ -96,12 +96,17 @@ async function checkKernel(o: MatrixOptions, pkg: string): Promise<KernelResult>
 }
 
 async function matrixMode(o: MatrixOptions): Promise<number> {
+  try {
+    cliOf(o.checkout);
+  } catch (err) {
+    throw new UsageError(`--checkout: ${(err as Error).message}`);
+  }
   const t0 = performance.now();
   const results: KernelResult[] = [];
   if (o.host) {
     log('host: running the checklist on the running kernel');
     const h0 = performance.now();
-    results.push({ ...(await runChecklist('host', o.exits)), wall_s: (performance.now() - h0) / 1000 });
+    results.push({ ...(await runChecklist('host', o.exits, o.checkout)), wall_s: (performance.now() - h0) / 1000 });
   }
   for (const pkg of o.kernels) {
     const r = await checkKernel(o, pkg);

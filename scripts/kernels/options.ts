@@ -2,7 +2,9 @@
  * Command-line options of `npm run test:kernels` (scripts/kernels/main.ts). Parsing only: commander turns
  * argv into checked MatrixOptions or throws a usage error.
  */
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { repoRoot } from '../bench/paths.js';
 import { checkPackageName, DEFAULT_KERNELS, KernelFetchError } from './cache.js';
 
 /** A usage mistake commander cannot see (conflicting flags). */
@@ -18,6 +20,8 @@ export interface MatrixOptions {
   markdown: boolean;
   /** Add a row for the running kernel (the checklist run directly, no QEMU). */
   host: boolean;
+  /** The kvm-trace checkout whose CLI the checklist runs (default: this one). */
+  checkout: string;
   /** Render this saved `--json` output instead of running anything. */
   fromJson?: string;
   smp: number;
@@ -57,6 +61,7 @@ export function matrixCommand(): Command {
     .option('--json', 'print one JSON object on stdout instead of the table')
     .option('--markdown', 'print the table as Markdown (the README\'s "Supported kernels")')
     .option('--host', 'add a row for the running kernel (checklist run here, without QEMU)')
+    .option('--checkout <dir>', "run the checklist with another kvm-trace checkout's built CLI (e.g. a branch's worktree)")
     .option('--from-json <file>', 'print the table (or --markdown) of a saved --json run; boots nothing')
     .option('--smp <n>', 'vCPUs of the emulated machine', intIn('--smp', 1, 8), 2)
     .option('--mem <mb>', 'memory of the emulated machine (MiB)', intIn('--mem', 512, 16384), 2048)
@@ -88,6 +93,7 @@ export function parseOptions(argv: string[]): MatrixOptions {
     markdown?: boolean;
     host?: boolean;
     fromJson?: string;
+    checkout?: string;
     smp: number;
     mem: number;
     exits: number;
@@ -103,6 +109,7 @@ export function parseOptions(argv: string[]): MatrixOptions {
     markdown: !!o.markdown,
     host: !!o.host,
     fromJson: o.fromJson,
+    checkout: resolve(o.checkout ?? repoRoot),
     smp: o.smp,
     memMb: o.mem,
     exits: o.exits,
