@@ -49,7 +49,8 @@ mkdir -p $MODS && mount --bind /lower$KT_MODULES $MODS || fail "bind modules"
 mark ROOT-READY
 chroot $R /sbin/modprobe -a $KT_LOAD >/out/modprobe.log 2>&1 || mark "MODPROBE-FAILED $KT_LOAD"
 mark JOB-START
-chroot $R /bin/sh ${GUEST_OUT}/job.sh </dev/null >/out/stdout 2>/out/stderr
+# The guest's own deadline is a backstop for a host side that died without stopping QEMU (SIGKILL).
+timeout -s KILL $KT_DEADLINE chroot $R /bin/sh ${GUEST_OUT}/job.sh </dev/null >/out/stdout 2>/out/stderr
 echo $? >/out/status
 mark "JOB-END $(cat /out/status)"
 sync

@@ -170,7 +170,7 @@ export async function runInGuest(tree: KernelTree, jobScript: string, opts: Boot
       const out = join(work, 'out');
       rmSync(out, { recursive: true, force: true });
       mkdirSync(out);
-      writeFileSync(join(out, 'boot.env'), `KT_MODULES='${tree.modules}'\nKT_LOAD='kvm_amd'\n`);
+      writeFileSync(join(out, 'boot.env'), `KT_MODULES='${tree.modules}'\nKT_LOAD='kvm_amd'\nKT_DEADLINE=${opts.jobTimeoutS + 30}\n`);
       writeFileSync(join(out, 'job.sh'), jobScript);
       const a = await attempt(tree, work, opts);
       if (opts.consoleLog) writeFileSync(opts.consoleLog, a.console.join('\n') + '\n');
