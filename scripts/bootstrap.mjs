@@ -17,8 +17,9 @@ const PACKAGES = {
   // chromium renders the HTML report in a test; cc builds the C baseline of the guest benchmark and the
   // ioctl-table cross-check; bpftool's BTF dump cross-checks the BTF reader; QEMU is the real VMM whose
   // ioctl stream must decode with no unknown names; clang compiles the BTF reader's test object (BTF kinds
-  // gcc does not emit); pahole (dwarves) makes real split BTF over vmlinux, as for kernel modules.
-  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'dwarves'],
+  // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane); pahole
+  // (dwarves) makes real split BTF over vmlinux, as for kernel modules.
+  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'dwarves'],
   // The kernel matrix (npm run test:kernels, also run by npm test): QEMU boots Debian's kernels, downloaded
   // with apt-get download and given a modules.dep by depmod (kmod); busybox-static is the initramfs; xz
   // unpacks .ko.xz modules; bpftool inside the guest lists BPF objects left behind.
