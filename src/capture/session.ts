@@ -12,7 +12,7 @@
  * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
  */
 import { readFileSync } from 'node:fs';
-import { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { Decoder } from '../decode/decoder.js';
@@ -91,7 +91,7 @@ function procComm(pid: number): string | undefined {
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
   const started = process.hrtime.bigint();
-  const btf = Btf.vmlinux();
+  const btf = kernelBtf();
   const analyzer = new FlagAnalyzer({
     types: btfTypeSource(btf),
     lookup: ioctlByName,
