@@ -99,16 +99,20 @@ int kt_close_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!kind)
 		return 0;
 	k = *kind;
-	if (ret != -9 /* EBADF */)
+	if (ret != -9 /* EBADF */) {
 		bpf_map_delete_elem(&fds, &key);
+		bpf_map_delete_elem(&pending, &key); /* a vCPU fd's return waiting for a re-entry (aggregate mode) */
+	}
 	emit_fd(pid_tgid, key.fd, KT_FD_CLOSE, k, ret);
 	return 0;
 }
 
 static long forget_tgid_fd(struct bpf_map *map, struct fd_key *key, __u32 *kind, __u32 *tgid)
 {
-	if (key->tgid == *tgid)
+	if (key->tgid == *tgid) {
 		bpf_map_delete_elem(map, key);
+		bpf_map_delete_elem(&pending, key);
+	}
 	return 0;
 }
 

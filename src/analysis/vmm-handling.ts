@@ -14,7 +14,7 @@
  */
 import type { IoctlRecord, TraceRecord, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
 import { DurationHistogram } from './duration-histogram.js';
-import { exitKeyOf, MMIO_GRANULE, type ExitKey } from './exit-key.js';
+import { exitKeyOf, foldedExitKey, MMIO_GRANULE, type ExitKey } from './exit-key.js';
 
 export const MAX_KEYS_PER_VCPU = 64;
 
@@ -125,7 +125,7 @@ export class VmmHandlingTracker {
     a.total.add(ns);
     let k = a.keys.get(o.key!.key);
     if (!k) {
-      const key = a.keys.size < this.maxKeys ? o.key! : { key: `${o.key!.reason} other`, reason: o.key!.reason };
+      const key = a.keys.size < this.maxKeys ? o.key! : foldedExitKey(o.key!.reason);
       k = a.keys.get(key.key);
       if (!k) a.keys.set(key.key, (k = { key, h: new DurationHistogram() }));
     }

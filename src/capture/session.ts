@@ -26,10 +26,11 @@ import { systemLineSize } from '../analysis/cacheline.js';
 import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
+import { MMIO_GRANULE } from '../analysis/exit-key.js';
 import { untilAborted } from './stop-signal.js';
-import { aggregateSummary } from './aggregate-summary.js';
+import { kernelSummary } from './kernel-summary.js';
 
-export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
+export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate' | 'hwExits' | 'mmioGranule'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
   signal: AbortSignal;
   /** Every record goes to each sink, in order; the summary record last. */
@@ -99,7 +100,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   });
   const summary = new SummaryBuilder();
   // Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record).
-  const exitPath = new ExitPathAnalyzer();
+  const exitPath = new ExitPathAnalyzer({ mmioGranule: opts.mmioGranule });
   const sinks = opts.sinks;
   let lostReported = 0;
 
@@ -149,6 +150,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       ringBytes: opts.ringBytes,
       verbose: opts.verbose,
       aggregate: opts.aggregate,
+      hwExits: opts.hwExits,
+      mmioGranule: opts.mmioGranule,
       log,
     });
     const stopOnError = (err: unknown): void => {
@@ -209,9 +212,18 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
       },
     });
-    if (tracer?.aggregateOnly) {
+    if (tracer && stats) {
       try {
-        sumRec = aggregateSummary(sumRec, tracer.aggregate(), opts.pids);
+        sumRec = kernelSummary(sumRec, {
+          agg: tracer.aggregate(),
+          stats,
+          hw: tracer.hwExits,
+          aggregate: tracer.aggregateOnly,
+          records: decoder.stats,
+          granule: opts.mmioGranule ?? MMIO_GRANULE,
+          comm: (pid) => procComm(pid) ?? '',
+          log,
+        });
       } catch (err) {
         failure ??= err;
       }

@@ -28,6 +28,7 @@ import {
   KT_EV_MMAP,
   KT_FD_OPEN,
   KT_F_NO_ENTER,
+  KT_F_HW,
   KT_F_RUN,
   MMAP,
 } from '../bpf/event-layout.js';
@@ -60,6 +61,9 @@ export interface DecoderStats {
   rejected: number;
   /** Records of a type this decoder does not know. */
   unknownTypes: number;
+  /** KVM_RUN records counted with the hardware-exit hooks (KT_F_HW), and the hardware exits they carried. */
+  hwRuns: number;
+  hwExits: number;
 }
 
 /** KVM_EXIT_INTR: the exit reason KVM sets when KVM_RUN returns -EINTR (a signal is pending). */
@@ -72,7 +76,7 @@ const KERNEL_KINDS: FdKind[] = ['unknown', 'system', 'vm', 'vcpu', 'device'];
 const kernelKind = (k: number): FdKind => KERNEL_KINDS[k] ?? 'unknown';
 
 export class Decoder {
-  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0 };
+  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0, hwRuns: 0, hwExits: 0 };
   readonly procs = new ProcessTable();
   private readonly emit: (r: TraceRecord) => void;
   private readonly lean: boolean;
@@ -226,6 +230,7 @@ export class Decoder {
       }
       const run = kernelAddrSeen(proc, fd, vcpu, dv, off + IOCTL.run_kaddr);
       if (run) this.emitAfter.push(run);
+      if (flags & KT_F_HW) this.hardwareExits(r, dv, off);
     } else if (!this.lean) {
       decodeArgs(c, r, dv, off + IOCTL.arg, flags, inOff, inLen, outOff, outLen);
     }
@@ -233,6 +238,22 @@ export class Decoder {
     if (c.creates !== null && ret >= 0) this.created(proc, c, fd, ret, dv, off, outOff, outLen, r);
     this.emit(r);
     this.drainAfter();
+  }
+
+  /**
+   * KVM_RUN counted with the hardware-exit hooks: its in-kernel exits and time split — once the kernel has
+   * shown it emits kvm:kvm_exit at all (a KVM_RUN that entered the guest passes at least one). Until then (and
+   * on kernels where it never fires, like PVM) the fields are left out rather than reading 0.
+   */
+  private hardwareExits(r: IoctlRecord, dv: DataView, off: number): void {
+    const n = dv.getUint32(off + IOCTL.hw_exits, true);
+    this.stats.hwRuns++;
+    this.stats.hwExits += n;
+    if (this.stats.hwExits === 0) return;
+    const guest = u64n(dv, off + IOCTL.guest_ns);
+    r.hw_exits = n;
+    r.guest_ns = guest;
+    r.kvm_ns = Math.max(0, r.latency_ns - guest);
   }
 
   /** KVM_CREATE_VM / _VCPU / _DEVICE succeeded: register the new fd and emit its open record. */

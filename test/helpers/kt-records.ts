@@ -52,6 +52,9 @@ export interface KtIoctlEvent extends KtHdr {
   in_len: number;
   out_len: number;
   fd_kind: number;
+  /** KVM_RUN with KT_F_HW: in-kernel exits and guest time. */
+  hw_exits: number;
+  guest_ns: number;
   comm: string;
   /** The record's view and the byte offsets of its in and out data (zero-copy, valid during the call). */
   view: DataView;
@@ -130,6 +133,8 @@ export function parseIoctl(dv: DataView, off: number, len: number): KtIoctlEvent
     in_len,
     out_len,
     fd_kind: dv.getUint32(off + IOCTL.fd_kind, true),
+    hw_exits: dv.getUint32(off + IOCTL.hw_exits, true),
+    guest_ns: u64n(dv, off + IOCTL.guest_ns),
     comm: cstr(dv, off + IOCTL.comm, KT_TASK_COMM_LEN),
     view: dv,
     inOffset: off + IOCTL.data,
@@ -223,6 +228,9 @@ export interface IoctlInit extends HdrInit {
   /** Up to 8 bytes. */
   pio_data?: Uint8Array;
   fd_kind?: number;
+  /** Set these with flags |= KT_F_HW (as the BPF side does when its hardware-exit hooks are loaded). */
+  hw_exits?: number;
+  guest_ns?: number | bigint;
   comm?: string;
   in?: Uint8Array;
   out?: Uint8Array;
@@ -247,6 +255,8 @@ export function encodeIoctl(e: IoctlInit): Uint8Array {
   dv.setUint16(IOCTL.in_len, inB.length, true);
   dv.setUint16(IOCTL.out_len, outB.length, true);
   dv.setUint32(IOCTL.fd_kind, e.fd_kind ?? KT_FD_UNKNOWN, true);
+  dv.setUint32(IOCTL.hw_exits, e.hw_exits ?? 0, true);
+  dv.setBigUint64(IOCTL.guest_ns, BigInt(e.guest_ns ?? 0), true);
   putComm(dv, IOCTL.comm, e.comm);
   buf.set(inB, IOCTL.data);
   buf.set(outB, IOCTL.data + inB.length);
