@@ -27,6 +27,8 @@ export interface HandlingSample {
   vm: number | null;
   vcpu: number | null;
   key: string;
+  /** The exit reason behind the key ("IO", "error EINTR", …). */
+  reason: string;
   /** ts_ns of the KVM_RUN that returned, and enter_ns of the next one. */
   exit_ns: number;
   reenter_ns: number;
@@ -130,7 +132,7 @@ export class VmmHandlingTracker {
       if (!k) a.keys.set(key.key, (k = { key, h: new DurationHistogram() }));
     }
     k.h.add(ns);
-    this.opts.onSample?.({ pid: r.pid, tid: r.tid, fd: r.fd, vm: a.vm, vcpu: a.vcpu, key: k.key.key, exit_ns: o.exitNs, reenter_ns: r.enter_ns, ns });
+    this.opts.onSample?.({ pid: r.pid, tid: r.tid, fd: r.fd, vm: a.vm, vcpu: a.vcpu, key: k.key.key, reason: k.key.reason, exit_ns: o.exitNs, reenter_ns: r.enter_ns, ns });
   }
 
   /** KVM_RUN calls seen so far (0: nothing to report). */

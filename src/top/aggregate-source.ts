@@ -112,6 +112,8 @@ export class AggregateSource implements TopSource {
       if (!a) procs.set(pid, (a = { exits: {}, ioctls: 0, errors: 0, run: undefined, handling: undefined, hw: 0 }));
       return a;
     };
+    // Every traced process has a row, with what the kernel counted for it (zero before its first ioctl).
+    for (const p of processes) acc(p.pid);
     const vcpus: TopEntity[] = [];
     for (const v of views) {
       const a = acc(v.pid);
