@@ -164,7 +164,8 @@ function targets(kt: Headline, agg: Headline, top: Headline, run: BenchRun): Tar
       why(kt),
     ),
     target('aggregate mode', '≤ 1.08× untraced', ag && fmtRatio(ag.ratio), ag && ag.ratio !== null ? ag.ratio <= 1.08 : null, why(agg)),
-    target('top', '≤ 1.08× untraced (the aggregate, read every second)', tp && fmtRatio(tp.ratio), tp && tp.ratio !== null ? tp.ratio <= 1.08 : null, why(top)),
+    // Issue 11: top is meant for production, so its target is the issue's 1.05×, not the aggregate mode's.
+    target('top', '≤ 1.05× untraced (the aggregate, read every second)', tp && fmtRatio(tp.ratio), tp && tp.ratio !== null ? tp.ratio <= 1.05 : null, why(top)),
     target('decoder', '≥ 2 M records/s', dec !== null ? `${(dec / 1e6).toFixed(2)} M records/s` : null, dec !== null ? dec >= 2e6 : null, run.decoder.note),
     // Attach time and memory do not depend on the workload's kind: judged over every kvm-trace run (all
     // workloads, all modes) — the median attach time, and the worst peak RSS.

@@ -3,7 +3,7 @@
  * would: `demo --json` against the reference guest's ground truth, the capture's observed vs derived copies
  * and the copy rules checked against the observed ones (rule-check.ts), `abi --check`, a cross-check of
  * the BTF reader with bpftool, and `attach` stopped by SIGINT with the BPF objects listed before, during
- * and after (bpf-objects.ts). Writes one KernelResult as JSON.
+ * and after (bpf-objects.ts), and hardware exits with --hw-exits (hw-check.ts). Writes one KernelResult as JSON.
  *
  *   node dist/scripts/kernels/checklist.js --out FILE [--exits N] [--kernel NAME] [--checkout DIR]
  */
@@ -18,6 +18,7 @@ import { attachedCopyHooks, hooksFromJson, parseStrategyLines, type Hooks } from
 import type { DemoStats, KernelResult, KvmInfo } from './result.js';
 import { checkCopyRules } from './rule-check.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
+import { hwExitCheck } from './hw-check.js';
 import { repoRoot } from '../bench/paths.js';
 
 /** The CLI as a user runs it: the `kvm-trace` bin of a checkout (this one by default). */
@@ -147,6 +148,7 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
     const abi = cli(CLI, ['abi', '--check'], 300);
     const attach = await attachAndStop(CLI);
     const leakedCount = countIds(attach.leaked);
+    const hw = await hwExitCheck(CLI, Math.max(500, exits));
     return {
       kernel,
       release: release(),
@@ -169,6 +171,7 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
       leaked_bpf_objects: leakedCount,
       bpf_objects_while_attached: attach.during,
       teardown_detail: `${attach.detail}; it held ${attach.during} BPF objects, ${leakedCount} left${leakedCount ? ` (${describeIds(attach.leaked)})` : ''}`,
+      hw_exits: hw,
     };
   } finally {
     rmSync(work, { recursive: true, force: true });
