@@ -104,9 +104,12 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const sinks = opts.sinks;
   let lostReported = 0;
 
+  // Aggregate-only: process names for the summary's vCPUs, read while the processes live (their fd records).
+  const comms = new Map<number, string>();
   const deliver = (r: TraceRecord): void => {
     if (opts.aggregate) {
       // Aggregate-only: the ring carries only the fd lifecycle; it feeds the summary, the sinks get only that.
+      if (r.type === 'fd' && !comms.has(r.pid)) comms.set(r.pid, procComm(r.pid) ?? '');
       summary.write(r);
       return;
     }
@@ -221,7 +224,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
           aggregate: tracer.aggregateOnly,
           records: decoder.stats,
           granule: opts.mmioGranule ?? MMIO_GRANULE,
-          comm: (pid) => procComm(pid) ?? '',
+          comm: (pid) => comms.get(pid) || procComm(pid) || '',
           log,
         });
       } catch (err) {

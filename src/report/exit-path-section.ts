@@ -55,7 +55,7 @@ export function vmmHandlingText(h: VmmHandlingSummary | null | undefined, detail
   const out = [`VMM handling time (KVM_RUN return → the same vCPU's next KVM_RUN), per vCPU and exit (MMIO in ${h.mmio_granule}-byte ranges):`];
   const brief = h.vcpus.slice(detailed);
   for (const v of h.vcpus.slice(0, detailed)) {
-    out.push(`  ${vcpuLabel(v)} ${v.comm}: re-entries ${v.total.count}  pending ${v.pending}`);
+    out.push(`  ${vcpuLabel(v)}${v.comm ? ` ${v.comm}` : ''}: re-entries ${v.total.count}  pending ${v.pending}`);
     const t = [['exit', 'count', 'min', 'p50', 'p90', 'p99', 'max']];
     for (const k of v.by_exit) t.push([k.key, String(k.count), ...spread(k)]);
     t.push(['all', String(v.total.count), ...spread(v.total)]);
