@@ -91,6 +91,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       expect(kt.missing_runs).toBe(0); // every exit of the workload has its KVM_RUN record
     }
     measuredOrExplained(j.kvm_trace_aggregate);
+    expect(measuredOrExplained(j.kvm_trace_top)).toBe(cliHas('top'));
 
     // The smoke run never runs peers; each is still reported, with the reason.
     expect(Object.keys(j.peers).sort()).toEqual(['bpftrace', 'bpftrace_count', 'perf_trace', 'strace']);
@@ -109,6 +110,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       'full capture',
       'aggregate mode',
       'aggregate vs bpftrace',
+      'top',
       'decoder',
       'attach time',
       'detach time',

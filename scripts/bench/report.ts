@@ -245,6 +245,7 @@ function targets(results: WorkloadResult[], run: BenchRun): Target[] {
     perWorkload('full capture', '≤ 1.10× untraced on every workload, 0 lost', results, 'kvm-trace', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.1, '×', noLoss),
     perWorkload('aggregate mode', '≤ 1.05× untraced on every workload', results, 'kvm-trace-aggregate', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.05, '×'),
     aggregateVsBpftrace(run),
+    perWorkload('top', '≤ 1.08× untraced (the aggregate, read every second)', results, 'kvm-trace-top', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.08, '×'),
     dec !== null
       ? judged('decoder', '≥ 2 M records/s', `${(dec / 1e6).toFixed(2)} M records/s`, dec >= 2e6 ? 'pass' : 'fail')
       : notMeasured('decoder', '≥ 2 M records/s', run.decoder.note),
@@ -268,6 +269,7 @@ export interface BenchJson {
   kvm_trace: Headline;
   kvm_trace_lean: Headline;
   kvm_trace_aggregate: Headline;
+  kvm_trace_top: Headline;
   peers: Record<string, Headline>;
   /** records_per_s: decoding only; with_json_records_per_s: decoding plus JSON.stringify of each record. */
   decoder: { records_per_s: number | null; with_json_records_per_s: number | null; note: string };
@@ -287,6 +289,7 @@ export function buildJson(run: BenchRun): BenchJson {
   const p = primary(results);
   const kt = headline(run, p, 'kvm-trace');
   const agg = headline(run, p, 'kvm-trace-aggregate');
+  const top = headline(run, p, 'kvm-trace-top');
   const peers: BenchJson['peers'] = {};
   for (const [id, key] of Object.entries(PEER_KEY) as Array<[TracerId, string]>) {
     // A peer runs on the guest's and the C loop's 1-vCPU PIO: prefer the guest, as for kvm-trace.
@@ -303,6 +306,7 @@ export function buildJson(run: BenchRun): BenchJson {
     kvm_trace: kt,
     kvm_trace_lean: headline(run, p, 'kvm-trace-lean'),
     kvm_trace_aggregate: agg,
+    kvm_trace_top: top,
     peers,
     decoder: {
       records_per_s: round(run.decoder.records_per_s, 0),

@@ -2,7 +2,7 @@
  * The per-record work of a capture, in one place so the live session and the offline decode of a binary
  * capture (ktcap/) turn the same raw records into the same JSONL records: raw kt_* record → Decoder →
  * enrichment (copied-buffer flags, and for a failing KVM-type call the ABI explanation visible from BTF) →
- * summary → every sink, in order; at the end the summary record from the decoded counters and the run's
+ * summary and exit path (exit table, VMM handling time) → every sink, in order; at the end the summary record from the decoded counters and the run's
  * facts (CaptureFacts: what only the live run knew).
  *
  * Cost per record matters here (issue 13: ≤ 1 µs for the whole record path): the hot KVM_RUN record takes
@@ -21,6 +21,7 @@ import { FlagAnalyzer } from '../analysis/flags.js';
 import { btfTypeSource } from '../btf/type-source.js';
 import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
+import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import type { ProcSeed } from '../decode/processes.js';
 
 export interface RecordPathOptions {
@@ -51,6 +52,8 @@ export class RecordPath {
   readonly decoder: Decoder;
   readonly summary = new SummaryBuilder();
   readonly analyzer: FlagAnalyzer;
+  /** Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record). */
+  readonly exitPath = new ExitPathAnalyzer();
   private readonly sinks: RecordSink[];
   private readonly btf: Btf;
   private readonly aggregate: boolean;
@@ -86,6 +89,7 @@ export class RecordPath {
       if (why) r.explain = why;
     }
     this.summary.write(r);
+    this.exitPath.write(r);
     for (const s of this.sinks) s.write(r);
   }
 
@@ -109,6 +113,7 @@ export class RecordPath {
         state_full: f.stateFull,
         flags: this.analyzer.totals,
         attach_ms: f.attachMs,
+        ...this.exitPath.fields(),
         ...(f.error !== undefined ? { error: f.error } : {}),
       },
     });
