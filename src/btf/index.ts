@@ -58,6 +58,11 @@ export class Btf {
     return new Btf(new RawBtf(bytes, base?.raw), base ? `split BTF on ${base.source}` : 'raw BTF');
   }
 
+  /** The raw BTF this was read from (this level only, for split BTF): what a binary capture keeps. */
+  get bytes(): Uint8Array {
+    return this.raw.bytes;
+  }
+
   /** Number of type ids including void: valid ids are 0 .. count-1. */
   get count(): number {
     return this.raw.count;

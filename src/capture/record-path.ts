@@ -54,6 +54,8 @@ export class RecordPath {
   readonly analyzer: FlagAnalyzer;
   /** Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record). */
   readonly exitPath = new ExitPathAnalyzer();
+  /** The cache line size the flags use. */
+  readonly lineSize: number;
   private readonly sinks: RecordSink[];
   private readonly btf: Btf;
   private readonly aggregate: boolean;
@@ -62,6 +64,7 @@ export class RecordPath {
     this.btf = opts.btf;
     this.sinks = opts.sinks;
     this.aggregate = opts.aggregate === true;
+    this.lineSize = opts.lineSize;
     this.analyzer = new FlagAnalyzer({ types: btfTypeSource(opts.btf), lookup: ioctlByName, lineSize: opts.lineSize });
     this.decoder = new Decoder({ emit: (r) => this.deliver(r), btf: opts.btf, lean: opts.lean });
   }

@@ -24,8 +24,11 @@ import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes
 import { systemLineSize } from '../analysis/cacheline.js';
 import { untilAborted } from './stop-signal.js';
 import { aggregateSummary } from './aggregate-summary.js';
-import { RecordPath } from './record-path.js';
+import { RecordPath, type CaptureFacts } from './record-path.js';
+import type { CaptureWriter } from './ktcap/writer.js';
+import { layoutFingerprint } from './ktcap/format.js';
 import { readFileSync } from 'node:fs';
+import { release } from 'node:os';
 
 export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
@@ -47,6 +50,15 @@ export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 's
   onAttached?: (info: AttachInfo) => void | Promise<void>;
   /** The summary, as soon as it is built and the sinks are closed — before the BPF side is detached. */
   onSummary?: (summary: SummaryRecord) => void;
+  /** Also keep every raw record, with what decoding it later needs, in this binary capture (ktcap/). */
+  raw?: CaptureWriter;
+  /**
+   * Decode the records live (default true). With `raw` and nothing to show live, false: the record path
+   * is then one copy per record, and the summary has only the counts (events = raw records).
+   */
+  decode?: boolean;
+  /** kvm-trace's version, for a binary capture's head. */
+  version?: string;
 }
 
 export interface AttachInfo {
@@ -112,13 +124,24 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const woken = new Promise<void>((resolve) => {
     wake = resolve;
   });
+  const raw = opts.raw;
+  const decode = opts.decode ?? true;
   const reportLost = (): void => {
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
       path.deliver({ type: 'lost', count: lost - lostReported });
+      raw?.lost(lost - lostReported);
       lostReported = lost;
     }
   };
+  const onRecord = !raw
+    ? path.onRecord
+    : decode
+      ? (dv: DataView, off: number, len: number): void => {
+          raw.add(dv, off, len);
+          path.onRecord(dv, off, len);
+        }
+      : raw.add;
   try {
     tracer = KvmTracer.open({
       pids: opts.pids,
@@ -135,12 +158,29 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       wake();
     };
     consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, {
-      onRecord: path.onRecord,
+      onRecord,
       minRecordLen: HDR.size,
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
     });
-    path.seed(runningSeeds(opts));
+    const seeds = runningSeeds(opts);
+    path.seed(seeds);
+    raw?.begin(
+      {
+        tool: 'kvm-trace',
+        version: opts.version ?? 'unknown',
+        created: new Date().toISOString(),
+        kernel: release(),
+        clock: { monotonic_ns: String(process.hrtime.bigint()), realtime_ns: String(BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6))) },
+        strategy: tracer.strategy,
+        programs: tracer.programs,
+        options: { pids: opts.pids ?? [], comm: opts.comm ?? null, lean: opts.lean === true },
+        line_size: path.lineSize,
+        layout: layoutFingerprint(),
+      },
+      btf.bytes,
+      seeds,
+    );
     for (const w of path.decoder.warnings) log(w);
     lostTimer = setInterval(reportLost, LOST_POLL_MS);
     attach = {
@@ -176,7 +216,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       // From here on nothing more is read from the ring: detach while the summary is built and written.
       if (tracer) detached = tracer.detach();
       path.finish();
-      sumRec = path.buildSummary({
+      const facts: CaptureFacts = {
         strategy: tracer?.strategy ?? 'none',
         lost: stats?.lost ?? 0,
         duration_s: Number(process.hrtime.bigint() - started) / 1e9,
@@ -185,6 +225,12 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         stateFull: stats?.stateFull ?? 0,
         attachMs: attach?.attachMs ?? null,
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
+      };
+      sumRec = path.buildSummary(facts);
+      if (!decode) sumRec.events = raw?.records ?? 0;
+      await raw?.end({
+        strategy: facts.strategy, lost: facts.lost, duration_s: facts.duration_s, ring_rejected: facts.ringRejected,
+        no_enter: facts.noEnter, state_full: facts.stateFull, attach_ms: facts.attachMs, ...(facts.error !== undefined ? { error: facts.error } : {}),
       });
       if (kernelAgg) {
         try {
