@@ -268,11 +268,12 @@ export interface BenchJson {
   exits_per_s: number | null;
   kvm_trace: Headline;
   kvm_trace_lean: Headline;
+  kvm_trace_binary: Headline;
   kvm_trace_aggregate: Headline;
   kvm_trace_top: Headline;
   peers: Record<string, Headline>;
-  /** records_per_s: decoding only; with_json_records_per_s: decoding plus JSON.stringify of each record. */
-  decoder: { records_per_s: number | null; with_json_records_per_s: number | null; note: string };
+  /** records_per_s: decoding only; with_json_records_per_s and record_path_cpu_us: attach -o's whole record path. */
+  decoder: { records_per_s: number | null; with_json_records_per_s: number | null; record_path_cpu_us: number | null; note: string };
   ringbuf: { records_per_s: number | null; note: string };
   targets: Target[];
   workloads: WorkloadResult[];
@@ -305,12 +306,14 @@ export function buildJson(run: BenchRun): BenchJson {
     exits_per_s: p?.exits_per_s ?? null,
     kvm_trace: kt,
     kvm_trace_lean: headline(run, p, 'kvm-trace-lean'),
+    kvm_trace_binary: headline(run, p, 'kvm-trace-binary'),
     kvm_trace_aggregate: agg,
     kvm_trace_top: top,
     peers,
     decoder: {
       records_per_s: round(run.decoder.records_per_s, 0),
       with_json_records_per_s: round(run.decoder.with_json_records_per_s, 0),
+      record_path_cpu_us: round(run.decoder.record_path_cpu_us, 3),
       note: run.decoder.note,
     },
     ringbuf: { records_per_s: round(run.ring.records_per_s, 0), note: run.ring.note },

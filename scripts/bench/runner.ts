@@ -37,7 +37,7 @@ export interface BenchRun {
   tracers: Tracer[];
   samples: Sample[];
   ring: Throughput;
-  decoder: Throughput & { with_json_records_per_s?: number | null };
+  decoder: Throughput & { with_json_records_per_s?: number | null; record_path_cpu_us?: number | null };
   notes: string[];
   loadavg: { start: number[]; end: number[] };
   /** Cores busy on the host (all processes) over one second before the rounds and after them. */
@@ -168,7 +168,7 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
       hooks.progress(`decoder throughput: recording a raw stream of ${source.label}`);
       const recording = await recordRawStream(procs, source, Math.min(opts.exits, 50_000), join(tmpDir, 'recorded.ktraw'));
       hooks.progress('decoder throughput: decoding it');
-      decoder = await decoderThroughput(recording, opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+      decoder = await decoderThroughput(recording, opts.throughputSeconds, opts.throughputRecords, join(tmpDir, 'record-path.jsonl')).catch((e: Error) => failed(e));
       if (!('reason' in recording) && recording.lost > 0) notes.push(`the decoder's recording lost ${recording.lost} records (ring full)`);
     }
     return {

@@ -77,7 +77,8 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
   out.push(`ring-buffer drain: ${rate(j.ringbuf.records_per_s)} — ${j.ringbuf.note}`);
   out.push(
     `decoder:           ${rate(j.decoder.records_per_s)}` +
-      `${j.decoder.with_json_records_per_s !== null ? ` (${rate(j.decoder.with_json_records_per_s)} with JSON.stringify)` : ''} — ${j.decoder.note}`,
+      `${j.decoder.with_json_records_per_s !== null ? ` (${rate(j.decoder.with_json_records_per_s)} with JSON` +
+        `${j.decoder.record_path_cpu_us !== null ? `, ${j.decoder.record_path_cpu_us.toFixed(2)} µs CPU per record` : ''})` : ''} — ${j.decoder.note}`,
   );
   out.push('');
   out.push(`targets (on ${j.workload ?? 'no workload'}):`);
