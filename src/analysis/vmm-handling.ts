@@ -82,10 +82,8 @@ function keepKeyInputs(o: Open, r: IoctlRecord): void {
 
 export class VmmHandlingTracker {
   private readonly byFd = new Map<string, Open>();
-  /** The last vCPU fd's entry: consecutive KVM_RUNs mostly come from the same one (no key string then). */
-  private lastPid = -1;
-  private lastFd = -1;
-  private lastOpen: Open | undefined;
+  /** Recent vCPU fds' entries by the fd's low bits (direct-mapped: no key string for a vCPU seen before). */
+  private readonly recent: Array<{ pid: number; fd: number; open: Open } | undefined> = new Array(64).fill(undefined);
   private readonly vcpus = new Map<string, VcpuAcc>();
   private readonly granule: number;
   private readonly maxKeys: number;
@@ -109,7 +107,7 @@ export class VmmHandlingTracker {
   }
 
   private forget(fdKey: string): void {
-    this.lastOpen = undefined;
+    this.recent.fill(undefined);
     const o = this.byFd.get(fdKey);
     if (!o) return;
     if (o.key) o.acc.pending++;
@@ -127,7 +125,9 @@ export class VmmHandlingTracker {
   }
 
   private run(r: IoctlRecord): void {
-    let o = this.lastPid === r.pid && this.lastFd === r.fd ? this.lastOpen : undefined;
+    const slot = r.fd & 63;
+    const seen = this.recent[slot];
+    let o = seen !== undefined && seen.pid === r.pid && seen.fd === r.fd ? seen.open : undefined;
     let fdKey: string | undefined;
     if (o === undefined) {
       fdKey = `${r.pid}/${r.fd}`;
@@ -146,9 +146,7 @@ export class VmmHandlingTracker {
       else if (r.enter_ns < o.exitNs) this.overlapped++;
       else this.sample(o, r);
     }
-    this.lastPid = r.pid;
-    this.lastFd = r.fd;
-    this.lastOpen = o;
+    if (seen === undefined || seen.open !== o) this.recent[slot] = { pid: r.pid, fd: r.fd, open: o };
     o.exitNs = r.ts_ns;
     if (!sameKeyInputs(o, r)) {
       o.key = exitKeyOf(r, this.granule);

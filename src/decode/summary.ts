@@ -93,9 +93,8 @@ export class SummaryBuilder implements RecordSink {
   /** The last ioctl name's entry and the last pid/vcpu's exit counts: consecutive records mostly repeat them. */
   private lastName = '';
   private lastIoctl: PerIoctl | undefined;
-  private lastPid = -1;
-  private lastVcpu: number | null = -1;
-  private lastExits: Map<string, number> | undefined;
+  /** Each vCPU's exit counts by the vCPU id's low bits (direct-mapped: several vCPUs interleave). */
+  private readonly exitSlots: Array<{ pid: number; vcpu: number | null; m: Map<string, number> } | undefined> = new Array(64).fill(undefined);
   private readonly runs = new Map<string, KvmRunRecord>();
   private readonly fds = { opened: 0, closed: 0, leaked: 0 };
   private records = 0;
@@ -122,16 +121,15 @@ export class SummaryBuilder implements RecordSink {
         else s.hist.add(r.latency_ns);
         if (r.ret < 0) s.errors++;
         if (r.exit) {
-          let m = this.lastExits;
-          if (r.pid !== this.lastPid || r.vcpu !== this.lastVcpu || m === undefined) {
+          const slot = (r.vcpu ?? 0) & 63;
+          let e = this.exitSlots[slot];
+          if (e === undefined || e.pid !== r.pid || e.vcpu !== r.vcpu) {
             const key = `${r.pid}/${r.vcpu ?? '?'}`;
-            m = this.exits.get(key);
+            let m = this.exits.get(key);
             if (!m) this.exits.set(key, (m = new Map()));
-            this.lastPid = r.pid;
-            this.lastVcpu = r.vcpu;
-            this.lastExits = m;
+            this.exitSlots[slot] = e = { pid: r.pid, vcpu: r.vcpu, m };
           }
-          m.set(r.exit.reason, (m.get(r.exit.reason) ?? 0) + 1);
+          e.m.set(r.exit.reason, (e.m.get(r.exit.reason) ?? 0) + 1);
         }
         return;
       }
