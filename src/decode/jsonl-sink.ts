@@ -107,7 +107,7 @@ export class JsonlSink implements RecordSink {
 
   private push(chunk: Chunk): void {
     this.stats.bytes += chunk.bytes.length;
-    if (!this.stream.write(chunk.bytes)) this.blocked = true;
+    if (!this.stream.write(chunk.bytes, (err) => err || this.encoder.recycle(chunk.bytes))) this.blocked = true;
   }
 
   private onDrain(): void {
