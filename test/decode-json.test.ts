@@ -181,6 +181,22 @@ describe('JsonlEncoder: the same text as JSON.stringify', () => {
     expect(encodeAll(recs).text).toBe(expected(recs));
   });
 
+  it('takes the fast path for the hot shapes, lean ones included (JSON.stringify is not called)', () => {
+    const recs = [
+      run(),
+      run({}, { reason: 'IO', code: 2 }), // --lean: every exit is {reason, code}
+      run({}, { reason: 'MMIO', code: 6 }),
+      run({}, { reason: 'MMIO', code: 6, phys_addr: '0xfee00000', len: 4, is_write: true, data: 7 }),
+      run({}, { reason: 'HLT', code: 5 }),
+      run({}, undefined),
+    ];
+    const enc = new JsonlEncoder(() => {});
+    for (const r of recs) enc.write(r);
+    expect(enc.slow).toBe(0);
+    enc.write(run({ args: { a: 1 } }));
+    expect(enc.slow).toBe(1);
+  });
+
   it('chunks hold whole lines and count them', () => {
     const recs = decoderRecords(false);
     for (const size of [64, 300, 1000, 5000]) {

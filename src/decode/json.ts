@@ -118,20 +118,20 @@ const NO_MEMBERS: readonly string[] = [];
 const scalar = (v: unknown): boolean => v === null || typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean';
 
 function sameExit(s: ExitSegment | undefined, tid: number, e: ExitInfo): s is ExitSegment {
-  return (
-    s !== undefined && s.tid === tid && s.reason === e.reason && s.code === e.code &&
-    memberCount(e) === s.members + (e.data === undefined ? 0 : s.data ? 1 : -1) &&
-    ((e.reason === 'IO' && s.a === e.direction && s.b === e.size && s.c === e.port && s.d === e.count && s.e === e.data_offset) ||
-      (e.reason === 'MMIO' && s.a === e.phys_addr && s.b === e.len && s.c === e.is_write) ||
-      (e.reason !== 'IO' && e.reason !== 'MMIO'))
-  );
+  if (s === undefined || s.tid !== tid || s.reason !== e.reason || s.code !== e.code) return false;
+  if (memberCount(e) !== s.members + (e.data === undefined ? 0 : s.data ? 1 : -1)) return false;
+  if (s.members === 2) return true; // {reason, code}: any reason (every exit in --lean)
+  return e.reason === 'IO'
+    ? s.a === e.direction && s.b === e.size && s.c === e.port && s.d === e.count && s.e === e.data_offset
+    : s.a === e.phys_addr && s.b === e.len && s.c === e.is_write;
 }
 
 /** The exit's segment, when it has a fast-path shape (else undefined: the record goes to JSON.stringify). */
 function exitSegment(tid: number, e: ExitInfo): ExitSegment | undefined {
   if (typeof e.reason !== 'string' || !isInt(e.code)) return undefined;
-  const members = EXIT_MEMBERS[e.reason] ?? NO_MEMBERS;
   const n = memberCount(e);
+  // Two members is the lean shape of every reason; IO and MMIO with their details are the other two.
+  const members = n === 2 ? NO_MEMBERS : (EXIT_MEMBERS[e.reason] ?? NO_MEMBERS);
   if (n !== 2 + members.length + (e.data === undefined ? 0 : 1)) return undefined;
   if (members.length === 0 && e.data !== undefined) return undefined;
   const vals = members.map((m) => e[m]);
@@ -150,6 +150,8 @@ function exitSegment(tid: number, e: ExitInfo): ExitSegment | undefined {
  * receiver's from then on: a stream may still be writing it).
  */
 export class JsonlEncoder {
+  /** Records written through JSON.stringify (not of a fast-path shape). */
+  slow = 0;
   private buf: Buffer;
   private at = 0;
   /** Where the record being written starts (a chunk ends only between records). */
@@ -181,7 +183,10 @@ export class JsonlEncoder {
   write(r: TraceRecord): void {
     this.start = this.at;
     try {
-      if (r.type !== 'ioctl' || !this.ioctl(r)) this.text(q(r));
+      if (r.type !== 'ioctl' || !this.ioctl(r)) {
+        this.slow++;
+        this.text(q(r));
+      }
     } catch (e) {
       this.at = this.start;
       throw e;
