@@ -66,9 +66,7 @@ export function register(program: Command, io: CliIo): void {
     .option('--json', 'print the final summary as one JSON object on stdout (no live lines)')
     .option('-q, --quiet', 'no live lines, only the summary')
     .addOption(new Option('--strategy <s>', 'which programs to use').choices([...STRATEGIES]).default('auto'))
-    // 4 MiB: no record lost at 4 vCPUs' full rate on 2 busy cores (1 MiB lost 0.3 %), and the ring is mapped
-    // twice (16 MB of RSS at 8 MiB).
-    .option('--ring-mb <n>', 'ring buffer size in MiB (power of two)', ringMbArg, 4)
+    .option('--ring-mb <n>', 'ring buffer size in MiB (power of two)', ringMbArg, 8)
     .option('--lean', 'skip argument decoding and exit details (fastest per-call capture)')
     .option(
       '--aggregate',
