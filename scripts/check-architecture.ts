@@ -50,8 +50,7 @@ export interface KnownExceptions {
 }
 
 export const KNOWN_EXCEPTIONS: KnownExceptions = {
-  // being split on branch bpf
-  long: ['bpf/kvm_trace.bpf.c', 'src/bpf/tracer.ts'],
+  long: [],
   upward: [],
 };
 
@@ -73,6 +72,7 @@ function walk(dir: string): string[] {
   if (!existsSync(dir)) return [];
   const out: string[] = [];
   for (const name of readdirSync(dir).sort()) {
+    if (name.startsWith('.')) continue; // generated and gitignored (bpf/.build/vmlinux.h)
     const p = join(dir, name);
     if (statSync(p).isDirectory()) out.push(...walk(p));
     else out.push(p);

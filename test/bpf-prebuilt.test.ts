@@ -1,8 +1,8 @@
 // The committed BPF object must be built from the committed sources: scripts/build-bpf records the sha256
-// of kvm_trace.bpf.c and kvm_trace.h next to the object; editing either without rebuilding fails here.
-// No compiler needed.
+// of kvm_trace.bpf.c and of every header beside it (kvm_trace.h, kt_*.bpf.h) next to the object; editing,
+// adding or removing one without rebuilding fails here. No compiler needed.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { packageRoot, prebuiltObjectPath } from '../src/bpf/paths.js';
@@ -18,8 +18,11 @@ const recorded = readFileSync(join(root, 'bpf', 'prebuilt', 'SOURCES.sha256'), '
   });
 
 describe('bpf/prebuilt', () => {
-  it('records a hash for both sources', () => {
-    expect(recorded.map((r) => r.file).sort()).toEqual(['kvm_trace.bpf.c', 'kvm_trace.h']);
+  it('records a hash for every source in bpf/ (the .bpf.c and each header)', () => {
+    const sources = readdirSync(join(root, 'bpf')).filter((f) => f.endsWith('.bpf.c') || f.endsWith('.h'));
+    expect(sources).toContain('kvm_trace.bpf.c');
+    expect(sources).toContain('kvm_trace.h');
+    expect(recorded.map((r) => r.file).sort()).toEqual(sources.sort());
   });
 
   it.each(recorded)('$file is unchanged since the object was built (else run `npm run build-bpf`)', ({ hash, file }) => {

@@ -141,7 +141,7 @@ describe('binary capture file', () => {
   /** A capture of a few hand-made records with lost marks between them. */
   async function write(path: string, over: Partial<CaptureMeta> = {}): Promise<void> {
     const w = await CaptureWriter.open(path, { chunkBytes: 512 });
-    w.begin(meta(over), Btf.vmlinux().bytes, [{ pid: 7, fds: [{ fd: 3, target: '/dev/kvm' }], maps: '' }]);
+    w.begin(meta(over), { vmlinux: Btf.vmlinux().bytes }, [{ pid: 7, fds: [{ fd: 3, target: '/dev/kvm' }], maps: '' }]);
     w.lost(2);
     for (let i = 0; i < 40; i++) {
       const rec = encodeIoctl({ ts_ns: 1000 + i, enter_ns: 900 + i, pid: 7, fd: 3, cmd: cmdOf('KVM_CHECK_EXTENSION'), arg: i, ret: 1, fd_kind: KT_FD_SYSTEM, comm: 'vmm' });
@@ -150,7 +150,7 @@ describe('binary capture file', () => {
     }
     const fd = encodeFd({ ts_ns: 5000, pid: 7, fd: 9, op: KT_FD_OPEN, kind: KT_FD_SYSTEM });
     w.add(raw(fd), 0, fd.length);
-    await w.end({ strategy: 'tracepoint', lost: 7, duration_s: 1.5, ring_rejected: 0, no_enter: 0, state_full: 0, attach_ms: 12 });
+    await w.end({ strategy: 'tracepoint', lost: 7, duration_s: 1.5, ring_rejected: 0, no_enter: 0, state_unavailable: 0, attach_ms: 12 });
   }
 
   const decodeAll = async (path: string): Promise<{ recs: TraceRecord[]; complete: boolean }> => {
@@ -197,6 +197,37 @@ describe('binary capture file', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(message);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it("keeps KVM's module BTF (split over vmlinux) when the kernel has one, and decodes with both", async () => {
+    // A one-type split BTF continuing vmlinux's ids and strings, as /sys/kernel/btf/kvm does on module kernels.
+    const vmlinux = Btf.vmlinux();
+    const strLen = new DataView(vmlinux.bytes.buffer, vmlinux.bytes.byteOffset).getUint32(20, true);
+    const name = Buffer.from('ktcap_split_probe\0', 'latin1');
+    const split = Buffer.alloc(24 + 12 + name.length);
+    split.writeUInt16LE(0xeb9f, 0);
+    split.writeUInt8(1, 2);
+    split.writeUInt32LE(24, 4); // hdr_len
+    split.writeUInt32LE(0, 8); // type_off
+    split.writeUInt32LE(12, 12); // type_len
+    split.writeUInt32LE(12, 16); // str_off
+    split.writeUInt32LE(name.length, 20); // str_len
+    split.writeUInt32LE(strLen, 24); // name_off: the split's own first string
+    split.writeUInt32LE(8 << 24, 28); // typedef
+    split.writeUInt32LE(1, 32); // of type 1
+    name.copy(split, 36);
+    const p = join(dir, 'split.ktcap');
+    const w = await CaptureWriter.open(p);
+    w.begin(meta(), { vmlinux: vmlinux.bytes, kvm: split }, []);
+    await w.end({ strategy: 'tracepoint', lost: 0, duration_s: 0, ring_rejected: 0, no_enter: 0, state_unavailable: 0, attach_ms: 1 });
+    const r = CaptureReader.open(p);
+    try {
+      expect(Buffer.from(r.kvmBtf!)).toEqual(split);
+      expect(Btf.fromRaw(r.kvmBtf!, Btf.fromRaw(r.btf)).findByName('ktcap_split_probe')?.id).toBe(vmlinux.count);
+    } finally {
+      r.close();
+    }
+    expect((await decodeAll(p)).complete).toBe(true);
   });
 
   it('reads the head without the records', async () => {

@@ -175,7 +175,7 @@ async function recordPathPasses(
   const forEach = (await loadDist('src/ringbuf/stream.js'))?.forEachRecord as ((b: Uint8Array, h: PathLike['onRecord']) => number) | undefined;
   if (!RecordPath || !JsonlSink || !forEach) return null;
   const btf = (btfMod.Btf as { vmlinux(): unknown }).vmlinux();
-  const facts = { strategy: 'bench', lost: 0, duration_s: 0, ringRejected: 0, noEnter: 0, stateFull: 0, attachMs: null };
+  const facts = { strategy: 'bench', lost: 0, duration_s: 0, ringRejected: 0, noEnter: 0, stateUnavailable: 0, attachMs: null };
   const pass = async (): Promise<{ records: number; ms: number; cpu: number }> => {
     const path = new RecordPath({ btf, sinks: [await JsonlSink.open(file)], lineSize: 64 });
     const c0 = process.cpuUsage();

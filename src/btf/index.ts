@@ -54,8 +54,8 @@ export class Btf {
   }
 
   /** Raw BTF bytes; with `base`, split BTF whose ids and strings continue the base's (kernel modules). */
-  static fromRaw(bytes: Uint8Array, base?: Btf): Btf {
-    return new Btf(new RawBtf(bytes, base?.raw), base ? `split BTF on ${base.source}` : 'raw BTF');
+  static fromRaw(bytes: Uint8Array, base?: Btf, source?: string): Btf {
+    return new Btf(new RawBtf(bytes, base?.raw), source ?? (base ? `split BTF on ${base.source}` : 'raw BTF'));
   }
 
   /** The raw BTF this was read from (this level only, for split BTF): what a binary capture keeps. */

@@ -43,7 +43,7 @@ export interface CaptureFacts {
   /** Records shorter than a kt_hdr, dropped by the ring consumer before decoding. */
   ringRejected: number;
   noEnter: number;
-  stateFull: number;
+  stateUnavailable: number;
   attachMs: number | null;
   error?: string;
 }
@@ -113,7 +113,7 @@ export class RecordPath {
       extra: {
         rejected: d.rejected + f.ringRejected,
         no_enter: f.noEnter,
-        state_full: f.stateFull,
+        state_unavailable: f.stateUnavailable,
         flags: this.analyzer.totals,
         attach_ms: f.attachMs,
         ...this.exitPath.fields(),

@@ -15,6 +15,7 @@
  * torn down.
  */
 import { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { HDR } from '../bpf/event-layout.js';
@@ -109,7 +110,7 @@ function procComm(pid: number): string | undefined {
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
   const started = process.hrtime.bigint();
-  const btf = Btf.vmlinux();
+  const btf = kernelBtf();
   const path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize() });
   let lostReported = 0;
 
@@ -178,7 +179,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         line_size: path.lineSize,
         layout: layoutFingerprint(),
       },
-      btf.bytes,
+      // The merged kernel BTF's own level is KVM's module BTF when KVM is a module; vmlinux is its base.
+      btf === Btf.vmlinux() ? { vmlinux: btf.bytes } : { vmlinux: Btf.vmlinux().bytes, kvm: btf.bytes },
       seeds,
     );
     for (const w of path.decoder.warnings) log(w);
@@ -222,7 +224,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         duration_s: Number(process.hrtime.bigint() - started) / 1e9,
         ringRejected: consumer?.stats.rejected ?? 0,
         noEnter: stats?.noEnter ?? 0,
-        stateFull: stats?.stateFull ?? 0,
+        stateUnavailable: stats?.stateUnavailable ?? 0,
         attachMs: attach?.attachMs ?? null,
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
       };
@@ -230,7 +232,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       if (!decode) sumRec.events = raw?.records ?? 0;
       await raw?.end({
         strategy: facts.strategy, lost: facts.lost, duration_s: facts.duration_s, ring_rejected: facts.ringRejected,
-        no_enter: facts.noEnter, state_full: facts.stateFull, attach_ms: facts.attachMs, ...(facts.error !== undefined ? { error: facts.error } : {}),
+        no_enter: facts.noEnter, state_unavailable: facts.stateUnavailable, attach_ms: facts.attachMs, ...(facts.error !== undefined ? { error: facts.error } : {}),
       });
       if (kernelAgg) {
         try {

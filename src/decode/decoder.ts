@@ -10,7 +10,8 @@
  * Records shorter than their struct are rejected and counted, never thrown on.
  */
 import { constants } from 'node:os';
-import { Btf } from '../btf/index.js';
+import type { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { errnoName } from '../ffi/errors.js';
 import { BtfArgsDecoder } from './btf-args.js';
 import {
@@ -80,7 +81,7 @@ export class Decoder {
   private readonly comms = new CommCache();
 
   constructor(opts: DecoderOptions) {
-    const btf = opts.btf ?? Btf.vmlinux();
+    const btf = opts.btf ?? kernelBtf();
     const args = new BtfArgsDecoder(btf);
     this.emit = opts.emit;
     this.lean = opts.lean ?? false;

@@ -88,6 +88,8 @@ export interface KtCopyEvent extends KtHdr {
   dir: number;
   cmd: number;
   fd: number;
+  /** enum kt_copy_hook: the kernel function it was observed in. */
+  hook: number;
 }
 
 /** The record type of the record at `off` (0 when not even a type fits). */
@@ -179,6 +181,7 @@ export function parseCopy(dv: DataView, off: number, len: number): KtCopyEvent |
     dir: dv.getUint32(off + COPY.dir, true),
     cmd: dv.getUint32(off + COPY.cmd, true),
     fd: dv.getInt32(off + COPY.fd, true),
+    hook: dv.getUint32(off + COPY.hook, true),
   };
 }
 
@@ -314,6 +317,7 @@ export interface CopyInit extends HdrInit {
   dir: number;
   cmd: number;
   fd: number;
+  hook?: number;
 }
 
 export function encodeCopy(e: CopyInit): Uint8Array {
@@ -325,5 +329,6 @@ export function encodeCopy(e: CopyInit): Uint8Array {
   dv.setUint32(COPY.dir, e.dir, true);
   dv.setUint32(COPY.cmd, e.cmd >>> 0, true);
   dv.setInt32(COPY.fd, e.fd, true);
+  dv.setUint32(COPY.hook, e.hook ?? 0, true);
   return buf;
 }

@@ -36,8 +36,9 @@ export async function decodeCapture(file: string, opts: DecodeCaptureOptions): P
     if (meta.layout !== layoutFingerprint()) {
       throw new CaptureFileError(file, `written by kvm-trace ${meta.version} with another record layout than this kvm-trace decodes`);
     }
+    const vmlinux = Btf.fromRaw(reader.btf, undefined, `${file}: vmlinux BTF`);
     const path = new RecordPath({
-      btf: Btf.fromRaw(reader.btf),
+      btf: reader.kvmBtf ? Btf.fromRaw(reader.kvmBtf, vmlinux, `${file}: vmlinux + kvm BTF`) : vmlinux,
       sinks: opts.sinks,
       lean: opts.lean ?? meta.options.lean,
       lineSize: opts.lineSize ?? meta.line_size,
@@ -55,7 +56,7 @@ export async function decodeCapture(file: string, opts: DecodeCaptureOptions): P
         duration_s: end?.duration_s ?? 0,
         ringRejected: end?.ring_rejected ?? 0,
         noEnter: end?.no_enter ?? 0,
-        stateFull: end?.state_full ?? 0,
+        stateUnavailable: end?.state_unavailable ?? 0,
         attachMs: end?.attach_ms ?? null,
         ...(end ? (end.error !== undefined ? { error: end.error } : {}) : { error: 'the capture has no end (the tracer was killed?): counts are from the records it holds' }),
       });

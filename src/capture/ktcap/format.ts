@@ -7,6 +7,7 @@
  *   section := tag (4 ASCII bytes) u32 flags (0) u64 payload-bytes payload, zero-padded to 8
  *   tags    :  META  JSON CaptureMeta: tool version, kernel, options, strategy, clock pairing, record layout
  *              BTF   the kernel BTF the live decoder used (raw /sys/kernel/btf/vmlinux)
+ *              BTFK  KVM's module BTF, split over BTF (/sys/kernel/btf/kvm), when KVM is a module
  *              PROC  JSON ProcSeed[]: what /proc showed of processes already running at attach
  *              RECS  frames, in ring order (one section per chunk the writer filled)
  *              END   JSON CaptureEnd: what only the end of the live run knew (CaptureFacts + counts)
@@ -28,7 +29,7 @@ export const FRAME_HEADER_BYTES = 8;
 export const FRAME_RECORD = 0;
 export const FRAME_LOST = 1;
 
-export type SectionTag = 'META' | 'BTF ' | 'PROC' | 'RECS' | 'END ';
+export type SectionTag = 'META' | 'BTF ' | 'BTFK' | 'PROC' | 'RECS' | 'END ';
 
 /** Bytes a frame of `len` data bytes takes: header plus data, rounded up to 8. */
 export function frameBytes(len: number): number {
@@ -61,7 +62,7 @@ export interface CaptureEnd {
   duration_s: number;
   ring_rejected: number;
   no_enter: number;
-  state_full: number;
+  state_unavailable: number;
   attach_ms: number | null;
   error?: string;
   /** Raw records written, and records the writer had to drop (the disk could not keep up). */

@@ -42,6 +42,8 @@ export function isCaptureFile(path: string): boolean {
 export class CaptureReader {
   readonly meta: CaptureMeta;
   readonly btf: Uint8Array;
+  /** KVM's module BTF (split over `btf`), when the capturing kernel had KVM as a module. */
+  readonly kvmBtf: Uint8Array | undefined;
   readonly seeds: ProcSeed[];
   /** END's contents once every frame was read; null when the file has none (cut short). */
   end: CaptureEnd | null = null;
@@ -62,7 +64,11 @@ export class CaptureReader {
     this.pos = head.readUInt32LE(12);
     const meta = this.next('META');
     const btf = this.next('BTF ');
-    const proc = this.next('PROC');
+    let proc = this.next('BTFK', 'PROC');
+    if (proc.tag === 'BTFK') {
+      this.kvmBtf = proc.payload;
+      proc = this.next('PROC');
+    }
     this.meta = this.json<CaptureMeta>(meta);
     this.btf = btf.payload;
     this.seeds = this.json<ProcSeed[]>(proc);
@@ -119,10 +125,11 @@ export class CaptureReader {
     closeSync(this.fd);
   }
 
-  /** The next section, which must be `tag`. */
-  private next(tag: string): Section {
+  /** The next section, which must be one of `tags`. */
+  private next(...tags: string[]): Section {
     const s = this.section();
-    if (!s || s.tag !== tag) throw this.damaged(`expected a ${tag.trim()} section${s ? `, found ${s.tag.trim()}` : ', the file ends'}`);
+    const want = tags.map((t) => t.trim()).join(' or ');
+    if (!s || !tags.includes(s.tag)) throw this.damaged(`expected a ${want} section${s ? `, found ${s.tag.trim()}` : ', the file ends'}`);
     return s;
   }
 

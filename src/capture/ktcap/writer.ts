@@ -64,11 +64,12 @@ export class CaptureWriter {
     return w;
   }
 
-  /** The head of the file, once attached: how to decode what follows. */
-  begin(meta: CaptureMeta, btf: Uint8Array, seeds: readonly ProcSeed[]): void {
+  /** The head of the file, once attached: how to decode what follows (`btf.kvm`: KVM's module BTF, if any). */
+  begin(meta: CaptureMeta, btf: { vmlinux: Uint8Array; kvm?: Uint8Array }, seeds: readonly ProcSeed[]): void {
     this.begun = true;
     this.section('META', Buffer.from(JSON.stringify(meta), 'utf8'));
-    this.section('BTF ', btf);
+    this.section('BTF ', btf.vmlinux);
+    if (btf.kvm) this.section('BTFK', btf.kvm);
     this.section('PROC', Buffer.from(JSON.stringify(seeds), 'utf8'));
   }
 
