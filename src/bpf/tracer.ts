@@ -19,6 +19,7 @@ import {
   bpfObjectId,
   closeObject,
   destroyLink,
+  destroyLinkAsync,
   linkFd,
   mapFd,
   numPossibleCpus,
@@ -344,6 +345,19 @@ export class KvmTracer {
     return out;
   }
 
+  /**
+   * close(), with the links destroyed side by side on worker threads: each detach waits for RCU grace
+   * periods in the kernel, and overlapping them takes one wait instead of one per link. Programs may run
+   * until it settles. Safe to call more than once; close() may follow (and does nothing more).
+   */
+  async detach(): Promise<void> {
+    if (!this.#obj) return;
+    const links = this.#links;
+    this.#links = [];
+    await Promise.allSettled(links.map((l) => destroyLinkAsync(l)));
+    this.close();
+  }
+
   /** Detach every program and free the object. Safe to call more than once and from any path. */
   close(): void {
     const obj = this.#obj;
@@ -354,7 +368,7 @@ export class KvmTracer {
     for (const link of links.reverse()) destroyLink(link);
     try {
       this.#final = this.stats();
-      this.#finalAgg = this.aggregate();
+      if (this.#aggregateOnly || this.hwExits.requested) this.#finalAgg = this.aggregate();
     } finally {
       this.#obj = null;
       openTracers.delete(this);
