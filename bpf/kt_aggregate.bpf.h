@@ -135,29 +135,33 @@ static __always_inline void exit_key_of(struct kt_exit_key *x, struct enter_info
 	}
 }
 
-/* KVM_RUN returned: remember when and with what on the vCPU fd, for the next KVM_RUN on it (agg_reenter). The
- * first KVM_RUN on an fd also tracks it, so its close (or the process's exit) deletes the entry. */
-static __always_inline void agg_pend(struct enter_info *in, __u32 tgid, struct kt_agg_vcpu_key *vk, struct kt_exit_key *x,
+/* A return still waiting in the thread's state, for a vCPU this thread is not about to run again: into the
+ * pending hash (keyed by the vCPU fd), where the next KVM_RUN on that fd looks. Its fd is tracked so a close
+ * (or the process's exit) deletes the entry. */
+static __always_inline void agg_spill(struct kt_pending *pend, __u32 tgid)
+{
+	struct fd_key fk = { .tgid = tgid, .fd = pend->fd };
+
+	bpf_map_update_elem(&pending, &fk, pend, BPF_ANY);
+	track_fd(tgid, pend->fd, KT_FD_VCPU);
+	pend->exit_ns = 0;
+}
+
+/* KVM_RUN returned: remember when and with what, in the thread's state, for the next KVM_RUN on the vCPU. */
+static __always_inline void agg_pend(struct enter_state *st, __u32 tgid, struct kt_agg_vcpu_key *vk, struct kt_exit_key *x,
 				     __u64 now)
 {
-	struct fd_key fk = { .tgid = tgid, .fd = in->fd };
-	struct kt_pending *p = bpf_map_lookup_elem(&pending, &fk);
-	struct kt_pending np = {};
+	struct kt_pending *p = &st->pend;
 
-	if (!p) {
-		np.exit_ns = now;
-		np.vcpu = in->vcpu;
-		np.key.vcpu = *vk;
-		np.key.exit = *x;
-		bpf_map_update_elem(&pending, &fk, &np, BPF_ANY);
-		track_fd(tgid, in->fd, KT_FD_VCPU);
-		return;
+	if (p->exit_ns) {
+		if (p->vcpu != st->i.vcpu || p->fd != st->i.fd)
+			agg_spill(p, tgid); /* another vCPU's return: keep it for that vCPU */
+		else
+			stat_inc(KT_STAT_HANDLING_UNTIMED); /* the re-entry in between was not seen */
 	}
-	/* Still waiting: the re-entry in between was not seen (its enter was missed). */
-	if (p->exit_ns)
-		stat_inc(KT_STAT_HANDLING_UNTIMED);
 	p->exit_ns = now;
-	p->vcpu = in->vcpu;
+	p->vcpu = st->i.vcpu;
+	p->fd = st->i.fd;
 	p->key.vcpu = *vk;
 	p->key.exit = *x;
 }
@@ -180,31 +184,48 @@ static __always_inline void handling_add(struct kt_handling_key *key, __u64 ns)
 		hist_add(h, ns);
 }
 
-/* KVM_RUN enters (aggregate mode): the VMM handling time since this vCPU fd's last return, if one is waiting
- * and it was the same vCPU (an fd number closed and reused names another). */
-static __always_inline void agg_reenter(struct enter_info *in, __u32 tgid)
+/* Was this thread the last to run the vCPU? KVM notes the thread behind each KVM_RUN in vcpu->pid (updated
+ * inside the ioctl, so at sys_enter it still names the previous run's thread). A return kept by a thread
+ * that did not run the vCPU since is not this re-entry's: another thread ran it in between. */
+static __always_inline bool last_ran_it(struct enter_info *in)
 {
+	return (__u64)kt_load(struct kvm_vcpu, in->vcpu, pid) == (__u64)bpf_get_current_task_btf()->thread_pid;
+}
+
+/* KVM_RUN enters (aggregate mode): the VMM handling time since this vCPU's last return — from the thread's
+ * state (the common case: no map operation), else from the pending hash (the thread ran another vCPU in
+ * between). A re-entry by another thread than the one that returned is counted, not timed. */
+static __always_inline void agg_reenter(struct enter_state *st, __u32 tgid)
+{
+	struct enter_info *in = &st->i;
 	struct fd_key fk = { .tgid = tgid, .fd = in->fd };
-	struct kt_pending *p;
+	struct kt_pending *p = &st->pend;
 	__u64 exit_ns;
 
 	if (!in->vcpu)
 		return;
-	p = bpf_map_lookup_elem(&pending, &fk);
-	if (!p || !p->exit_ns)
-		return;
+	if (!p->exit_ns || p->vcpu != in->vcpu || p->fd != in->fd) {
+		p = bpf_map_lookup_elem(&pending, &fk);
+		if (!p || !p->exit_ns)
+			return;
+	}
 	exit_ns = p->exit_ns;
 	p->exit_ns = 0;
 	if (p->vcpu != in->vcpu || in->enter_ns < exit_ns)
 		return;
+	if (!last_ran_it(in)) {
+		stat_inc(KT_STAT_HANDLING_UNTIMED);
+		return;
+	}
 	handling_add(&p->key, in->enter_ns - exit_ns);
 }
 
 /* KVM_RUN returned (aggregate mode): its vCPU's counters, exit reason, hardware-exit totals, and the return
  * waiting for the next entry. A failed KVM_RUN leaves exit_reason stale, except -EINTR, for which KVM sets
  * KVM_EXIT_INTR (as the decoder counts). */
-static __always_inline void agg_run(struct enter_info *in, __u32 tgid, long ret, __u64 now)
+static __always_inline void agg_run(struct enter_state *st, __u32 tgid, long ret, __u64 now)
 {
+	struct enter_info *in = &st->i;
 	struct kt_agg_vcpu_key vk = { .tgid = tgid, .vcpu_id = in->vcpu_id, .kvm = in->kvm }, zero = {};
 	struct kt_agg_vcpu *v = agg_entry(&agg_vcpus, &vk, &zero, KT_STAT_VCPU_OVERFLOW);
 	struct kt_exit_key x;
@@ -236,7 +257,7 @@ static __always_inline void agg_run(struct enter_info *in, __u32 tgid, long ret,
 	if (!in->vcpu)
 		return;
 	exit_key_of(&x, in, reason, valid, ret);
-	agg_pend(in, tgid, &vk, &x, now);
+	agg_pend(st, tgid, &vk, &x, now);
 }
 
 /* A VM was created (KVM_CREATE_VM returned `fd`): its struct kvm * → creator and time, for the VM index. */
@@ -253,14 +274,15 @@ static __always_inline void agg_vm_created(__u32 tgid, long fd, __u64 now)
 }
 
 /* One returned KVM ioctl into the counters (instead of a record). */
-static __always_inline void agg_ioctl(struct enter_info *in, __u64 pid_tgid, long ret)
+static __always_inline void agg_ioctl(struct enter_state *st, __u64 pid_tgid, long ret)
 {
+	struct enter_info *in = &st->i;
 	struct kt_agg_ioctl_key k = { .tgid = pid_tgid >> 32, .cmd = in->cmd }, zero = {};
 	__u64 now = bpf_ktime_get_ns();
 	struct kt_agg_ioctl *a;
 
 	if (in->cmd == KT_KVM_RUN) {
-		agg_run(in, k.tgid, ret, now);
+		agg_run(st, k.tgid, ret, now);
 		return;
 	}
 	a = agg_entry(&agg_ioctls, &k, &zero, KT_STAT_IOCTL_OVERFLOW);

@@ -100,7 +100,7 @@ int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	st->i.active = 1;
 	if (aggregate_only) { /* no record: the argument is not read */
 		if (cmd == KT_KVM_RUN)
-			agg_reenter(&st->i, tgid);
+			agg_reenter(st, tgid);
 		return 0;
 	}
 
@@ -209,7 +209,7 @@ int kt_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 	if (st->i.flags & KT_F_HW)
 		hw_finish(&st->i, bpf_ktime_get_ns());
 	if (aggregate_only)
-		agg_ioctl(&st->i, pid_tgid, ret);
+		agg_ioctl(st, pid_tgid, ret);
 	else if (st->i.cmd == KT_KVM_RUN)
 		emit_run(&st->i, pid_tgid, ret);
 	else

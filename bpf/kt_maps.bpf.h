@@ -77,11 +77,24 @@ struct enter_info {
 	__u64 hw_exit_ns; /* the last kvm_exit not yet followed by a kvm_entry or the return, else 0 */
 };
 
+/* Aggregate mode: a KVM_RUN's return waiting for the next KVM_RUN on its vCPU (VMM handling time). Kept in the
+ * returning thread's state (no map operation on the hot path: the thread that returns is, in every VMM we
+ * know, the one that re-enters), spilled to the "pending" hash when the thread runs another vCPU first. The
+ * vCPU and fd are kept so a reused fd number does not time another vCPU's entry. */
+struct kt_pending {
+	__u64 exit_ns; /* 0: no return waiting */
+	__u64 vcpu;    /* struct kvm_vcpu * */
+	__s32 fd;
+	__u32 __pad;
+	struct kt_handling_key key;
+};
+
 /* The state also holds the record of every ioctl but KVM_RUN while it is built: write-direction bytes go
  * straight into ev.data at enter, read-direction bytes after them at exit. Per thread, so no per-CPU
  * scratch that a preempted program could share with another. */
 struct enter_state {
 	struct enter_info i;
+	struct kt_pending pend; /* survives from one KVM_RUN to the next */
 	struct kt_ioctl_event ev;
 };
 
@@ -172,15 +185,9 @@ struct {
 	__type(value, struct kt_agg_vcpu);
 } agg_zero SEC(".maps");
 
-/* Aggregate mode: a vCPU fd's last KVM_RUN return, waiting for the next KVM_RUN on it (VMM handling time).
- * Keyed by (tgid, fd) as the full capture's tracker keys a vCPU; the vCPU it named is kept so a reused fd
- * number does not time another vCPU's entry. Deleted when the fd is closed or the process exits. */
-struct kt_pending {
-	__u64 exit_ns; /* 0: no return waiting */
-	__u64 vcpu;    /* struct kvm_vcpu * */
-	struct kt_handling_key key;
-};
-
+/* Aggregate mode: the hash of vCPU-fd returns not kept in their thread's state (enter_state.pend) because the
+ * thread went on to run another vCPU (a thread driving several vCPUs). Keyed by (tgid, fd) as the full
+ * capture's tracker keys a vCPU. Deleted when the fd is closed or the process exits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -22,6 +22,8 @@ import { stopSignal } from '../src/capture/stop-signal.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
 import type { DurationStats, VcpuHandlingStats } from '../src/decode/records.js';
 import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
+import { Kvm } from '../src/kvm/system.js';
+import { MAP_ANONYMOUS, MAP_SHARED, memoryView, mmap, munmap, PROT_READ, PROT_WRITE } from '../src/ffi/libc.js';
 import { CollectSink } from './helpers/collect-sink.js';
 
 const skip = bpfSkipReason();
@@ -117,5 +119,83 @@ describe.skipIf(skip !== undefined)('VMM handling time in the kernel (aggregate)
       av.map((v) => `vcpu ${v.vcpu} ${v.total.count} re-entries, p50 ${v.total.p50_ns}/${fv.find((f) => f.vcpu === v.vcpu)!.total.p50_ns} ns`).join('; '),
     );
     for (const c of [agg, full]) expect(await remainingBpfIds(c.attach.ids)).toEqual({ progs: [], maps: [], links: [] });
+  });
+});
+
+/**
+ * One thread driving two vCPUs in turn (vCPU 0, vCPU 1, vCPU 0, …), each looping on `out 0x10, al`: every
+ * re-entry of a vCPU comes after the thread ran the other one, so its return cannot wait in the thread's own
+ * state and goes through the kernel's pending hash. Returns the KVM_RUN calls per vCPU.
+ */
+function alternatingVcpus(rounds: number): number[] {
+  const RAM = 0x10000;
+  const mem = mmap(0n, RAM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  const kvm = Kvm.open();
+  try {
+    const vm = kvm.createVm();
+    try {
+      // mov dx,0x10; mov al,0x42; L: out dx,al; jmp L
+      new Uint8Array(memoryView(mem, RAM)).set([0xba, 0x10, 0x00, 0xb0, 0x42, 0xee, 0xeb, 0xfd], 0x1000);
+      vm.setUserMemoryRegion({ slot: 0, flags: 0, guest_phys_addr: 0n, memory_size: BigInt(RAM), userspace_addr: mem });
+      const vcpus = [vm.createVcpu(0), vm.createVcpu(1)];
+      try {
+        for (const v of vcpus) {
+          const sregs = v.getSregs();
+          v.setSregs({ ...sregs, cs: { ...sregs.cs, base: 0n, selector: 0 } });
+          v.setRegs({ ...v.getRegs(), rip: 0x1000n, rflags: 2n });
+        }
+        const runs = [0, 0];
+        for (let i = 0; i < rounds; i++) {
+          for (const [n, v] of vcpus.entries()) {
+            expect(v.run()).toBe(2); // KVM_EXIT_IO
+            runs[n]++;
+          }
+        }
+        return runs;
+      } finally {
+        for (const v of vcpus) v.close();
+      }
+    } finally {
+      vm.close();
+    }
+  } finally {
+    kvm.close();
+    munmap(mem, RAM);
+  }
+}
+
+describe.skipIf(skip !== undefined)('VMM handling time in the kernel: one thread, two vCPUs in turn', () => {
+  it('every re-entry is timed (through the pending hash), as the full capture times it', async () => {
+    const aggStop = stopSignal();
+    const fullStop = stopSignal();
+    let aggAttached: () => void = () => {};
+    const aggReady = new Promise<void>((r) => (aggAttached = r));
+    let runs: number[] = [];
+    const aggRun = capture({ pids: [process.pid], aggregate: true, signal: aggStop.signal, sinks: [new CollectSink()], onAttached: () => aggAttached() });
+    const full = await capture({
+      pids: [process.pid],
+      signal: fullStop.signal,
+      sinks: [new CollectSink()],
+      onAttached: async () => {
+        await aggReady;
+        try {
+          runs = alternatingVcpus(500);
+        } finally {
+          fullStop.stop('done');
+          aggStop.stop('done');
+        }
+      },
+    });
+    const agg = await aggRun;
+    aggStop.dispose();
+    fullStop.dispose();
+    const mine = (vs: VcpuHandlingStats[] | undefined): VcpuHandlingStats[] => (vs ?? []).filter((v) => v.pid === process.pid);
+    const av = mine(agg.summary.vmm_handling?.vcpus);
+    const fv = mine(full.summary.vmm_handling?.vcpus);
+    expect(runs).toEqual([500, 500]);
+    expect(av.map((v) => [v.vcpu, v.total.count, v.pending])).toEqual([[0, 499, 1], [1, 499, 1]]);
+    expect(av.map((v) => v.by_exit.map((e) => [e.key, e.count]))).toEqual([[['IO out 0x10', 499]], [['IO out 0x10', 499]]]);
+    for (const [i, a] of av.entries()) compareStats(a.total, fv[i].total, `alternating vcpu ${a.vcpu}`);
+    expect(agg.summary.vmm_handling!.untimed).toBe(0);
   });
 });
