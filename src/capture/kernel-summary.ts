@@ -1,7 +1,7 @@
 /**
  * What the summary takes from the kernel's own maps at the end of a capture, after the programs were detached:
  * in aggregate mode the counters themselves (aggregate-summary.ts), with any overflow said; with the
- * hardware-exit hooks the statement whether kvm:kvm_exit fired here (said once, in the summary and the log)
+ * hardware-exit hooks the statement whether kvm:kvm_exit fired here (said once, in the summary)
  * and, where it did, the hardware-exit table and the per-vCPU time split.
  */
 import type { KernelAggregate } from '../bpf/aggregate.js';
@@ -40,8 +40,8 @@ export function kernelSummary(base: SummaryRecord, x: KernelSummaryInput): Summa
   const totals = x.aggregate ? hwTotals(x.agg) : { runs: x.records.hwRuns, exits: x.records.hwExits };
   const verdict = hwExitVerdict(x.hw, totals.runs, totals.exits);
   if (!x.hw.requested) return s;
+  // Said once: in the summary (its text, or the JSON's hw_exits), not also in the log.
   const status = verdict ?? { available: false, statement: 'no KVM_RUN was traced: nothing tells whether kvm:kvm_exit fires here' };
-  x.log(status.statement);
   if (!status.available) {
     const { run_split: _drop, ...rest } = s;
     return { ...rest, hw_exits: status };
