@@ -52,11 +52,10 @@ export function hwText(x: HwData): string[] {
   return out;
 }
 
-/** Count keys: hw.<isa>.<reason>.samples, hw.<pid>/<vm>/<vcpu>.exits. */
+/** Count keys: hw.<isa>.<reason>.samples. */
 export function hwCounts(x: HwData): Record<string, number> {
   const c: Record<string, number> = {};
   for (const r of x.hw_exit_stats ?? []) c[`hw.${r.isa}.${r.reason}.samples`] = r.samples;
-  for (const r of x.run_split ?? []) c[`hw.${r.pid}/${r.vm ?? '?'}/${r.vcpu ?? '?'}.exits`] = r.hw_exits;
   return c;
 }
 
