@@ -44,6 +44,33 @@ const close = (agg: number, full: number, what: string): void => {
 
 const skews: number[] = [];
 
+/** An aggregate and a full capture of this process attached at once; `work` runs once both are attached. */
+async function bothCaptures(work: () => void | Promise<void>): Promise<{ agg: CaptureResult; full: CaptureResult }> {
+  const aggStop = stopSignal();
+  const fullStop = stopSignal();
+  let aggAttached: () => void = () => {};
+  const aggReady = new Promise<void>((r) => (aggAttached = r));
+  const aggRun = capture({ pids: [process.pid], aggregate: true, signal: aggStop.signal, sinks: [new CollectSink()], onAttached: () => aggAttached() });
+  const full = await capture({
+    pids: [process.pid],
+    signal: fullStop.signal,
+    sinks: [new CollectSink()],
+    onAttached: async () => {
+      await aggReady;
+      try {
+        await work();
+      } finally {
+        fullStop.stop('done');
+        aggStop.stop('done');
+      }
+    },
+  });
+  const agg = await aggRun;
+  aggStop.dispose();
+  fullStop.dispose();
+  return { agg, full };
+}
+
 function compareStats(a: DurationStats, f: DurationStats, what: string): void {
   expect(a.count, `${what} count`).toBe(f.count);
   expect(Math.abs(a.min_ns - f.min_ns), `${what} min`).toBeLessThanOrEqual(SKEW_NS);
@@ -58,30 +85,10 @@ function compareStats(a: DurationStats, f: DurationStats, what: string): void {
 describe.skipIf(skip !== undefined)('VMM handling time in the kernel (aggregate) vs full capture and the guest', () => {
   it('same counts per vCPU and exit key, percentiles within bucket precision, bounded by the guest’s clock', async () => {
     const log = join(dir, 'gt.jsonl');
-    const aggStop = stopSignal();
-    const fullStop = stopSignal();
-    let aggAttached: () => void = () => {};
-    const aggReady = new Promise<void>((r) => (aggAttached = r));
     let guest: Awaited<ReturnType<typeof runGuest>> | undefined;
-    const aggSink = new CollectSink();
-    const aggRun: Promise<CaptureResult> = capture({ pids: [process.pid], aggregate: true, signal: aggStop.signal, sinks: [aggSink], onAttached: () => aggAttached() });
-    const full = await capture({
-      pids: [process.pid],
-      signal: fullStop.signal,
-      sinks: [new CollectSink()],
-      onAttached: async () => {
-        await aggReady;
-        try {
-          guest = await runGuest({ scenario: 'all', vcpus: 2, exits: 1500, log, probeLongMode: false });
-        } finally {
-          fullStop.stop('guest done');
-          aggStop.stop('guest done');
-        }
-      },
+    const { agg, full } = await bothCaptures(async () => {
+      guest = await runGuest({ scenario: 'all', vcpus: 2, exits: 1500, log, probeLongMode: false });
     });
-    const agg = await aggRun;
-    aggStop.dispose();
-    fullStop.dispose();
     expect(full.summary.lost).toBe(0);
     expect(agg.summary.lost).toBe(0);
     expect(agg.summary.aggregate).toBe(true);
@@ -166,29 +173,10 @@ function alternatingVcpus(rounds: number): number[] {
 
 describe.skipIf(skip !== undefined)('VMM handling time in the kernel: one thread, two vCPUs in turn', () => {
   it('every re-entry is timed (through the pending hash), as the full capture times it', async () => {
-    const aggStop = stopSignal();
-    const fullStop = stopSignal();
-    let aggAttached: () => void = () => {};
-    const aggReady = new Promise<void>((r) => (aggAttached = r));
     let runs: number[] = [];
-    const aggRun = capture({ pids: [process.pid], aggregate: true, signal: aggStop.signal, sinks: [new CollectSink()], onAttached: () => aggAttached() });
-    const full = await capture({
-      pids: [process.pid],
-      signal: fullStop.signal,
-      sinks: [new CollectSink()],
-      onAttached: async () => {
-        await aggReady;
-        try {
-          runs = alternatingVcpus(500);
-        } finally {
-          fullStop.stop('done');
-          aggStop.stop('done');
-        }
-      },
+    const { agg, full } = await bothCaptures(() => {
+      runs = alternatingVcpus(500);
     });
-    const agg = await aggRun;
-    aggStop.dispose();
-    fullStop.dispose();
     const mine = (vs: VcpuHandlingStats[] | undefined): VcpuHandlingStats[] => (vs ?? []).filter((v) => v.pid === process.pid);
     const av = mine(agg.summary.vmm_handling?.vcpus);
     const fv = mine(full.summary.vmm_handling?.vcpus);

@@ -7,16 +7,7 @@
  */
 import type { IoctlRecord, RunSplit, VmmHandlingSummary } from '../decode/records.js';
 
-interface Acc {
-  pid: number;
-  vm: number | null;
-  vcpu: number | null;
-  runs: number;
-  hw_exits: number;
-  max_hw_exits: number;
-  guest_ns: number;
-  kvm_ns: number;
-}
+type Acc = Omit<RunSplit, 'vmm_ns'>;
 
 export class RunSplitTracker {
   private readonly by = new Map<string, Acc>();
