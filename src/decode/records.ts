@@ -6,7 +6,7 @@
 
 export type FdKind = 'system' | 'vm' | 'vcpu' | 'device' | 'unknown';
 
-/** Where a copied user buffer came from: seen by a kprobe/fentry on the copy routine, or derived. */
+/** Where a copied user buffer came from: seen by a copy hook (kprobe/fentry), or derived from the copy rules. */
 export type FlagSource = 'observed' | 'derived';
 
 export interface BufferFlag {
@@ -22,6 +22,13 @@ export interface BufferFlag {
   lines: number;
   min_lines: number;
   source: FlagSource;
+  /** Observed: the copy hook that saw it (the kernel function: "memdup_user", "_copy_from_user", …). */
+  hook?: string;
+  /**
+   * Derived: the routine the copy rules say the handler copies through ("copy_to_user", "memdup_user", …),
+   * which no attached hook observes.
+   */
+  via?: string;
 }
 
 export interface ExitInfo {
@@ -113,6 +120,8 @@ export interface CopyRecord {
   cmd: string;
   name: string;
   fd: number;
+  /** The copy hook that saw it: the kernel function ("memdup_user", "_copy_from_user", …). */
+  hook?: string;
 }
 
 export interface LatencyStats {
