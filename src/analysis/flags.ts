@@ -14,7 +14,7 @@
  * CopyRecords of each thread until its ioctl record arrives (copies are emitted inside the syscall, the
  * ioctl record at its exit, so they come first).
  */
-import type { BufferFlag, CopyRecord, FlagSource, IoctlRecord, TraceRecord } from '../decode/records.js';
+import type { BufferFlag, CopyRecord, FlagSource, FlagTotals, IoctlRecord, TraceRecord } from '../decode/records.js';
 import { fieldNumber, hexAddr, parseAddr } from '../cdata/values.js';
 import { bufferGeometry, DEFAULT_LINE_SIZE } from './cacheline.js';
 import type { TypeSource } from '../btf/type-source.js';
@@ -22,6 +22,7 @@ import { type CopyRoutine, deriveCopies, type DerivedCopy, routinesSeen, ROUTINE
 import type { IoctlDef } from '../kvm/abi/ioctl-table.js';
 
 export type { DerivedCopy } from '../kvm/abi/copy-rules.js';
+export type { CopySourceCounts, FlagTotals } from '../decode/records.js';
 
 /** The ioctl table by name (ioctlByName): the argument type of each call. */
 export type IoctlLookup = (name: string) => IoctlDef | undefined;
@@ -182,30 +183,6 @@ export class CopyJoiner {
     else this.pending.delete(rec.tid);
     return inside;
   }
-}
-
-/** Copies of one ioctl by where they come from. */
-export interface CopySourceCounts {
-  /** Seen by a copy hook. */
-  observed: number;
-  /** Derived from the copy rules (no attached hook sees their routine). */
-  derived: number;
-  /** Derived, but of a length the capture does not reveal (not flagged). */
-  unknown: number;
-}
-
-/** Counts over every analyzed ioctl, for the capture summary. */
-export interface FlagTotals {
-  copies: number;
-  bytes: number;
-  misaligned: number;
-  cacheline_cross: number;
-  /** Copies whose length the capture does not reveal (not flagged). */
-  unknown: number;
-  observed: number;
-  derived: number;
-  /** Per ioctl name: observed, derived and unknown-length copies (ioctls that copied anything). */
-  by_ioctl: Record<string, CopySourceCounts>;
 }
 
 /**

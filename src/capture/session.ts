@@ -13,12 +13,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { kernelBtf } from '../btf/kernel.js';
-import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
+import { KvmTracer, type BpfIds, type HookResult, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { Decoder } from '../decode/decoder.js';
 import { SummaryBuilder } from '../decode/summary.js';
 import { HDR } from '../bpf/event-layout.js';
-import type { SummaryRecord, TraceRecord } from '../decode/records.js';
+import type { HookStatus, SummaryRecord, TraceRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
 import { FlagAnalyzer } from '../analysis/flags.js';
 import { btfTypeSource } from '../btf/type-source.js';
@@ -53,6 +53,8 @@ export interface AttachInfo {
   strategy: string;
   reason: string;
   programs: string[];
+  /** Per copy hook (kernel function): attached or not, and why. */
+  hooks: Record<string, HookStatus>;
   attachMs: number;
   /** Kernel ids of the loaded programs, maps and links (to prove teardown). */
   ids: BpfIds;
@@ -86,6 +88,11 @@ function procComm(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The summary's `hooks`: the tracer's per-hook results keyed by the kernel function each observes. */
+export function hookStatus(hooks: readonly HookResult[]): Record<string, HookStatus> {
+  return Object.fromEntries(hooks.map((h) => [h.hook, h.program ? { attached: h.attached, program: h.program, reason: h.reason } : { attached: h.attached, reason: h.reason }]));
 }
 
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
@@ -162,6 +169,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
     });
+    // Copies through routines an attached hook sees are observed from here on, never derived.
+    analyzer.setHooks(tracer.hooks.filter((h) => h.attached).map((h) => h.hook));
     seedRunning(decoder, opts);
     for (const w of decoder.warnings) log(w);
     lostTimer = setInterval(reportLost, LOST_POLL_MS);
@@ -169,6 +178,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       strategy: tracer.strategy,
       reason: tracer.reason,
       programs: tracer.programs,
+      hooks: hookStatus(tracer.hooks),
       attachMs: Number(process.hrtime.bigint() - started) / 1e6,
       ids: tracer.ids(),
     };
@@ -203,6 +213,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
         no_enter: stats?.noEnter ?? 0,
         state_unavailable: stats?.stateUnavailable ?? 0,
+        ...(attach ? { hooks: attach.hooks } : {}),
         flags: analyzer.totals,
         attach_ms: attach?.attachMs ?? null,
         ...exitPath.fields(),
@@ -218,7 +229,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     }
     for (const s of sinks) s.write(sumRec);
     await Promise.allSettled(sinks.map((s) => s.close()));
-    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
+    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], hooks: {}, attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
   }
   if (failure) throw failure;
   return result;

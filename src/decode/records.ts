@@ -201,6 +201,40 @@ export interface VmmHandlingSummary {
   overlapped: number;
 }
 
+/** Summary `hooks`, per copy hook (keyed by the kernel function it observes): attached or not, and why. */
+export interface HookStatus {
+  attached: boolean;
+  /** The program attached (its family in the name: `_fentry` / `_kprobe`). */
+  program?: string;
+  /** How it attached (`fentry`, `kprobe`), or every reason it did not, one line. */
+  reason: string;
+}
+
+/** Copies of one ioctl by where they come from. */
+export interface CopySourceCounts {
+  /** Seen by a copy hook. */
+  observed: number;
+  /** Derived from the copy rules: no attached hook sees the routine they go through. */
+  derived: number;
+  /** Derived, but of a length the capture does not reveal (not flagged). */
+  unknown: number;
+}
+
+/** Summary `flags`: the copied buffers of the capture. */
+export interface FlagTotals {
+  /** Flagged copies (observed + derived). */
+  copies: number;
+  bytes: number;
+  misaligned: number;
+  cacheline_cross: number;
+  /** Copies whose length the capture does not reveal (not flagged). */
+  unknown: number;
+  observed: number;
+  derived: number;
+  /** Per ioctl name (ioctls that copied anything): observed, derived and unknown-length copies. */
+  by_ioctl: Record<string, CopySourceCounts>;
+}
+
 export interface SummaryRecord {
   type: 'summary';
   strategy: string;
@@ -217,6 +251,10 @@ export interface SummaryRecord {
   exit_stats?: ExitReasonStats[];
   /** Full capture only (absent with --aggregate): the VMM's handling time per vCPU and exit. */
   vmm_handling?: VmmHandlingSummary;
+  /** Per copy hook: attached or not, and why (absent when no tracer was opened). */
+  hooks?: Record<string, HookStatus>;
+  /** Full capture only: copied buffers, observed and derived, in total and per ioctl. */
+  flags?: FlagTotals;
   [extra: string]: unknown;
 }
 
