@@ -16,7 +16,7 @@ import type { TraceRecord } from '../../src/decode/records.js';
 import { countIds, describeIds, processBpfIds, remainingAfter, type BpfIdSet } from './bpf-objects.js';
 import { attachedCopyHooks, hooksFromJson, parseStrategyLines, type Hooks } from './hooks.js';
 import type { DemoStats, KernelResult, KvmInfo } from './result.js';
-import { checkCopyRules } from './rule-check.js';
+import { checkCopyRules, ruleCoverage } from './rule-check.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
 import { repoRoot } from '../bench/paths.js';
 
@@ -142,7 +142,8 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
     const types = kernelTypes();
     const rules = types.types
       ? checkCopyRules(records, { types: types.types, lookup: types.lookup })
-      : { compared_calls: 0, mismatches: 0, details: [] };
+      : { compared_calls: 0, mismatches: 0, details: [`kernel BTF unreadable: ${types.error}`], hooks: [], by_ioctl: {} };
+    const totals = summary?.flags as { observed?: number; derived?: number } | undefined;
 
     const abi = cli(CLI, ['abi', '--check'], 300);
     const attach = await attachAndStop(CLI);
@@ -158,12 +159,16 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
       copy_hooks: attachedCopyHooks(hooks),
       demo: demoJson ? demoStats(demoJson) : null,
       ...(demoJson ? {} : { demo_error: demoError(demoRun, attach.stderr) }),
-      observed_copies: records.filter((r) => r.type === 'copy').length,
-      derived_copies: flags.filter((f) => f.source === 'derived').length,
+      // The capture's own counts (its summary), else the flags the records carry.
+      observed_copies: totals?.observed ?? flags.filter((f) => f.source === 'observed').length,
+      derived_copies: totals?.derived ?? flags.filter((f) => f.source === 'derived').length,
       unknown_copies: Number(summary?.flags?.unknown ?? 0),
       rule_mismatches: rules.mismatches,
       rule_compared_calls: rules.compared_calls,
       rule_details: rules.details,
+      rule_hooks: rules.hooks,
+      rule_by_ioctl: rules.by_ioctl,
+      rule_coverage: ruleCoverage(rules.by_ioctl),
       btf_check: btfCrossCheck(kvm.module_btf),
       abi_check: abi.status === 0 ? 'ok' : lastLine(abi.stderr) || `exit ${abi.status}`,
       leaked_bpf_objects: leakedCount,
