@@ -275,7 +275,11 @@ describe('tables', () => {
   it('both say which ioctls had their copy rules checked against observed copies and which could not be', () => {
     const r = row({
       rule_hooks: ['memdup_user', 'vmemdup_user'],
-      rule_by_ioctl: { KVM_GET_MSRS: { calls: 2, compared: 2, observed: 2, unobservable: 4, unobservable_via: ['copy_from_user', 'copy_to_user'], mismatches: 0 } },
+      rule_by_ioctl: {
+        KVM_GET_MSRS: { calls: 2, compared: 2, observed: 2, unobservable: 4, unobservable_via: ['copy_from_user', 'copy_to_user'], mismatches: 0 },
+        KVM_GET_REGS: { calls: 2, compared: 0, observed: 0, unobservable: 2, unobservable_via: ['copy_to_user'], mismatches: 0 },
+        KVM_GET_SREGS: { calls: 2, compared: 0, observed: 0, unobservable: 2, unobservable_via: ['copy_to_user'], mismatches: 0 },
+      },
       rule_coverage: {
         checked: ['KVM_SET_REGS', 'KVM_SET_SREGS'],
         partly: ['KVM_GET_MSRS'],
@@ -286,14 +290,14 @@ describe('tables', () => {
     });
     expect(coverageLines(r)).toEqual([
       'copy rules checked against copies observed by memdup_user, vmemdup_user: KVM_SET_REGS, KVM_SET_SREGS',
-      'partly checked (the copies through hooked routines): KVM_GET_MSRS (not copy_from_user/copy_to_user)',
-      'not observable (copies through copy_to_user, which no attached hook sees): KVM_GET_REGS, KVM_GET_SREGS',
+      'partly checked (not their copies through copy_from_user, copy_to_user): KVM_GET_MSRS',
+      'not observable (their copies go through copy_to_user, which no attached hook sees): KVM_GET_REGS, KVM_GET_SREGS',
       'copy nothing: KVM_RUN',
     ]);
     const t = textTable([r]);
-    expect(t).toContain('  linux-image-6.12.111+deb12-amd64 partly checked (the copies through hooked routines): KVM_GET_MSRS');
+    expect(t).toContain('  linux-image-6.12.111+deb12-amd64 partly checked (not their copies through copy_from_user, copy_to_user): KVM_GET_MSRS');
     expect(t).toContain('  linux-image-6.12.111+deb12-amd64: linux-image-6.12.111+deb12-amd64 is not in the cache');
-    expect(markdownTable([r])).toContain('- linux-image-6.12.111+deb12-amd64: not observable (copies through copy_to_user, which no attached hook sees): KVM_GET_REGS, KVM_GET_SREGS');
+    expect(markdownTable([r])).toContain('- linux-image-6.12.111+deb12-amd64: not observable (their copies go through copy_to_user, which no attached hook sees): KVM_GET_REGS, KVM_GET_SREGS');
   });
 });
 

@@ -134,12 +134,20 @@ describe.skipIf(skip !== undefined)('kernel matrix under QEMU', () => {
       expect(r.leaked_bpf_objects, r.teardown_detail).toBe(0);
     });
 
-    it(`${K612}: a copy hook attached, copies observed, and the copy rules agree with every one`, () => {
-      const r = row(K612);
+    it.each([K61, K612])('%s: a copy hook attached, copies observed, and the copy rules agree with every one', (k) => {
+      const r = row(k);
       expect(r.copy_hooks.length, JSON.stringify(r.hooks)).toBeGreaterThan(0);
       expect(r.observed_copies).toBeGreaterThan(0);
+      expect(r.derived_copies).toBeGreaterThan(0);
       expect(r.rule_compared_calls).toBeGreaterThan(0);
       expect(r.rule_mismatches, r.rule_details.join('\n')).toBe(0);
+      // Every hook is reported, attached or not, with its reason.
+      for (const h of ['_copy_from_user', '_copy_to_user', 'memdup_user', 'vmemdup_user']) expect(r.hooks[h]?.reason, h).toBeTruthy();
+      // The copies memdup_user makes (KVM_SET_REGS/SREGS/FPU whole, the MSR entries) were compared wherever it attached.
+      const cov = r.rule_coverage!;
+      if (r.hooks.memdup_user?.attached) {
+        expect([...cov.checked, ...cov.partly]).toEqual(expect.arrayContaining(['KVM_SET_REGS', 'KVM_SET_SREGS', 'KVM_SET_FPU', 'KVM_SET_MSRS', 'KVM_GET_MSRS']));
+      }
     });
 
     it('exits 0 exactly when every kernel passes', () => {

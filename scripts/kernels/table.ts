@@ -25,18 +25,12 @@ export function coverageLines(r: KernelResult): string[] {
   const c = r.rule_coverage;
   if (!c) return [];
   const hooks = r.rule_hooks?.length ? r.rule_hooks.join(', ') : 'no copy hook';
+  const via = (names: string[]): string => [...new Set(names.flatMap((n) => r.rule_by_ioctl?.[n]?.unobservable_via ?? []))].join(', ');
   const out: string[] = [];
   if (c.checked.length) out.push(`copy rules checked against copies observed by ${hooks}: ${c.checked.join(', ')}`);
-  if (c.partly.length) {
-    const why = c.partly.map((n) => `${n} (not ${r.rule_by_ioctl?.[n]?.unobservable_via.join('/') ?? '?'})`);
-    out.push(`partly checked (the copies through hooked routines): ${why.join(', ')}`);
-  }
-  const un = Object.entries(c.unobservable);
-  if (un.length) {
-    const byWhy = new Map<string, string[]>();
-    for (const [n, why] of un) byWhy.set(why, [...(byWhy.get(why) ?? []), n]);
-    for (const [why, names] of byWhy) out.push(`not observable (copies ${why}): ${names.join(', ')}`);
-  }
+  if (c.partly.length) out.push(`partly checked (not their copies through ${via(c.partly)}): ${c.partly.join(', ')}`);
+  const un = Object.keys(c.unobservable);
+  if (un.length) out.push(`not observable (their copies go through ${via(un)}, which no attached hook sees): ${un.join(', ')}`);
   if (c.nothing.length) out.push(`copy nothing: ${c.nothing.join(', ')}`);
   return out;
 }
@@ -59,12 +53,20 @@ export function textTable(results: readonly KernelResult[]): string {
   return `${pad(rows)}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n${verdict}\n`;
 }
 
+/** "memdup_user, vmemdup_user (fentry)": hooks with the same reason named together. */
+function byReason(hooks: Array<[string, { reason?: string }]>): string {
+  const groups = new Map<string, string[]>();
+  for (const [n, h] of hooks) groups.set(h.reason ?? '', [...(groups.get(h.reason ?? '') ?? []), n]);
+  return [...groups].map(([why, names]) => `${names.join(', ')}${why ? ` (${why})` : ''}`).join(', ');
+}
+
 function hooksCell(r: KernelResult): string {
   const all = Object.entries(r.hooks);
-  const on = all.filter(([, s]) => s.attached).map(([n, s]) => `${n}${s.reason ? ` (${s.reason})` : ''}`);
-  const off = all.filter(([, s]) => !s.attached).map(([n, s]) => `${n}${s.reason ? ` (${s.reason})` : ''}`);
   if (!all.length) return r.programs_attached ? `${r.programs_attached} programs attached` : 'none attached';
-  return [on.length ? `attached: ${on.join(', ')}` : 'no copy hook attached', off.length ? `not attached: ${off.join(', ')}` : ''].filter(Boolean).join('; ');
+  const on = all.filter(([, s]) => s.attached);
+  const off = all.filter(([, s]) => !s.attached);
+  if (!on.length) return `no copy hook attached: ${byReason(off)}`;
+  return [`attached: ${byReason(on)}`, off.length ? `not attached: ${byReason(off)}` : ''].filter(Boolean).join('; ');
 }
 
 /**
