@@ -13,7 +13,8 @@ import { attachedHooksOf, checkCopyRules, ruleCoverage } from '../scripts/kernel
 import { checksOf, failedRow, kernelOk, type KernelResult } from '../scripts/kernels/result.js';
 import { coverageLines, markdownTable, textTable } from '../scripts/kernels/table.js';
 import { jobScript, shQuote } from '../scripts/kernels/exec.js';
-import { checkPackageName } from '../scripts/kernels/cache.js';
+import { checkPackageName, DEFAULT_KERNELS, KernelFetchError } from '../scripts/kernels/cache.js';
+import { lineOf, newestOf, resolveWith, type ResolveProbes } from '../scripts/kernels/resolve.js';
 import { libbpfCause } from '../scripts/kernels/checklist.js';
 import { kernelBtf } from '../src/btf/kernel.js';
 import { btfTypeSource } from '../src/btf/type-source.js';
@@ -320,4 +321,77 @@ describe('guest job and package names', () => {
       else expect(() => checkPackageName(name)).toThrow(/is not a Debian kernel image package name/);
     },
   );
+});
+
+describe('pinned default kernels: kept while cached or downloadable, else the newest of their line', () => {
+  const APT = [
+    'linux-image-6.1.0-47-amd64', 'linux-image-6.1.0-50-amd64', 'linux-image-6.1.0-9-amd64', 'linux-image-6.1.0-50-amd64-unsigned',
+    'linux-image-6.1.0-51-cloud-amd64', 'linux-image-6.1.0-52-amd64-dbg', 'linux-image-6.10.0-1-amd64',
+    'linux-image-6.12.111+deb12-amd64', 'linux-image-6.12.118+deb12-amd64', 'linux-image-6.12.99+deb12-amd64',
+    'linux-image-6.12.120+deb13-amd64', 'linux-image-6.12.119+deb12-rt-amd64', 'linux-image-6.120.1+deb12-amd64',
+  ];
+
+  it.each([
+    ['linux-image-6.1.0-47-amd64', '6.1', 'linux-image-6.1.0-50-amd64'],
+    ['linux-image-6.12.111+deb12-amd64', '6.12', 'linux-image-6.12.118+deb12-amd64'],
+    ['linux-image-6.1.0-47-cloud-amd64', '6.1', 'linux-image-6.1.0-51-cloud-amd64'],
+  ])('%s is in the %s line, whose newest here is %s', (pkg, name, newest) => {
+    const line = lineOf(pkg)!;
+    expect(line.name).toBe(name);
+    expect(newestOf(line, APT)).toBe(newest);
+  });
+
+  it('orders by patch level, then ABI number; names of other shapes have no line', () => {
+    const line = lineOf('linux-image-6.1.0-47-amd64')!;
+    expect(newestOf(line, ['linux-image-6.1.0-9-amd64', 'linux-image-6.1.0-10-amd64', 'linux-image-6.1.2-1-amd64'])).toBe('linux-image-6.1.2-1-amd64');
+    expect(lineOf('linux-image-amd64')).toBeUndefined();
+    expect(DEFAULT_KERNELS.every((k) => lineOf(k) !== undefined)).toBe(true);
+  });
+
+  const probes = (o: { cached?: string[]; apt?: string[]; afterUpdate?: string[] }) => {
+    const calls: string[] = [];
+    let apt = o.apt ?? [];
+    const p: ResolveProbes = {
+      cached: (n) => (o.cached ?? []).includes(n),
+      downloadable: (n) => apt.includes(n),
+      search: (re) => apt.filter((n) => re.test(n)),
+      update: () => {
+        calls.push('update');
+        if (!o.afterUpdate) return false;
+        apt = o.afterUpdate;
+        return true;
+      },
+    };
+    return { p, calls };
+  };
+  const PIN = 'linux-image-6.12.111+deb12-amd64';
+
+  it('keeps the pinned package when it is cached, even if apt no longer knows it', () => {
+    const { p, calls } = probes({ cached: [PIN], apt: ['linux-image-6.12.118+deb12-amd64'] });
+    expect(resolveWith(PIN, p)).toEqual({ pkg: PIN });
+    expect(calls).toEqual([]);
+  });
+
+  it('keeps it when apt can download it', () => {
+    expect(resolveWith(PIN, probes({ apt: APT }).p)).toEqual({ pkg: PIN });
+  });
+
+  it('falls back to the newest of the line apt knows, and says so', () => {
+    const { p, calls } = probes({ apt: APT.filter((n) => n !== PIN), afterUpdate: APT.filter((n) => n !== PIN) });
+    const r = resolveWith(PIN, p);
+    expect(r.pkg).toBe('linux-image-6.12.118+deb12-amd64');
+    expect(r.note).toBe(`${PIN} is not cached and apt cannot download it: using linux-image-6.12.118+deb12-amd64, the newest package of the 6.12 line apt knows`);
+    expect(calls).toEqual(['update']);
+  });
+
+  it('runs apt-get update once when apt does not know the pinned package (empty lists on a fresh machine)', () => {
+    expect(resolveWith(PIN, probes({ apt: [], afterUpdate: APT }).p)).toEqual({ pkg: PIN, note: `apt knew ${PIN} only after apt-get update` });
+    const r = resolveWith(PIN, probes({ apt: [], afterUpdate: ['linux-image-6.12.120+deb12-amd64'] }).p);
+    expect(r.pkg).toBe('linux-image-6.12.120+deb12-amd64');
+  });
+
+  it('fails with one line when nothing of the line can be had', () => {
+    expect(() => resolveWith(PIN, probes({ apt: ['linux-image-6.1.0-50-amd64'] }).p)).toThrow(KernelFetchError);
+    expect(() => resolveWith(PIN, probes({}).p)).toThrow(`${PIN} is neither cached nor downloadable, and apt knows no other package of the 6.12 line: name one with --kernel`);
+  });
 });
