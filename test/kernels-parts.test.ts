@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { cpioNewc, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from '../scripts/kernels/cpio.js';
 import { loadOrder, moduleName, parseModulesDep } from '../scripts/kernels/initramfs.js';
 import { attachedCopyHooks, hooksFromJson, normalizeHooks, parseStrategyLines } from '../scripts/kernels/hooks.js';
-import { attachedHooksOf, checkCopyRules, ruleCoverage } from '../scripts/kernels/rule-check.js';
+import { attachedHooksOf, checkCopyRules, mergeRuleChecks, ruleCoverage } from '../scripts/kernels/rule-check.js';
 import { checksOf, failedRow, kernelOk, type KernelResult } from '../scripts/kernels/result.js';
 import { coverageLines, markdownTable, textTable } from '../scripts/kernels/table.js';
 import { jobScript, shQuote } from '../scripts/kernels/exec.js';
@@ -191,6 +191,16 @@ describe('copy rules vs observed copies', () => {
     expect(Object.keys(ruleCoverage(r.by_ioctl).unobservable)).toEqual(['KVM_GET_REGS', 'KVM_SET_REGS']);
   });
 
+  it('merges the demo\'s comparison with the extra ioctls\' one', () => {
+    const a = check([...pair('KVM_SET_REGS', 0x1000n, [[0x1000n, regsSize]]), ...pair('KVM_GET_REGS', 0x5000n, [])]);
+    const b = check([...pair('KVM_SET_REGS', 0x2000n, [[0x2008n, regsSize]]), ...pair('KVM_SET_XCRS', 0x3000n, [[0x3000n, types.struct('kvm_xcrs')!.size]])]);
+    const m = mergeRuleChecks(a, b);
+    expect([m.compared_calls, m.mismatches, m.details.length]).toEqual([3, 2, 2]);
+    expect(m.by_ioctl.KVM_SET_REGS).toMatchObject({ calls: 2, compared: 2, observed: 2, mismatches: 2 });
+    expect(Object.keys(m.by_ioctl).sort()).toEqual(['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_SET_XCRS']);
+    expect(a.by_ioctl.KVM_SET_REGS.calls).toBe(1); // the inputs are left alone
+  });
+
   it('takes the attached hooks from the summary, else from the hooks the copies name', () => {
     const summary = { type: 'summary', hooks: { memdup_user: { attached: true, reason: 'fentry' }, _copy_to_user: { attached: false, reason: 'EBUSY' } } } as unknown as TraceRecord;
     expect(attachedHooksOf([summary])).toEqual(['memdup_user']);
@@ -287,6 +297,7 @@ describe('tables', () => {
         unobservable: { KVM_GET_REGS: 'through copy_to_user, which no attached hook sees', KVM_GET_SREGS: 'through copy_to_user, which no attached hook sees' },
         nothing: ['KVM_RUN'],
       },
+      rule_extra_calls: ['KVM_SET_XCRS ok', 'KVM_SET_SREGS2: EINVAL'],
       package_note: 'linux-image-6.12.111+deb12-amd64 is not in the cache and apt cannot download it: the newest of the 6.12 line apt knows, linux-image-6.12.118+deb12-amd64, is used instead',
     });
     expect(coverageLines(r)).toEqual([
@@ -294,6 +305,7 @@ describe('tables', () => {
       'partly checked (not their copies through copy_from_user, copy_to_user): KVM_GET_MSRS',
       'not observable (their copies go through copy_to_user, which no attached hook sees): KVM_GET_REGS, KVM_GET_SREGS',
       'copy nothing: KVM_RUN',
+      "extra ioctls (beyond the guest's) that failed here, not compared: KVM_SET_SREGS2: EINVAL",
     ]);
     const t = textTable([r]);
     expect(t).toContain('  linux-image-6.12.111+deb12-amd64 partly checked (not their copies through copy_from_user, copy_to_user): KVM_GET_MSRS');

@@ -151,8 +151,11 @@ describe.skipIf(skip !== undefined)('kernel matrix under QEMU', () => {
       for (const h of ['_copy_from_user', '_copy_to_user', 'memdup_user', 'vmemdup_user']) expect(r.hooks[h]?.reason, h).toBeTruthy();
       // The copies memdup_user makes (KVM_SET_REGS/SREGS/FPU whole, the MSR entries) were compared wherever it attached.
       const cov = r.rule_coverage!;
+      if (r.hooks.vmemdup_user?.attached) expect([...cov.checked, ...cov.partly]).toEqual(expect.arrayContaining(['KVM_SET_CPUID2', 'KVM_SET_GSI_ROUTING']));
       if (r.hooks.memdup_user?.attached) {
         expect([...cov.checked, ...cov.partly]).toEqual(expect.arrayContaining(['KVM_SET_REGS', 'KVM_SET_SREGS', 'KVM_SET_FPU', 'KVM_SET_MSRS', 'KVM_GET_MSRS']));
+        // And those of the extra ioctls the guest does not issue (extra-ioctls.ts).
+        expect(cov.checked).toEqual(expect.arrayContaining(['KVM_SET_XCRS', 'KVM_SET_LAPIC', 'KVM_SET_XSAVE']));
       }
     });
 

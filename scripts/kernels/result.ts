@@ -70,6 +70,8 @@ export interface KernelResult {
   /** Per ioctl of the demo: calls, copies compared, observed, not observable, mismatches. */
   rule_by_ioctl?: Record<string, IoctlRuleCheck>;
   rule_coverage?: RuleCoverage;
+  /** The ioctls issued beyond the reference guest's for the rule check (extra-ioctls.ts): "NAME ok" or why not. */
+  rule_extra_calls?: string[];
   /** Layouts of KVM structs read by kvm-trace's BTF reader (vmlinux + kvm module BTF) = bpftool's. */
   btf_check: string;
   abi_check: string;

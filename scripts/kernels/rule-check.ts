@@ -146,6 +146,31 @@ export function checkCopyRules(records: readonly TraceRecord[], env: { types: Ty
   return { compared_calls: comparedCalls, mismatches, details, hooks, by_ioctl: byIoctl };
 }
 
+/** Two comparisons as one (the demo's capture and the extra ioctls' capture). */
+export function mergeRuleChecks(a: RuleCheck, b: RuleCheck): RuleCheck {
+  const by: Record<string, IoctlRuleCheck> = structuredClone(a.by_ioctl);
+  for (const [name, s] of Object.entries(b.by_ioctl)) {
+    const t = by[name];
+    by[name] = t
+      ? {
+          calls: t.calls + s.calls,
+          compared: t.compared + s.compared,
+          observed: t.observed + s.observed,
+          unobservable: t.unobservable + s.unobservable,
+          unobservable_via: [...new Set([...t.unobservable_via, ...s.unobservable_via])],
+          mismatches: t.mismatches + s.mismatches,
+        }
+      : structuredClone(s);
+  }
+  return {
+    compared_calls: a.compared_calls + b.compared_calls,
+    mismatches: a.mismatches + b.mismatches,
+    details: [...a.details, ...b.details].slice(0, 20),
+    hooks: [...new Set([...a.hooks, ...b.hooks])],
+    by_ioctl: by,
+  };
+}
+
 /** The matrix's wording: which ioctls were checked against observed copies, partly or wholly, and which could not be. */
 export function ruleCoverage(by: Record<string, IoctlRuleCheck>): { checked: string[]; partly: string[]; unobservable: Record<string, string>; nothing: string[] } {
   const out = { checked: [] as string[], partly: [] as string[], unobservable: {} as Record<string, string>, nothing: [] as string[] };

@@ -32,6 +32,8 @@ export function coverageLines(r: KernelResult): string[] {
   const un = Object.keys(c.unobservable);
   if (un.length) out.push(`not observable (their copies go through ${via(un)}, which no attached hook sees): ${un.join(', ')}`);
   if (c.nothing.length) out.push(`copy nothing: ${c.nothing.join(', ')}`);
+  const refused = (r.rule_extra_calls ?? []).filter((l) => !l.endsWith(' ok'));
+  if (refused.length) out.push(`extra ioctls (beyond the guest's) that failed here, not compared: ${refused.join('; ')}`);
   return out;
 }
 
