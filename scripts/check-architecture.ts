@@ -74,6 +74,7 @@ function walk(dir: string): string[] {
   if (!existsSync(dir)) return [];
   const out: string[] = [];
   for (const name of readdirSync(dir).sort()) {
+    if (name.startsWith('.')) continue; // build output (bpf/.build holds a generated vmlinux.h), not sources
     const p = join(dir, name);
     if (statSync(p).isDirectory()) out.push(...walk(p));
     else out.push(p);
