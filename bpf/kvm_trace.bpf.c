@@ -21,7 +21,8 @@
  *
  * Programs per strategy (user side toggles autoload, src/bpf/):
  *   tracepoint: kt_ioctl_enter, kt_ioctl_exit, kt_openat_exit, kt_open_exit, kt_mmap_exit, kt_close_exit,
- *               kt_process_exit
+ *               kt_process_exit, and the programs of kt_fd_track.bpf.h (dup family, close_range, execve,
+ *               openat2, fork, thread exit)
  *   kprobe:     tracepoint set + kt_copy_from_user_kprobe, kt_copy_to_user_kprobe, kt_vcpu_run_kprobe
  *   fentry:     tracepoint set + kt_copy_from_user_fentry, kt_copy_to_user_fentry, kt_vcpu_run_fentry
  */
@@ -980,3 +981,6 @@ int BPF_PROG(kt_vcpu_run_fentry, struct kvm_vcpu *vcpu)
 {
 	return on_vcpu_run(vcpu);
 }
+
+/* The rest of the fd lifecycle (dup family, close_range, execve, openat2, fork, thread exit). */
+#include "kt_fd_track.bpf.h"

@@ -13,11 +13,14 @@ import {
   FD,
   HDR,
   IOCTL,
+  FORK,
   KT_EV_COPY,
   KT_EV_EXIT,
   KT_EV_FD,
+  KT_EV_FORK,
   KT_EV_IOCTL,
   KT_EV_MMAP,
+  KT_EV_THREAD_EXIT,
   KT_FD_OPEN,
   KT_FD_UNKNOWN,
   KT_TASK_COMM_LEN,
@@ -299,10 +302,11 @@ export interface ExitInit extends HdrInit {
   comm?: string;
 }
 
-export function encodeExit(e: ExitInit): Uint8Array {
+/** kt_exit_event of a process (KT_EV_EXIT) or, with `thread`, of one of its threads (KT_EV_THREAD_EXIT). */
+export function encodeExit(e: ExitInit & { thread?: boolean }): Uint8Array {
   const buf = new Uint8Array(EXIT.size);
   const dv = view(buf);
-  putHdr(dv, KT_EV_EXIT, e);
+  putHdr(dv, e.thread ? KT_EV_THREAD_EXIT : KT_EV_EXIT, e);
   dv.setInt32(EXIT.exit_code, e.exit_code ?? 0, true);
   putComm(dv, EXIT.comm, e.comm);
   return buf;
@@ -326,4 +330,36 @@ export function encodeCopy(e: CopyInit): Uint8Array {
   dv.setUint32(COPY.cmd, e.cmd >>> 0, true);
   dv.setInt32(COPY.fd, e.fd, true);
   return buf;
+}
+
+export interface ForkInit extends HdrInit {
+  child_pid: number;
+  inherited?: number;
+  comm?: string;
+}
+
+export function encodeFork(e: ForkInit): Uint8Array {
+  const buf = new Uint8Array(FORK.size);
+  const dv = view(buf);
+  putHdr(dv, KT_EV_FORK, e);
+  dv.setUint32(FORK.child_pid, e.child_pid, true);
+  dv.setUint32(FORK.inherited, e.inherited ?? 1, true);
+  putComm(dv, FORK.comm, e.comm);
+  return buf;
+}
+
+export interface KtForkEvent extends KtHdr {
+  child_pid: number;
+  inherited: number;
+  comm: string;
+}
+
+export function parseFork(dv: DataView, off: number, len: number): KtForkEvent | undefined {
+  if (len < FORK.size) return undefined;
+  return {
+    ...parseHdr(dv, off),
+    child_pid: dv.getUint32(off + FORK.child_pid, true),
+    inherited: dv.getUint32(off + FORK.inherited, true),
+    comm: cstr(dv, off + FORK.comm, KT_TASK_COMM_LEN),
+  };
 }
