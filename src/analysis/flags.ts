@@ -116,20 +116,39 @@ export class MemorySlots implements SlotSizes {
   slotPages(pid: number, vm: number | null, slot: number): number | undefined {
     return this.pages.get(`${pid}/${vm}/${slot}`);
   }
+
+  /** Forget the slots of process `pid` (it exited). */
+  forgetProcess(pid: number): void {
+    const prefix = `${pid}/`;
+    for (const k of this.pages.keys()) if (k.startsWith(prefix)) this.pages.delete(k);
+  }
 }
 
 /**
  * Holds observed CopyRecords per thread until that thread's ioctl record arrives, then hands over those
- * inside the call's [enter_ns, ts_ns] window. Bounded: at most `perThread` pending copies per thread.
+ * inside the call's [enter_ns, ts_ns] window. Bounded: at most `perThread` pending copies per thread, and
+ * at most `threads` threads with pending copies (the oldest thread's go first); a thread's or process's
+ * pending copies also go when it exits (forgetThread / forgetProcess), since no ioctl record will come.
  */
 export class CopyJoiner {
   private readonly pending = new Map<number, CopyRecord[]>();
   dropped = 0;
-  constructor(private readonly perThread = 4096) {}
+  constructor(
+    private readonly perThread = 4096,
+    private readonly threads = 4096,
+  ) {}
+
+  /** Threads with pending copies. */
+  get size(): number {
+    return this.pending.size;
+  }
 
   add(c: CopyRecord): void {
     let list = this.pending.get(c.tid);
-    if (!list) this.pending.set(c.tid, (list = []));
+    if (!list) {
+      if (this.pending.size >= this.threads) this.drop(this.pending.keys().next().value!);
+      this.pending.set(c.tid, (list = []));
+    }
     list.push(c);
     if (list.length > this.perThread) {
       list.shift();
@@ -146,6 +165,21 @@ export class CopyJoiner {
     if (later.length) this.pending.set(rec.tid, later);
     else this.pending.delete(rec.tid);
     return inside;
+  }
+
+  /** Thread `tid` exited: its pending copies will never be joined (counted as dropped). */
+  forgetThread(tid: number): void {
+    this.drop(tid);
+  }
+
+  /** Process `pid` exited: the pending copies of all its threads go. */
+  forgetProcess(pid: number): void {
+    for (const [tid, list] of this.pending) if (list[0]?.pid === pid) this.drop(tid);
+  }
+
+  private drop(tid: number): void {
+    this.dropped += this.pending.get(tid)?.length ?? 0;
+    this.pending.delete(tid);
   }
 }
 
@@ -170,6 +204,17 @@ export class FlagAnalyzer {
   readonly totals: FlagTotals = { copies: 0, bytes: 0, misaligned: 0, cacheline_cross: 0, unknown: 0, observed: 0 };
   constructor(private readonly opts: FlagOptions) {
     this.slots = new MemorySlots(opts.pageSize);
+  }
+
+  /** A thread exited: drop what is kept for it. */
+  forgetThread(tid: number): void {
+    this.copies.forgetThread(tid);
+  }
+
+  /** A process exited: drop what is kept for it (pending copies, memory-slot sizes). */
+  forgetProcess(pid: number): void {
+    this.copies.forgetProcess(pid);
+    this.slots.forgetProcess(pid);
   }
 
   /** Feed every record in stream order; returns the analysis for ioctl records, undefined for others. */

@@ -10,6 +10,10 @@
  * Each decoded record is enriched on its way to the sinks: copied-buffer flags (misaligned, cache-line
  * crossing) and, for a failing KVM-type call, the ABI explanation visible from BTF. Nothing is lost on an
  * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
+ *
+ * A bad record never ends a capture: if decoding it, enriching it or a sink's per-record work throws (or it
+ * is too short or of an unknown type), it is skipped, counted in the summary's `decode_errors` (by cause in
+ * `decode_error_causes`), and the first few are logged with their type and a hex dump (decode-errors.ts).
  */
 import { readFileSync } from 'node:fs';
 import { Btf } from '../btf/index.js';
@@ -17,7 +21,6 @@ import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { Decoder } from '../decode/decoder.js';
 import { SummaryBuilder } from '../decode/summary.js';
-import { HDR } from '../bpf/event-layout.js';
 import type { SummaryRecord, TraceRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
 import { FlagAnalyzer } from '../analysis/flags.js';
@@ -27,6 +30,7 @@ import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { untilAborted } from './stop-signal.js';
 import { aggregateSummary } from './aggregate-summary.js';
+import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
 
 export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
@@ -100,6 +104,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const sinks = opts.sinks;
   let lostReported = 0;
 
+  // Throws on a record a stage cannot handle: the decoder (deliver's caller) skips and counts it. A sink
+  // that throws does not keep the record from the sinks after it.
   const deliver = (r: TraceRecord): void => {
     if (opts.aggregate) {
       // Aggregate-only: the ring carries only the fd lifecycle; it feeds the summary, the sinks get only that.
@@ -115,9 +121,28 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       if (why) r.explain = why;
     }
     summary.write(r);
-    for (const s of sinks) s.write(r);
+    let sinkError: unknown;
+    for (const s of sinks) {
+      try {
+        s.write(r);
+      } catch (err) {
+        sinkError ??= err;
+      }
+    }
+    if (sinkError !== undefined) throw sinkError;
   };
-  const decoder = new Decoder({ emit: deliver, btf, lean: opts.lean });
+  let errorIndex = 0;
+  const decoder = new Decoder({
+    emit: deliver,
+    btf,
+    lean: opts.lean,
+    onDecodeError: (sample) => {
+      for (const line of formatDecodeError(sample, ++errorIndex)) log(line);
+    },
+    // Per-thread and per-process analysis state leaves with its thread or process.
+    onThreadExit: (_pid, tid) => analyzer.forgetThread(tid),
+    onProcessExit: (pid) => analyzer.forgetProcess(pid),
+  });
 
   let tracer: KvmTracer | undefined;
   let consumer: RingBufferConsumer | undefined;
@@ -133,8 +158,13 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const reportLost = (): void => {
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
-      deliver({ type: 'lost', count: lost - lostReported });
+      const count = lost - lostReported;
       lostReported = lost;
+      try {
+        deliver({ type: 'lost', count });
+      } catch (err) {
+        decoder.errors.add('threw', `${errorLine(err)} (lost record)`, undefined, 0, 0);
+      }
     }
   };
   try {
@@ -153,10 +183,11 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       wake();
     };
     consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, {
+      // The decoder counts short records itself (decode_errors), with a hex dump of the first ones.
       onRecord: (dv, off, len) => decoder.decode(dv, off, len),
-      minRecordLen: HDR.size,
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
+      onRingError: (line) => log(line),
     });
     seedRunning(decoder, opts);
     for (const w of decoder.warnings) log(w);
@@ -196,6 +227,10 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       events: decoder.stats.events,
       unknown_ioctls: decoder.stats.unknownIoctls,
       extra: {
+        decode_errors: decoder.errors.count,
+        decode_error_causes: { ...decoder.errors.byCause },
+        ring_resyncs: consumer?.stats.resyncs ?? 0,
+        ring_skipped_bytes: consumer?.stats.skippedBytes ?? 0,
         rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
         no_enter: stats?.noEnter ?? 0,
         state_full: stats?.stateFull ?? 0,
