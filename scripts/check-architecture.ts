@@ -35,7 +35,7 @@ export const STAGES: readonly Stage[] = [
   { name: 'decode', folders: ['src/decode'] },
   { name: 'analysis', folders: ['src/analysis'] },
   { name: 'export/report', folders: ['src/export', 'src/report'] },
-  { name: 'capture', folders: ['src/capture'] },
+  { name: 'capture', folders: ['src/capture', 'src/top'] },
   { name: 'cli', folders: ['src/cli'] },
 ];
 

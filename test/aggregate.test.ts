@@ -14,13 +14,12 @@ import { stopSignal } from '../src/capture/stop-signal.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
 import { aggBucket, aggBucketBounds, aggQuantile, type AggCounters } from '../src/bpf/aggregate.js';
 import { KT_AGG_BUCKETS } from '../src/bpf/event-layout.js';
-import type { TraceRecord } from '../src/decode/records.js';
 import { close, ioctlRaw, open, O_CLOEXEC, O_RDWR } from '../src/ffi/libc.js';
 import { cmdHex, ioc, KVMIO } from '../src/kvm/abi/ioc.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
-import type { RecordSink } from '../src/decode/sink.js';
 import type { BpfIds } from '../src/bpf/tracer.js';
 import { bpfSkipReason, remainingBpfIds } from './bpf-support.js';
+import { CollectSink } from './helpers/collect-sink.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -103,17 +102,10 @@ function failingCalls(): Array<[string, number]> {
   }
 }
 
-class Collect implements RecordSink {
-  records: TraceRecord[] = [];
-  write(r: TraceRecord): void {
-    this.records.push(r);
-  }
-  async close(): Promise<void> {}
-}
 
 describe.skipIf(skip !== undefined)('aggregate capture vs the reference guest', () => {
   it('counts, errors and exit reasons per vCPU equal the ground truth; no record but the summary', async () => {
-    const sink = new Collect();
+    const sink = new CollectSink();
     const stop = stopSignal();
     const log = join(dir, 'gt.jsonl');
     let guest: Awaited<ReturnType<typeof runGuest>> | undefined;

@@ -87,6 +87,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       expect(kt.missing_runs).toBe(0); // every exit of the workload has its KVM_RUN record
     }
     measuredOrExplained(j.kvm_trace_aggregate);
+    expect(measuredOrExplained(j.kvm_trace_top)).toBe(cliHas('top'));
 
     // The smoke run never runs peers; each is still reported, with the reason.
     expect(Object.keys(j.peers).sort()).toEqual(['bpftrace', 'bpftrace_count', 'perf_trace', 'strace']);
@@ -103,6 +104,7 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
     expect(j.targets.map((t: { name: string }) => t.name)).toEqual([
       'full capture',
       'aggregate mode',
+      'top',
       'decoder',
       'attach time',
       'tracer RSS',

@@ -14,9 +14,8 @@ import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
 import { matchGroundTruth } from '../src/capture/ground-truth.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
-import type { TraceRecord } from '../src/decode/records.js';
-import type { RecordSink } from '../src/decode/sink.js';
 import { bpfSkipReason } from './bpf-support.js';
+import { CollectSink } from './helpers/collect-sink.js';
 
 const skip = bpfSkipReason();
 if (skip) console.log(`capture tests skipped: ${skip}`);
@@ -24,20 +23,10 @@ if (skip) console.log(`capture tests skipped: ${skip}`);
 const dir = mkdtempSync(join(tmpdir(), 'kvm-trace-capture-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-class Collect implements RecordSink {
-  records: TraceRecord[] = [];
-  closed = false;
-  write(r: TraceRecord): void {
-    this.records.push(r);
-  }
-  async close(): Promise<void> {
-    this.closed = true;
-  }
-}
 
 /** Capture this process while the reference guest runs; stop when it is done. */
 async function traceGuest(guest: Parameters<typeof runGuest>[0]) {
-  const sink = new Collect();
+  const sink = new CollectSink();
   const stop = stopSignal();
   const log = join(dir, `gt-${Date.now()}.jsonl`);
   let res: Awaited<ReturnType<typeof runGuest>> | undefined;

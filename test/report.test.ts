@@ -138,6 +138,21 @@ function countsFromText(text: string): Record<string, number> {
       c[`vcpu.${vcpu}.exits.${r}`] = Number(n);
     }
   }
+  // The exit table and the VMM handling time: columns two or more spaces apart.
+  let section = '';
+  let handling = '';
+  for (const line of text.split('\n')) {
+    if (/^\S/.test(line)) section = line.startsWith('KVM_RUN returns') ? 'exits' : line.startsWith('VMM handling') ? 'handling' : '';
+    const cells = line.trim().split(/\s{2,}/);
+    if (section === 'exits' && /^  \S/.test(line) && /^\d+$/.test(cells[1] ?? '') && cells[0] !== 'total') c[`exit.${cells[0]}.samples`] = Number(cells[1]);
+    const h = line.match(/^  pid (\d+) vm (\S+) vcpu (\S+) fd (\d+) .*: re-entries (\d+)  pending (\d+)$/);
+    if (section === 'handling' && h) {
+      handling = `handling.${h[1]}/${h[2]}/${h[3]}/${h[4]}`;
+      c[`${handling}.pending`] = Number(h[6]);
+    } else if (section === 'handling' && /^    \S/.test(line) && /^\d+$/.test(cells[1] ?? '')) {
+      c[cells[0] === 'all' ? `${handling}.re_entries` : `${handling}.exit.${cells[0]}`] = Number(cells[1]);
+    }
+  }
   return c;
 }
 

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ALL_WORKLOADS, type WorkloadId } from './workloads.js';
 import type { TracerId } from './tracers.js';
 
-const ALL_TRACERS: TracerId[] = ['untraced', 'kvm-trace', 'kvm-trace-lean', 'kvm-trace-aggregate', 'strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
+const ALL_TRACERS: TracerId[] = ['untraced', 'kvm-trace', 'kvm-trace-lean', 'kvm-trace-aggregate', 'kvm-trace-top', 'strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
 
 export interface BenchOptions {
   json: boolean;

@@ -146,9 +146,10 @@ function target(name: string, goal: string, value: string | null, pass: boolean 
   return value === null ? { name, target: goal, value: 'n/a', pass: null, reason } : { name, target: goal, value, pass };
 }
 
-function targets(kt: Headline, agg: Headline, run: BenchRun): Target[] {
+function targets(kt: Headline, agg: Headline, top: Headline, run: BenchRun): Target[] {
   const full = 'samples' in kt && kt.ratio !== null ? kt : null;
   const ag = 'samples' in agg && agg.ratio !== null ? agg : null;
+  const tp = 'samples' in top && top.ratio !== null ? top : null;
   const why = (h: Headline): string => h.reason ?? 'no data';
   const dec = run.decoder.records_per_s;
   const ours = run.samples.filter((s) => s.tracer.startsWith('kvm-trace') && !s.error);
@@ -163,6 +164,7 @@ function targets(kt: Headline, agg: Headline, run: BenchRun): Target[] {
       why(kt),
     ),
     target('aggregate mode', '≤ 1.08× untraced', ag && fmtRatio(ag.ratio), ag && ag.ratio !== null ? ag.ratio <= 1.08 : null, why(agg)),
+    target('top', '≤ 1.08× untraced (the aggregate, read every second)', tp && fmtRatio(tp.ratio), tp && tp.ratio !== null ? tp.ratio <= 1.08 : null, why(top)),
     target('decoder', '≥ 2 M records/s', dec !== null ? `${(dec / 1e6).toFixed(2)} M records/s` : null, dec !== null ? dec >= 2e6 : null, run.decoder.note),
     // Attach time and memory do not depend on the workload's kind: judged over every kvm-trace run (all
     // workloads, all modes) — the median attach time, and the worst peak RSS.
@@ -188,6 +190,7 @@ export interface BenchJson {
   kvm_trace: Headline;
   kvm_trace_lean: Headline;
   kvm_trace_aggregate: Headline;
+  kvm_trace_top: Headline;
   peers: Record<string, Headline>;
   /** records_per_s: decoding only; with_json_records_per_s: decoding plus JSON.stringify of each record. */
   decoder: { records_per_s: number | null; with_json_records_per_s: number | null; note: string };
@@ -205,6 +208,7 @@ export function buildJson(run: BenchRun): BenchJson {
   const p = primary(results);
   const kt = headline(run, p, 'kvm-trace');
   const agg = headline(run, p, 'kvm-trace-aggregate');
+  const top = headline(run, p, 'kvm-trace-top');
   const peers: BenchJson['peers'] = {};
   for (const [id, key] of Object.entries(PEER_KEY) as Array<[TracerId, string]>) {
     // A peer runs on the guest's and the C loop's 1-vCPU PIO: prefer the guest, as for kvm-trace.
@@ -221,6 +225,7 @@ export function buildJson(run: BenchRun): BenchJson {
     kvm_trace: kt,
     kvm_trace_lean: headline(run, p, 'kvm-trace-lean'),
     kvm_trace_aggregate: agg,
+    kvm_trace_top: top,
     peers,
     decoder: {
       records_per_s: round(run.decoder.records_per_s, 0),
@@ -228,7 +233,7 @@ export function buildJson(run: BenchRun): BenchJson {
       note: run.decoder.note,
     },
     ringbuf: { records_per_s: round(run.ring.records_per_s, 0), note: run.ring.note },
-    targets: targets(kt, agg, run),
+    targets: targets(kt, agg, top, run),
     workloads: results,
     skipped_workloads: run.skippedWorkloads,
     notes: run.notes,

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { cliMain } from './paths.js';
 import { cliHasCommand, cliHelp } from './workloads.js';
 
-export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-lean' | 'kvm-trace-aggregate' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
+export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-lean' | 'kvm-trace-aggregate' | 'kvm-trace-top' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
 export const PEER_IDS: TracerId[] = ['strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
 
 export const READY_MARK = 'kvm-bench-ready';
@@ -84,6 +84,8 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
     '--json',
     ...extra,
   ];
+  // top reads the same kernel aggregate once per interval and prints one JSON line: no -o, no summary.
+  const topArgv = (pid: number): string[] => [process.execPath, ...nodeFlags, cliMain, 'top', '-p', String(pid), '--log', '1', '--json'];
   const haveStrace = runs('strace', ['-V']);
   const havePerf = runs('perf', ['version']);
   const haveBpftrace = runs('bpftrace', ['--version']);
@@ -116,6 +118,14 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
       unavailable: !hasAttach ? noAttach : agg ? null : 'not offered (attach --help lists neither --aggregate nor --count-only)',
       attachArgv: kvmTrace(agg ? [agg] : []),
       hasSummary: true,
+    },
+    {
+      id: 'kvm-trace-top',
+      label: 'kvm-trace top --log 1 --json (kernel aggregate read every second)',
+      style: 'attach',
+      peer: false,
+      unavailable: cliHasCommand('top') ? null : 'not offered (no "top" in kvm-trace --help)',
+      attachArgv: (pid) => topArgv(pid),
     },
     {
       id: 'strace',

@@ -28,6 +28,7 @@ import { btfTypeSource } from '../btf/type-source.js';
 import { systemLineSize } from '../analysis/cacheline.js';
 import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
+import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import { untilAborted } from './stop-signal.js';
 import { aggregateSummary } from './aggregate-summary.js';
 import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
@@ -101,6 +102,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     lineSize: opts.lineSize ?? systemLineSize(),
   });
   const summary = new SummaryBuilder();
+  // Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record).
+  const exitPath = new ExitPathAnalyzer();
   const sinks = opts.sinks;
   let lostReported = 0;
 
@@ -121,6 +124,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       if (why) r.explain = why;
     }
     summary.write(r);
+    exitPath.write(r);
     let sinkError: unknown;
     for (const s of sinks) {
       try {
@@ -236,6 +240,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         state_full: stats?.stateFull ?? 0,
         flags: analyzer.totals,
         attach_ms: attach?.attachMs ?? null,
+        ...exitPath.fields(),
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
       },
     });

@@ -1,14 +1,11 @@
 /**
- * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, where
- * each vCPU's kvm_run lives, fd lifecycle, and what was lost or could not be decoded — the numbers a user checks first.
+ * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, the
+ * KVM_RUN table per exit reason and the VMM handling time (full capture), where each vCPU's kvm_run
+ * lives, fd lifecycle, and what was lost or could not be decoded — the numbers a user checks first.
  */
 import { formatDuration } from '../decode/format.js';
 import type { SummaryRecord } from '../decode/records.js';
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd());
-}
+import { exitPathText, textTable as table } from '../report/exit-path-section.js';
 
 export function summaryText(s: SummaryRecord): string {
   const out: string[] = [];
@@ -29,6 +26,10 @@ export function summaryText(s: SummaryRecord): string {
     const parts = Object.entries(reasons).map(([r, n]) => `${r}=${n}`);
     out.push(`exits pid/vcpu ${who}: ${parts.join(' ')}`);
   }
+  // A VMM with dozens of vCPUs: per-exit tables for the first 8, one line for each of the others.
+  const path = exitPathText(s, 8);
+  if (path.length) out.push(...path);
+  else if (s.aggregate === true) out.push('exit table and VMM handling time: not kept by --aggregate (they need every KVM_RUN record)');
   for (const r of s.kvm_run) {
     out.push(`kvm_run pid ${r.pid} vcpu ${r.vcpu} (fd ${r.fd}): kernel ${r.kernel_addr ?? '?'}  user ${r.user_addr ?? '?'}`);
   }

@@ -13,6 +13,7 @@ const commandModules: Array<() => Promise<{ register: Register }>> = [
   // one line per subcommand, in the order `--help` lists them
   () => import('./commands/demo.js'),
   () => import('./commands/attach.js'),
+  () => import('./commands/top.js'),
   () => import('./commands/guest.js'),
   () => import('./commands/report.js'),
   () => import('./commands/abi.js'),

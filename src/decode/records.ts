@@ -132,6 +132,75 @@ export interface LatencyStats {
   max_ns: number;
 }
 
+/**
+ * Count and spread of a set of durations (ns). min/max/sum exact; p50/p90/p99 from a log-linear histogram
+ * (32 buckets per power of two, the bucket's midpoint clamped to min/max: within 1.6 % of the exact value).
+ */
+export interface DurationStats {
+  count: number;
+  min_ns: number;
+  p50_ns: number;
+  p90_ns: number;
+  p99_ns: number;
+  max_ns: number;
+  sum_ns: number;
+}
+
+/**
+ * One row of the perf-kvm-stat-style table (summary `exit_stats`): the KVM_RUN calls that returned to user
+ * space with this exit reason, and their KVM_RUN latency. `reason` is the exit reason ("IO", "HLT", …), or
+ * "error <ERRNO>" for a failed KVM_RUN that left no exit reason. `pct` / `time_pct`: share of all KVM_RUN
+ * calls / of their summed latency, in percent. Calls seen without their enter (`untimed`) count in `samples`
+ * and `pct` only.
+ */
+export interface ExitReasonStats extends DurationStats {
+  reason: string;
+  samples: number;
+  pct: number;
+  time_pct: number;
+  untimed?: number;
+}
+
+/**
+ * VMM handling time of one kind of exit on one vCPU: from a KVM_RUN's return (its record's ts_ns) to the
+ * same vCPU's next KVM_RUN entry (the next record's enter_ns), keyed by the exit the first one returned.
+ * `key`: "IO out 0x3f8" (port, direction), "MMIO write 0xfee00000-0xfee00fff" (the `mmio_granule`-sized,
+ * aligned range holding phys_addr, direction), "HLT", another reason's name, or "error <ERRNO>".
+ */
+export interface HandlingKeyStats extends DurationStats {
+  key: string;
+  reason: string;
+  dir?: 'in' | 'out' | 'read' | 'write';
+  port?: number;
+  /** MMIO: first address of the range. */
+  addr?: string;
+}
+
+export interface VcpuHandlingStats {
+  pid: number;
+  comm: string;
+  /** VM index in the process (creation order), or null when unknown. */
+  vm: number | null;
+  vcpu: number | null;
+  fd: number;
+  /** Every re-entry of this vCPU, whatever the exit. */
+  total: DurationStats;
+  by_exit: HandlingKeyStats[];
+  /** Returns not followed by a re-entry in the capture (the vCPU stopped, its fd closed, or the capture ended). */
+  pending: number;
+}
+
+/** Summary `vmm_handling`: per vCPU (pid, VM, vCPU id, fd), the VMM's time between KVM_RUN calls. */
+export interface VmmHandlingSummary {
+  /** Size (bytes, a power of two) of the aligned MMIO address ranges that key MMIO exits. */
+  mmio_granule: number;
+  vcpus: VcpuHandlingStats[];
+  /** Re-entries that could not be timed: the next KVM_RUN was seen without its enter. */
+  untimed: number;
+  /** Re-entries whose enter came before the previous return (two threads ran one vCPU): not counted. */
+  overlapped: number;
+}
+
 export interface SummaryRecord {
   type: 'summary';
   strategy: string;
@@ -144,6 +213,10 @@ export interface SummaryRecord {
   exits: Record<string, Record<string, number>>;
   kvm_run: KvmRunRecord[];
   fds: { opened: number; closed: number; leaked: number };
+  /** Full capture only (absent with --aggregate): KVM_RUN calls per exit reason and their latency. */
+  exit_stats?: ExitReasonStats[];
+  /** Full capture only (absent with --aggregate): the VMM's handling time per vCPU and exit. */
+  vmm_handling?: VmmHandlingSummary;
   [extra: string]: unknown;
 }
 

@@ -2,7 +2,7 @@
  * The shape of the one report model (model.ts builds it; render-text, render-json and render-html draw it).
  * `kvm-trace report --format json` prints exactly this object.
  */
-import type { BufferFlag } from '../decode/records.js';
+import type { BufferFlag, ExitReasonStats, VmmHandlingSummary } from '../decode/records.js';
 import type { RunMapBlock } from '../analysis/kvm-run-lines.js';
 import type { HistogramJson, LatencySummary } from './histogram.js';
 
@@ -93,4 +93,8 @@ export interface ReportModel {
   fds: { opened: number; closed: number; leaked: number; leaked_list: Array<{ pid: number; fd: number; fd_kind: string }> };
   lost: number;
   notes: string[];
+  /** KVM_RUN returns per exit reason (perf-kvm-stat style); null without KVM_RUN records. */
+  exit_stats: ExitReasonStats[] | null;
+  /** VMM handling time per vCPU and exit; null without KVM_RUN records. */
+  vmm_handling: VmmHandlingSummary | null;
 }

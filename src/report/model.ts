@@ -15,6 +15,8 @@ import type { StructLayout } from '../btf/layout.js';
 import type { TypeSource } from '../btf/type-source.js';
 import { LatencyHistogram } from './histogram.js';
 import { readRecords, type ReadStats } from './jsonl.js';
+import { ExitPathAnalyzer } from '../analysis/exit-path.js';
+import { exitPathCounts } from './exit-path-section.js';
 import type { FlagExample, IoctlSummary, KvmRunMap, ReasonLines, ReportModel, RunMapReason, VcpuSummary } from './model-types.js';
 
 export type * from './model-types.js';
@@ -81,6 +83,7 @@ export class ReportBuilder {
   private readonly leaked: Array<{ pid: number; fd: number; fd_kind: string }> = [];
   private capture: ReportModel['capture'] = { strategy: null, duration_s: null, events: null, unknown_ioctls: null };
   private readonly notes: string[] = [];
+  private readonly exitPath = new ExitPathAnalyzer();
 
   constructor(private readonly opts: ModelOptions = {}) {
     this.lineSize = opts.lineSize ?? DEFAULT_LINE_SIZE;
@@ -93,6 +96,7 @@ export class ReportBuilder {
 
   add(r: TraceRecord): void {
     this.byType.set(r.type, (this.byType.get(r.type) ?? 0) + 1);
+    this.exitPath.write(r);
     switch (r.type) {
       case 'ioctl':
         this.addIoctl(r);
@@ -268,6 +272,7 @@ export class ReportBuilder {
       ? { opened: this.fdOpen, closed: this.fdClose, leaked: this.fdLeak, leaked_list: this.leaked }
       : { ...this.summaryFds, leaked_list: [] };
     if (totals.unknown_copies > 0) notes.push(`${totals.unknown_copies} copies have a length the capture does not reveal; they are counted but not flagged`);
+    const path = this.exitPath.fields();
     const flags_from = this.flagsFromRecords && this.flagsDerived ? 'mixed' : this.flagsFromRecords ? 'records' : this.flagsDerived ? 'derived' : 'none';
     return {
       kind: 'kvm-trace-report',
@@ -283,6 +288,8 @@ export class ReportBuilder {
       fds,
       lost: Math.max(this.lostRecords, this.summaryLost),
       notes,
+      exit_stats: path?.exit_stats ?? null,
+      vmm_handling: path?.vmm_handling ?? null,
     };
   }
 
@@ -353,5 +360,5 @@ export function reportCounts(m: ReportModel): Record<string, number> {
     c[`vcpu.${v.pid}/${v.vcpu}.runs`] = v.runs;
     for (const [r, n] of Object.entries(v.exits)) c[`vcpu.${v.pid}/${v.vcpu}.exits.${r}`] = n;
   }
-  return c;
+  return { ...c, ...exitPathCounts(m) };
 }

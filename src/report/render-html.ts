@@ -11,6 +11,7 @@
  */
 import type { IoctlSummary, KvmRunMap, ReportModel } from './model-types.js';
 import { fmtNs } from './render-text.js';
+import { exitPathHtml } from './exit-path-section.js';
 
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -386,7 +387,7 @@ ${m.ioctls.length ? ioctlTable(m) : '<p class="empty">No ioctl records.</p>'}
 <div class="grid">${hists || '<p class="empty">No latencies.</p>'}</div></section>
 <section id="crossing"><h2>Buffer flags per ioctl</h2>${flagBars(m)}</section>
 <section id="worst"><h2>Worst buffers</h2><p class="lede">Per ioctl, the copied buffers with the most extra cache lines, then misaligned ones, with the thread that passed them.</p>${worstTable(m)}</section>
-<section id="vcpus"><h2>vCPUs</h2><p class="lede">Where each vCPU's <code>struct kvm_run</code> lives in the kernel and in the VMM, its exits, and the kvm_run lines each exit reason touched.</p>${vcpuTable(m)}</section>
+<section id="vcpus"><h2>vCPUs</h2><p class="lede">Where each vCPU's <code>struct kvm_run</code> lives in the kernel and in the VMM, its exits, and the kvm_run lines each exit reason touched.</p>${vcpuTable(m)}</section>${exitPathHtml(m, { esc, count })}
 <section id="health"><h2>Capture health</h2>
 <p>Records lost: ${count('lost', m.lost, m.lost ? 'hot' : '')} · records read: ${count('records', m.source.records)} · fds opened ${count('fds.opened', m.fds.opened)}, closed ${count('fds.closed', m.fds.closed)}, leaked ${count('fds.leaked', m.fds.leaked, m.fds.leaked ? 'hot' : '')}${m.capture.unknown_ioctls !== null ? ` · unknown ioctls ${num(m.capture.unknown_ioctls)}` : ''}</p>
 <p>Totals: ${count('total.unknown_copies', m.totals.unknown_copies)} copies of unknown length, ${count('total.observed_copies', m.totals.observed_copies)} observed by probes on the copy routines.</p>

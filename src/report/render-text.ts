@@ -4,6 +4,7 @@
  * lines touched, and the capture's health (lost records, leaked fds). Counts are printed as plain integers.
  */
 import type { ReportModel } from './model-types.js';
+import { exitPathText } from './exit-path-section.js';
 
 /** "812ns", "8.1µs", "3.20ms", "1.50s". */
 export function fmtNs(ns: number): string {
@@ -70,6 +71,12 @@ export function renderText(m: ReportModel, opts: TextOptions = {}): string {
           (l.user_lines.length ? `   user ${l.user_lines.join(',')}` : '') + (l.kernel_lines.length ? `   kernel ${l.kernel_lines.join(',')}` : ''));
       }
     }
+  }
+
+  const path = exitPathText(m);
+  if (path.length) {
+    w();
+    for (const l of path) w(l);
   }
 
   if (m.kvm_run) {

@@ -18,6 +18,7 @@ import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } 
 import { openOtel } from './otel-lazy.js';
 import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
 import { CliError } from '../errors.js';
+import { pidArg } from '../arg-parsers.js';
 import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
 
@@ -33,12 +34,6 @@ interface AttachCliOptions extends OtelCliValues {
   lean?: boolean;
   aggregate?: boolean;
   verbose?: boolean;
-}
-
-function pidArg(raw: string, prev: number[]): number[] {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a process id`);
-  return [...prev, n];
 }
 
 function positive(raw: string): number {

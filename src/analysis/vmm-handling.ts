@@ -1,0 +1,161 @@
+/**
+ * VMM handling time, from full-capture records: per vCPU, the time from a KVM_RUN's return (its record's
+ * ts_ns, the syscall exit) to the same vCPU's next KVM_RUN entry (that record's enter_ns), keyed by the exit
+ * the first call came back with (exit-key.ts). It is what the VMM spent on that exit in user space —
+ * emulating the device, plus whatever else the vCPU thread did before re-entering (other ioctls, signals,
+ * being descheduled). Both ends are bpf_ktime_get_ns() at the syscall tracepoints, so the value is a
+ * little longer than what the VMM measures around its own ioctl calls (by the syscall's return and entry
+ * paths): test/vmm-handling.test.ts checks it against the reference guest's own clock reads.
+ *
+ * A vCPU is (pid, vCPU fd) while the fd is open; its record also names the VM index and vCPU id, so two VMs
+ * in one process, both with a vCPU 0, stay apart, and a closed fd whose number is reused starts a new vCPU.
+ * A close (or a process exit) ends the vCPU's pending return without a sample. Memory: per vCPU at most
+ * MAX_KEYS_PER_VCPU sparse histograms (more distinct keys fold into "<reason> other").
+ */
+import type { IoctlRecord, TraceRecord, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
+import { DurationHistogram } from './duration-histogram.js';
+import { exitKeyOf, MMIO_GRANULE, type ExitKey } from './exit-key.js';
+
+export const MAX_KEYS_PER_VCPU = 64;
+
+/** One timed re-entry (for tests and live consumers). */
+export interface HandlingSample {
+  pid: number;
+  /** Thread of the re-entering KVM_RUN. */
+  tid: number;
+  fd: number;
+  vm: number | null;
+  vcpu: number | null;
+  key: string;
+  /** ts_ns of the KVM_RUN that returned, and enter_ns of the next one. */
+  exit_ns: number;
+  reenter_ns: number;
+  ns: number;
+}
+
+export interface VmmHandlingOptions {
+  /** MMIO range size (a power of two); default MMIO_GRANULE (4096). */
+  mmioGranule?: number;
+  maxKeysPerVcpu?: number;
+  onSample?: (s: HandlingSample) => void;
+}
+
+interface VcpuAcc {
+  pid: number;
+  comm: string;
+  vm: number | null;
+  vcpu: number | null;
+  fd: number;
+  total: DurationHistogram;
+  keys: Map<string, { key: ExitKey; h: DurationHistogram }>;
+  pending: number;
+}
+
+interface Open {
+  acc: VcpuAcc;
+  /** The last KVM_RUN's return, waiting for the next entry. */
+  exitNs: number;
+  key: ExitKey | null;
+}
+
+export class VmmHandlingTracker {
+  private readonly byFd = new Map<string, Open>();
+  private readonly vcpus = new Map<string, VcpuAcc>();
+  private readonly granule: number;
+  private readonly maxKeys: number;
+  private untimed = 0;
+  private overlapped = 0;
+
+  constructor(private readonly opts: VmmHandlingOptions = {}) {
+    this.granule = opts.mmioGranule ?? MMIO_GRANULE;
+    if (!Number.isInteger(this.granule) || this.granule <= 0 || (this.granule & (this.granule - 1)) !== 0) {
+      throw new RangeError(`MMIO granule must be a power of two, got ${this.granule}`);
+    }
+    this.maxKeys = opts.maxKeysPerVcpu ?? MAX_KEYS_PER_VCPU;
+  }
+
+  write(r: TraceRecord): void {
+    if (r.type === 'ioctl') {
+      if (r.name === 'KVM_RUN') this.run(r);
+    } else if (r.type === 'fd' && (r.op === 'close' || r.op === 'leak')) {
+      this.forget(`${r.pid}/${r.fd}`);
+    }
+  }
+
+  private forget(fdKey: string): void {
+    const o = this.byFd.get(fdKey);
+    if (!o) return;
+    if (o.key) o.acc.pending++;
+    this.byFd.delete(fdKey);
+  }
+
+  private vcpuAcc(r: IoctlRecord): VcpuAcc {
+    const id = `${r.pid}/${r.vm ?? '?'}/${r.vcpu ?? '?'}/${r.fd}`;
+    let a = this.vcpus.get(id);
+    if (!a) {
+      a = { pid: r.pid, comm: r.comm, vm: r.vm, vcpu: r.vcpu, fd: r.fd, total: new DurationHistogram(), keys: new Map(), pending: 0 };
+      this.vcpus.set(id, a);
+    }
+    return a;
+  }
+
+  private run(r: IoctlRecord): void {
+    const fdKey = `${r.pid}/${r.fd}`;
+    let o = this.byFd.get(fdKey);
+    // The fd now names another vCPU (its close was not seen): the old one's return stays pending.
+    if (o && ((r.vcpu !== null && o.acc.vcpu !== null && r.vcpu !== o.acc.vcpu) || (r.vm !== null && o.acc.vm !== null && r.vm !== o.acc.vm))) {
+      this.forget(fdKey);
+      o = undefined;
+    }
+    if (!o) {
+      o = { acc: this.vcpuAcc(r), exitNs: 0, key: null };
+      this.byFd.set(fdKey, o);
+    } else if (o.key) {
+      if (r.no_enter === true) this.untimed++;
+      else if (r.enter_ns < o.exitNs) this.overlapped++;
+      else this.sample(o, r);
+    }
+    o.exitNs = r.ts_ns;
+    o.key = exitKeyOf(r, this.granule);
+  }
+
+  private sample(o: Open, r: IoctlRecord): void {
+    const ns = r.enter_ns - o.exitNs;
+    const a = o.acc;
+    a.total.add(ns);
+    let k = a.keys.get(o.key!.key);
+    if (!k) {
+      const key = a.keys.size < this.maxKeys ? o.key! : { key: `${o.key!.reason} other`, reason: o.key!.reason };
+      k = a.keys.get(key.key);
+      if (!k) a.keys.set(key.key, (k = { key, h: new DurationHistogram() }));
+    }
+    k.h.add(ns);
+    this.opts.onSample?.({ pid: r.pid, tid: r.tid, fd: r.fd, vm: a.vm, vcpu: a.vcpu, key: k.key.key, exit_ns: o.exitNs, reenter_ns: r.enter_ns, ns });
+  }
+
+  /** KVM_RUN calls seen so far (0: nothing to report). */
+  get vcpuCount(): number {
+    return this.vcpus.size;
+  }
+
+  /** The statistics so far; returns still waiting for a re-entry count as pending. */
+  summary(): VmmHandlingSummary {
+    const waiting = new Map<VcpuAcc, number>();
+    for (const o of this.byFd.values()) if (o.key) waiting.set(o.acc, (waiting.get(o.acc) ?? 0) + 1);
+    const vcpus: VcpuHandlingStats[] = [...this.vcpus.values()]
+      .sort((a, b) => a.pid - b.pid || (a.vm ?? -1) - (b.vm ?? -1) || (a.vcpu ?? -1) - (b.vcpu ?? -1) || a.fd - b.fd)
+      .map((a) => ({
+        pid: a.pid,
+        comm: a.comm,
+        vm: a.vm,
+        vcpu: a.vcpu,
+        fd: a.fd,
+        total: a.total.stats(),
+        by_exit: [...a.keys.values()]
+          .sort((x, y) => y.h.count - x.h.count || x.key.key.localeCompare(y.key.key))
+          .map(({ key, h }) => ({ ...key, ...h.stats() })),
+        pending: a.pending + (waiting.get(a) ?? 0),
+      }));
+    return { mmio_granule: this.granule, vcpus, untimed: this.untimed, overlapped: this.overlapped };
+  }
+}

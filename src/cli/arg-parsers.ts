@@ -1,0 +1,9 @@
+/** commander argument parsers shared by the commands: one clear line for a bad value (InvalidArgumentError). */
+import { InvalidArgumentError } from 'commander';
+
+/** A repeatable -p/--pid: appends the process id to the ones given before. */
+export function pidArg(raw: string, prev: number[]): number[] {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`'${raw}' is not a process id`);
+  return [...prev, n];
+}
