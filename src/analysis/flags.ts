@@ -79,7 +79,7 @@ export function flagRecord(rec: IoctlRecord, opts: FlagOptions, ctx: { slots?: S
     const flags: BufferFlag[] = [];
     const unknown: DerivedCopy[] = [];
     for (const c of derived) {
-      if (c.len === null) unknown.push(c);
+      if (c.len === null || !Number.isFinite(c.len)) unknown.push(c);
       else flags.push(flagCopy({ ...c, len: c.len }, lineSize, 'derived'));
     }
     return { flags, unknown, source: 'derived' };
@@ -88,7 +88,7 @@ export function flagRecord(rec: IoctlRecord, opts: FlagOptions, ctx: { slots?: S
   const matched = new Set<DerivedCopy>();
   for (const o of observed) {
     const addr = parseAddr(o.addr);
-    if (addr === undefined) continue;
+    if (addr === undefined || !Number.isSafeInteger(o.len) || o.len < 0) continue; // not a copy a kernel makes
     const d = derived.find((c) => c.dir === o.dir && c.addr === addr && !matched.has(c));
     if (d) matched.add(d);
     // A copy no rule predicted keeps the alignment of the derived buffer containing it, else 1 (type unknown).
@@ -106,7 +106,7 @@ export class MemorySlots implements SlotSizes {
   observe(rec: IoctlRecord): void {
     if (rec.ret < 0 || !rec.name.startsWith('KVM_SET_USER_MEMORY_REGION')) return;
     const slot = fieldNumber(rec.args?.slot);
-    const size = parseAddr(rec.args?.memory_size) ?? (typeof rec.args?.memory_size === 'number' ? BigInt(rec.args.memory_size) : undefined);
+    const size = parseAddr(rec.args?.memory_size); // a number or "0x…", exact and not negative
     if (slot === undefined || size === undefined) return;
     const key = `${rec.pid}/${rec.vm}/${slot}`;
     if (size === 0n) this.pages.delete(key);

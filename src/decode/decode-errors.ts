@@ -23,6 +23,8 @@ export interface DecodeErrorSample {
   reason: string;
   /** The first bytes of the record as hex, 16 per line. */
   hex: string;
+  /** What was thrown (cause `threw`), for a caller that wants its stack. */
+  error?: unknown;
 }
 
 /** Bytes of a bad record kept in its sample (enough for the header and the fixed part of any record). */
@@ -51,17 +53,20 @@ export class DecodeErrors {
   /**
    * @param keep      samples kept (and passed to onSample)
    * @param onSample  told about each kept sample as it happens (the capture prints them)
+   * @param onEvery   told about every bad record, kept or not (the fuzzer groups its findings with it)
    */
   constructor(
     private readonly keep = 5,
     private readonly onSample?: (s: DecodeErrorSample) => void,
+    private readonly onEvery?: (s: DecodeErrorSample) => void,
   ) {}
 
   /** Count one bad record (`len` bytes at `off` of `dv`; `dv` undefined for a record built in user space). */
-  add(cause: DecodeErrorCause, reason: string, dv: DataView | undefined, off: number, len: number): void {
+  add(cause: DecodeErrorCause, reason: string, dv: DataView | undefined, off: number, len: number, error?: unknown): void {
     this.count++;
     this.byCause[cause]++;
-    if (this.samples.length >= this.keep) return;
+    const kept = this.samples.length < this.keep;
+    if (!kept && !this.onEvery) return;
     const type = dv && len >= 2 && off + 2 <= dv.byteLength ? dv.getUint16(off + HDR.type, true) : -1;
     const s: DecodeErrorSample = {
       cause,
@@ -71,8 +76,12 @@ export class DecodeErrors {
       reason,
       hex: dv ? hexDump(dv, off, len) : '',
     };
-    this.samples.push(s);
-    this.onSample?.(s);
+    if (error !== undefined) s.error = error;
+    if (kept) {
+      this.samples.push(s);
+      this.onSample?.(s);
+    }
+    this.onEvery?.(s);
   }
 }
 

@@ -54,6 +54,8 @@ export interface DecoderOptions extends LifecycleHooks {
   onDecodeError?: (sample: DecodeErrorSample) => void;
   /** Bad records kept as samples (default 5). */
   errorSamples?: number;
+  /** Told about every bad record (the fuzzer's findings); costs a hex dump per bad record. */
+  onEveryDecodeError?: (sample: DecodeErrorSample) => void;
 }
 
 export interface DecoderStats {
@@ -92,7 +94,7 @@ export class Decoder {
     const args = new BtfArgsDecoder(btf);
     this.emit = opts.emit;
     this.lean = opts.lean ?? false;
-    this.errors = new DecodeErrors(opts.errorSamples ?? 5, opts.onDecodeError);
+    this.errors = new DecodeErrors(opts.errorSamples ?? 5, opts.onDecodeError, opts.onEveryDecodeError);
     this.lifecycle = new FdLifecycle(this.procs, this.comms, this.emit, opts);
     this.cmds = new CmdTable(btf, args);
     try {
@@ -115,7 +117,7 @@ export class Decoder {
     } catch (e) {
       this.emitAfter.length = 0; // what the failed record queued must not leak into the next one
       this.stats.threw++;
-      this.errors.add('threw', errorLine(e), dv, off, len);
+      this.errors.add('threw', errorLine(e), dv, off, len, e);
     }
   }
 

@@ -223,7 +223,7 @@ export function deriveCopies(call: IoctlCall, env: RuleEnv): DerivedCopy[] {
   if (call.ret < 0) return [];
   const arg = parseAddr(call.arg);
   if (arg === undefined) return [];
-  const rule = RULES[call.name] ?? byDirection;
+  const rule = Object.hasOwn(RULES, call.name) ? RULES[call.name] : byDirection; // a name from a file may be "constructor"
   const ctx = new RuleCtx(call, arg, env);
   // A NULL argument faults in copy_from_user (EFAULT): a successful call with arg 0 copied nothing, except
   // KVM_SET_SIGNAL_MASK where NULL means "no mask".
