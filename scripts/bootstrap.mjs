@@ -17,8 +17,9 @@ const PACKAGES = {
   // chromium renders the HTML report in a test; cc builds the C baseline of the guest benchmark and the
   // ioctl-table cross-check; bpftool's BTF dump cross-checks the BTF reader; QEMU is the real VMM whose
   // ioctl stream must decode with no unknown names; clang compiles the BTF reader's test object (BTF kinds
-  // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane).
-  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux'],
+  // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane); llvm and
+  // libbpf-dev complete the toolchain the prebuilt BPF object is rebuilt with and compared against.
+  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'llvm', 'libbpf-dev'],
   bench: ['libbpf1', 'gcc', 'libc6-dev'],
   peers: ['strace', 'linux-perf', 'bpftrace'],
   'bpf-build': ['clang', 'llvm', 'bpftool', 'libbpf-dev'],
