@@ -21,7 +21,7 @@ enum kt_event_type {
 	KT_EV_FD = 2,    /* open of /dev/kvm, close of a tracked KVM fd */
 	KT_EV_MMAP = 3,  /* mmap of a tracked KVM fd (a vCPU's kvm_run) */
 	KT_EV_EXIT = 4,  /* a process that held KVM fds exited */
-	KT_EV_COPY = 5,  /* observed copy_{from,to}_user inside a KVM ioctl (kprobe/fentry only) */
+	KT_EV_COPY = 5,  /* a user copy observed inside a KVM ioctl (kprobe/fentry hooks, enum kt_copy_hook) */
 	KT_EV_FORK = 6,  /* a process holding KVM fds forked: the child holds copies of them */
 	KT_EV_THREAD_EXIT = 7, /* a thread (not the last) of a process holding KVM fds exited: kt_exit_event */
 };
@@ -59,12 +59,22 @@ enum kt_copy_dir {
 	KT_COPY_TO_USER = 2,
 };
 
+/* The kernel function a KT_EV_COPY was observed in (each hook attaches, or not, on its own). */
+enum kt_copy_hook {
+	KT_HOOK_COPY_FROM_USER = 1, /* _copy_from_user(to, from, n) */
+	KT_HOOK_COPY_TO_USER = 2,   /* _copy_to_user(to, from, n) */
+	KT_HOOK_MEMDUP_USER = 3,    /* memdup_user(src, len): kmalloc + copy_from_user */
+	KT_HOOK_VMEMDUP_USER = 4,   /* vmemdup_user(src, len): kvmalloc + copy_from_user */
+};
+
 /* Counters in the per-CPU "stats" array, indexed by this enum. */
 enum kt_stat {
 	KT_STAT_LOST = 0,       /* bpf_ringbuf_reserve/output failed: a record was dropped */
 	KT_STAT_EVENTS = 1,     /* records submitted */
 	KT_STAT_NO_ENTER = 2,   /* exits without an enter */
-	KT_STAT_STATE_FULL = 3, /* enter state could not be stored (map full) */
+	/* the thread's enter state could not be had: bpf_task_storage_get() returned NULL because the storage
+	 * could not be allocated or its per-CPU lock was busy (another task-storage user on this CPU) */
+	KT_STAT_STATE_UNAVAILABLE = 3,
 	KT_STAT_MAX = 4,
 };
 
@@ -150,7 +160,7 @@ struct kt_copy_event {
 	__u32 dir; /* enum kt_copy_dir */
 	__u32 cmd; /* the KVM ioctl this thread is inside */
 	__s32 fd;
-	__u32 __pad;
+	__u32 hook; /* enum kt_copy_hook: where it was observed */
 };
 
 struct kt_fork_event {

@@ -17,9 +17,15 @@ const PACKAGES = {
   // chromium renders the HTML report in a test; cc builds the C baseline of the guest benchmark and the
   // ioctl-table cross-check; bpftool's BTF dump cross-checks the BTF reader; QEMU is the real VMM whose
   // ioctl stream must decode with no unknown names; clang compiles the BTF reader's test object (BTF kinds
-  // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane); llvm and
-  // libbpf-dev complete the toolchain the prebuilt BPF object is rebuilt with and compared against.
-  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'llvm', 'libbpf-dev'],
+  // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane); prometheus
+  // evaluates every dashboard query against a real capture (the test starts its own server: no systemd here);
+  // pahole (dwarves) makes real split BTF over vmlinux, as for kernel modules; llvm and libbpf-dev complete
+  // the toolchain the prebuilt BPF object is rebuilt with and compared against (test/bpf-prebuilt.test.ts).
+  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'prometheus', 'dwarves', 'llvm', 'libbpf-dev'],
+  // The kernel matrix (npm run test:kernels, also run by npm test): QEMU boots Debian's kernels, downloaded
+  // with apt-get download and given a modules.dep by depmod (kmod); busybox-static is the initramfs; xz
+  // unpacks .ko.xz modules; bpftool inside the guest lists BPF objects left behind.
+  kernels: ['qemu-system-x86', 'busybox-static', 'kmod', 'xz-utils', 'bpftool', 'libbpf1'],
   bench: ['libbpf1', 'gcc', 'libc6-dev'],
   peers: ['strace', 'linux-perf', 'bpftrace'],
   'bpf-build': ['clang', 'llvm', 'bpftool', 'libbpf-dev'],
@@ -71,7 +77,8 @@ function build() {
 }
 
 const wanted = [...PACKAGES.run];
-if (args.has('--test')) wanted.push(...PACKAGES.test);
+if (args.has('--test')) wanted.push(...PACKAGES.test, ...PACKAGES.kernels);
+if (args.has('--kernels')) wanted.push(...PACKAGES.kernels);
 if (args.has('--bench')) wanted.push(...PACKAGES.bench);
 if (args.has('--with-peers')) wanted.push(...PACKAGES.peers);
 if (args.has('--bpf-build')) wanted.push(...PACKAGES['bpf-build']);

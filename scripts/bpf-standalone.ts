@@ -7,14 +7,15 @@
  *
  *   node dist/scripts/bpf-standalone.js [-p PID]... [-c COMM] [--strategy S] [--ring BYTES] [--duration S]
  *                                   [--drain-ms MS] [--object FILE.bpf.o] [--programs A,B]
- *                                   [--throw-after-attach]
- * stdout: one JSON line {"attached":…,"strategy","programs","ids"} once attached, one {"stats":…} at the end.
+ *                                   [--hooks fentry,kprobe] [--aggregate] [--throw-after-attach]
+ * stdout: one JSON line {"attached":…,"strategy","programs","hooks","ids"} once attached, one {"stats":…} at
+ * the end.
  * Importing it runs nothing: `run(argv)` does (the teardown test imports it as root, then drops root).
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { RingBufferConsumer } from '../src/ringbuf/index.js';
-import type { StrategyOption } from '../src/bpf/programs.js';
+import type { HookFamily, StrategyOption } from '../src/bpf/programs.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
 
 interface Args {
@@ -24,13 +25,15 @@ interface Args {
   ringBytes?: number;
   durationS?: number;
   throwAfterAttach: boolean;
+  aggregate: boolean;
   drainMs: number;
   objectPath?: string;
   programs?: string[];
+  hookFamilies?: HookFamily[];
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { pids: [], throwAfterAttach: false, drainMs: 20 };
+  const a: Args = { pids: [], throwAfterAttach: false, aggregate: false, drainMs: 20 };
   for (let i = 0; i < argv.length; i++) {
     const v = (): string => {
       const next = argv[++i];
@@ -62,6 +65,12 @@ function parse(argv: string[]): Args {
       case '--object':
         a.objectPath = v();
         break;
+      case '--hooks':
+        a.hookFamilies = v().split(',') as HookFamily[];
+        break;
+      case '--aggregate':
+        a.aggregate = true;
+        break;
       case '--throw-after-attach':
         a.throwAfterAttach = true;
         break;
@@ -81,6 +90,8 @@ function main(argv: string[]): void {
     ringBytes: args.ringBytes,
     objectPath: args.objectPath,
     programs: args.programs,
+    aggregate: args.aggregate,
+    hookFamilies: args.hookFamilies,
     log: (line) => process.stderr.write(`kvm-trace bpf: ${line}\n`),
   });
   let records = 0;
@@ -107,7 +118,14 @@ function main(argv: string[]): void {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   if (args.durationS !== undefined) setTimeout(() => stop('duration'), args.durationS * 1000);
-  out({ attached: true, strategy: tracer.strategy, reason: tracer.reason, programs: tracer.programs, ids: tracer.ids() });
+  out({
+    attached: true,
+    strategy: tracer.strategy,
+    reason: tracer.reason,
+    programs: tracer.programs,
+    hooks: tracer.hooks,
+    ids: tracer.ids(),
+  });
   // Teardown test: an uncaught error with everything attached and the consumer running. Node exits at
   // once; KvmTracer's process 'exit' hook closes the tracer (and the kernel would free it with the fds).
   if (args.throwAfterAttach) setImmediate(() => {

@@ -1,6 +1,7 @@
 // The committed BPF object must be what its committed sources build to. Two checks:
-//  1. scripts/build-bpf records the sha256 of every BPF source next to the object; every C source and
-//     header in bpf/ must be recorded, with its current hash (no compiler needed: runs everywhere);
+//  1. scripts/build-bpf records the sha256 of kvm_trace.bpf.c and of every header beside it (kvm_trace.h,
+//     kt_*.bpf.h) next to the object; editing, adding or removing one without rebuilding fails here (no
+//     compiler needed: runs everywhere);
 //  2. the object is rebuilt here with the pinned toolchain (Debian 12's clang 14, bpftool, libbpf-dev —
 //     bootstrap's test packages) into a temporary directory and compared with the committed one: each
 //     program section's instructions (CO-RE-rewritten fields masked), relocations, CO-RE relocations, the
@@ -26,8 +27,10 @@ const recorded = readFileSync(join(root, 'bpf', 'prebuilt', 'SOURCES.sha256'), '
   });
 
 describe('bpf/prebuilt', () => {
-  it('records a hash for every BPF source in bpf/', () => {
-    const sources = readdirSync(join(root, 'bpf')).filter((f) => /\.(c|h)$/.test(f));
+  it('records a hash for every source in bpf/ (the .bpf.c and each header)', () => {
+    const sources = readdirSync(join(root, 'bpf')).filter((f) => f.endsWith('.bpf.c') || f.endsWith('.h'));
+    expect(sources).toContain('kvm_trace.bpf.c');
+    expect(sources).toContain('kvm_trace.h');
     expect(recorded.map((r) => r.file).sort()).toEqual(sources.sort());
   });
 

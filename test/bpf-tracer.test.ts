@@ -185,7 +185,9 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
       expect(e.fd_kind).toBe(KT_FD_VCPU);
       expect(e.vcpu_id).toBe(0);
       expect(BigInt(e.run_kaddr) % 4096n).toBe(0n);
-      expect(BigInt(e.run_kaddr)).toBeGreaterThan(0xffff800000000000n);
+      // The kernel half: from 0xffff800000000000 with 4-level paging, from 0xff00000000000000 with 5-level
+      // (a Debian kernel under QEMU -cpu max puts its direct map at 0xff11…).
+      expect(BigInt(e.run_kaddr)).toBeGreaterThanOrEqual(0xff00000000000000n);
       // IO and HLT details fit the short snapshot (header + start of the exit union).
       expect(e.out_len).toBe(headerDefine('KT_RUN_SNAP_SHORT'));
       expect(e.out_len).toBeLessThan(KT_RUN_SNAP);
@@ -217,7 +219,7 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
   it('counts records and losses in the kernel', () => {
     const s = tracer.stats();
     expect(s.lost).toBe(0);
-    expect(s.stateFull).toBe(0);
+    expect(s.stateUnavailable).toBe(0);
     expect(s.events).toBeGreaterThanOrEqual(got.ioctls.length + got.fds.length + got.mmaps.length);
   });
 
@@ -345,8 +347,8 @@ describe.skipIf(skip !== undefined)('strategy choice and bad options', () => {
     // Every program, map and link is held by an fd of this process (nothing is pinned): the same fd
     // count after the failure means the loaded object and the attached kt_ioctl_enter link are gone.
     const fds = openFds();
-    expect(() => KvmTracer.open({ strategy: 'tracepoint', programs: ['kt_ioctl_enter', 'kt_vcpu_run_kprobe'] })).toThrow(
-      /attaching kt_vcpu_run_kprobe failed/,
+    expect(() => KvmTracer.open({ strategy: 'tracepoint', programs: ['kt_ioctl_enter', 'kt_copy_from_user_kprobe'] })).toThrow(
+      /attaching kt_copy_from_user_kprobe failed/,
     );
     expect(openFds()).toBe(fds);
   });

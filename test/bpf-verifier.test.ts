@@ -13,8 +13,18 @@ const skip = bpfSkipReason(false);
 if (skip) console.log(`bpf-verifier tests skipped: ${skip}`);
 
 describe.skipIf(skip !== undefined)('verifier', () => {
-  it('the tracepoint programs load', () => {
-    expect(verifyStrategyPrograms('tracepoint').loaded).toEqual([...BASE_PROGRAMS]);
+  it('the tracepoint programs load with CO-RE reads of kernel pointers (what kernels before 6.2 run)', () => {
+    expect(verifyStrategyPrograms('tracepoint', { rdonlyCast: false }).loaded).toEqual([...BASE_PROGRAMS]);
+  });
+
+  it('the tracepoint programs load with bpf_rdonly_cast where the kernel has it', () => {
+    const cast = probeFeature('rdonly_cast');
+    expect(cast.status, cast.detail).not.toBe('inconclusive');
+    if (cast.status !== 'available') {
+      console.log(`bpf_rdonly_cast path not verified: ${cast.detail}`);
+      return;
+    }
+    expect(verifyStrategyPrograms('tracepoint', { rdonlyCast: true }).loaded).toEqual([...BASE_PROGRAMS]);
   });
 
   it('the kprobe programs pass the verifier wherever the kprobe program type loads', () => {
@@ -36,7 +46,7 @@ describe.skipIf(skip !== undefined)('verifier', () => {
 });
 
 describe.skipIf(skip !== undefined)('feature probes', () => {
-  it.each(['libbpf', 'btf', 'ringbuf', 'task_storage', 'tracepoint', 'kprobe', 'fentry'] as FeatureName[])(
+  it.each(['libbpf', 'btf', 'ringbuf', 'task_storage', 'tracepoint', 'kprobe', 'fentry', 'rdonly_cast'] as FeatureName[])(
     '%s gives a conclusive answer as root, and caches it',
     (name) => {
       ensureTracefs();

@@ -148,7 +148,7 @@ describe('dashboards query only what kvm-trace emits', () => {
   beforeAll(async () => {
     rx = await startOtlpReceiver();
     const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 100_000_000, vcpus: 2, runsPerVcpu: 200 });
-    const sink = createOtelSink({ endpoint: rx.url, prometheus: { port: 0 }, env: {} });
+    const sink = createOtelSink({ endpoint: rx.url, prometheus: { port: 0 } });
     const { prometheusUrl } = await sink.start();
     for (const r of cap.records) sink.write(r);
     samples = parsePromText(await (await fetch(prometheusUrl!)).text());
@@ -174,12 +174,12 @@ describe('dashboards query only what kvm-trace emits', () => {
 
   it('the query parsers find names, so an unknown one would be caught', () => {
     const p = parsePromQL(
-      'histogram_quantile(0.99, sum by (le, kvm_ioctl_name) (rate(kvm_nope_bucket{instance=~".*", kvm_ioctl_errno!="none"}[1m]))) / on (x) foo_total',
+      'histogram_quantile(0.99, sum by (le, kvm_ioctl_name) (rate(kvm_nope_bucket{instance=~".*", error_type!="EINTR"}[1m]))) / on (x) foo_total',
       't',
     );
     expect([...p.metrics].sort()).toEqual(['foo_total', 'kvm_nope_bucket']);
-    expect([...p.labels].sort()).toEqual(['instance', 'kvm_ioctl_errno', 'kvm_ioctl_name', 'le', 'x']);
-    expect(p.literals).toEqual([{ label: 'kvm_ioctl_errno', value: 'none' }]);
+    expect([...p.labels].sort()).toEqual(['error_type', 'instance', 'kvm_ioctl_name', 'le', 'x']);
+    expect(p.literals).toEqual([{ label: 'error_type', value: 'EINTR' }]);
     const t = parseTraceQL('{ resource.service.name = "x" && name = "kvm.vm" && span.kvm.nope != nil && event:name = "e" } | select(event.kvm.buffer.what)', 't');
     expect([...t.spanAttrs]).toEqual(['kvm.nope']);
     expect([...t.resourceAttrs]).toEqual(['service.name']);
@@ -206,7 +206,8 @@ describe('dashboards query only what kvm-trace emits', () => {
       for (const label of q.labels) expect(labelsHere.has(label), `${q.where}: label ${label} is not on ${[...q.metrics]}`).toBe(true);
       for (const { label, value } of q.literals) {
         if (TARGET_LABELS.has(label)) continue;
-        const values = new Set([...q.metrics].flatMap((m) => scraped.get(m)!.map((s) => s.labels[label])));
+        // PromQL reads an absent label as "" (error_type!="" selects the failures).
+        const values = new Set([...q.metrics].flatMap((m) => scraped.get(m)!.map((s) => s.labels[label] ?? '')));
         expect(values.has(value), `${q.where}: ${label}="${value}" never emitted`).toBe(true);
       }
     }

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Btf } from '../src/btf/index.js';
 import { flattenLayout } from '../src/btf/layout.js';
 import { flatten, type RecordType } from '../src/cdata/layout.js';
+import * as layout from '../src/bpf/event-layout.js';
 import { EVENT_STRUCTS, HDR, IOCTL, KT_EV_IOCTL } from '../src/bpf/event-layout.js';
 import {
   encodeCopy,
@@ -34,6 +35,21 @@ describe.skipIf(!haveObj)('event layout equals the BPF object BTF', () => {
     const want = flattenLayout(theirs!).map(({ path, offset, size }) => ({ path, offset, size }));
     expect(flatten(ours)).toEqual(want);
   });
+
+  // Every constant of kvm_trace.h's enums that the decoder names (KT_STAT_*, KT_HOOK_*, KT_EV_*, …) has the
+  // object's value; a constant renamed or renumbered on one side only fails here.
+  it.each(['kt_event_type', 'kt_flags', 'kt_fd_kind', 'kt_fd_op', 'kt_copy_dir', 'kt_copy_hook', 'kt_stat'])(
+    'enum %s',
+    (name) => {
+      const e = btf!.findByName(name, 'enum');
+      expect(e, `enum ${name} is missing from the object's BTF`).toBeDefined();
+      const values = e!.kind === 'enum' ? e!.values : [];
+      const ours = layout as unknown as Record<string, unknown>;
+      const named = values.filter((v) => v.name in ours);
+      expect(named.length, `the decoder names none of enum ${name}'s constants`).toBeGreaterThan(0);
+      for (const v of named) expect(ours[v.name], v.name).toBe(v.value);
+    },
+  );
 });
 
 describe('test record helpers (test/helpers/kt-records.ts): parse/encode round trip', () => {
@@ -91,7 +107,7 @@ describe('test record helpers (test/helpers/kt-records.ts): parse/encode round t
     ['fd', () => encodeFd({ ts_ns: 5, pid: 1, fd: 3, op: 1, kind: 1, comm: 'vmm' }), parseFd, { fd: 3, op: 1, kind: 1, ret: 3, comm: 'vmm' }],
     ['mmap', () => encodeMmap({ ts_ns: 5, pid: 1, addr: 0x7f0000001000n, len: 12288, fd: 9, kind: 3 }), parseMmap, { addr: '0x7f0000001000', len: 12288, fd: 9, kind: 3, pgoff: 0 }],
     ['exit', () => encodeExit({ ts_ns: 5, pid: 1, exit_code: 256, comm: 'vmm' }), parseExit, { exit_code: 256, comm: 'vmm' }],
-    ['copy', () => encodeCopy({ ts_ns: 5, pid: 1, uaddr: 0x1001n, len: 24, dir: 1, cmd: 0x4020ae46, fd: 4 }), parseCopy, { uaddr: '0x1001', len: 24, dir: 1, cmd: 0x4020ae46, fd: 4 }],
+    ['copy', () => encodeCopy({ ts_ns: 5, pid: 1, uaddr: 0x1001n, len: 24, dir: 1, cmd: 0x4020ae46, fd: 4, hook: 3 }), parseCopy, { uaddr: '0x1001', len: 24, dir: 1, cmd: 0x4020ae46, fd: 4, hook: 3 }],
   ] as const)('%s record round trip and short rejection', (_name, enc, parse, want) => {
     const rec = enc();
     expect(parse(dv(rec), 0, rec.length)).toMatchObject({ ts_ns: 5, pid: 1, tid: 1, ...want });

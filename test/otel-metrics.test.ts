@@ -1,11 +1,12 @@
 /**
  * Metrics over OTLP/HTTP to a real receiver (protobuf and JSON): the exported counters and histograms equal
- * the record counts, and the standard environment variables route metrics and traces.
+ * the record counts, and the standard environment variables route, name, authorize and compress the export.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MonotonicToEpoch } from '../src/export/otel/clock.js';
-import type { OtlpProtocol } from '../src/export/otel/config.js';
+import type { OtlpProtocol } from '../src/export/otel/options.js';
 import { exportRecords } from '../src/export/otel/sink.js';
+import { withEnv } from './helpers/env.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedMetric } from './helpers/otlp-receiver.js';
 import { syntheticCapture } from './helpers/otel-records.js';
 
@@ -28,7 +29,7 @@ describe('OTLP metrics', () => {
   it.each<OtlpProtocol>(['http/protobuf', 'http/json'])('%s: counters and histograms equal the records', async (protocol) => {
     rx.metrics.length = 0;
     const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 100_000_000, vcpus: 2, runsPerVcpu: 200 });
-    const stats = await exportRecords(cap.records, { endpoint: rx.url, protocol, env: {} });
+    const stats = await exportRecords(cap.records, { endpoint: rx.url, protocol });
     expect(rx.errors).toEqual([]);
     const metricReqs = rx.requests.filter((q) => q.path === '/v1/metrics' && q.encoding === (protocol === 'http/json' ? 'json' : 'protobuf'));
     expect(metricReqs.length).toBeGreaterThan(0);
@@ -40,7 +41,11 @@ describe('OTLP metrics', () => {
     for (const name of new Set(cap.ioctls.map((r) => r.name))) {
       expect(total(calls, { 'kvm.ioctl.name': name })).toBe(cap.ioctls.filter((r) => r.name === name).length);
     }
-    expect(total(calls, { 'kvm.ioctl.name': 'KVM_SET_USER_MEMORY_REGION', 'kvm.ioctl.errno': 'EINVAL', 'kvm.fd.kind': 'vm' })).toBe(1);
+    expect(total(calls, { 'kvm.ioctl.name': 'KVM_SET_USER_MEMORY_REGION', 'error.type': 'EINVAL', 'kvm.fd.kind': 'vm' })).toBe(1);
+    // Successes carry no error.type (the semantic conventions' rule).
+    expect(total(calls, { 'kvm.ioctl.name': 'KVM_SET_USER_MEMORY_REGION' }) - 1).toBe(
+      calls!.points.filter((p) => p.attributes['kvm.ioctl.name'] === 'KVM_SET_USER_MEMORY_REGION' && !('error.type' in p.attributes)).reduce((a, p) => a + (p.value ?? 0), 0),
+    );
 
     const dur = m.get('kvm.ioctl.duration.seconds');
     expect(dur).toMatchObject({ kind: 'histogram', unit: 's' });
@@ -72,19 +77,26 @@ describe('OTLP metrics', () => {
         OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${other.url}/v1/metrics`,
         OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
         OTEL_SERVICE_NAME: 'vmm-host-7',
+        OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer abc',
+        OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip',
       };
       const spansBefore = rx.spans.length;
-      await exportRecords(cap.records, { env });
+      await withEnv(env, () => exportRecords(cap.records));
       const spans = rx.spans.slice(spansBefore);
       expect(spans.length).toBeGreaterThan(0);
       expect(spans.every((s) => s.encoding === 'json' && s.resource['service.name'] === 'vmm-host-7')).toBe(true);
       expect(other.metrics.length).toBeGreaterThan(0);
       expect(other.spans).toHaveLength(0);
       expect(other.metrics.every((x) => x.resource['service.name'] === 'vmm-host-7')).toBe(true);
+      // Headers and compression come from the environment too (read by the exporters themselves).
+      for (const q of [...rx.requests.slice(-1), ...other.requests]) {
+        expect(q.headers.authorization).toBe('Bearer abc');
+        expect(q.headers['content-encoding']).toBe('gzip');
+      }
 
       // --otlp and --service-name beat the environment.
       const before = other.spans.length;
-      await exportRecords(cap.records, { env, endpoint: other.url, serviceName: 'explicit', protocol: 'http/protobuf' });
+      await withEnv(env, () => exportRecords(cap.records, { endpoint: other.url, serviceName: 'explicit', protocol: 'http/protobuf' }));
       const got = other.spans.slice(before);
       expect(got.length).toBeGreaterThan(0);
       expect(got.every((s) => s.encoding === 'protobuf' && s.resource['service.name'] === 'explicit')).toBe(true);

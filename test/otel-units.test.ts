@@ -2,12 +2,15 @@
  * The pure parts of the OpenTelemetry export: option/environment resolution, the monotonic → epoch clock,
  * the KVM_RUN window rule, the CLI flags, the summary line.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import type { IoctlRecord } from '../src/decode/records.js';
-import { addOtelOptions, otelOptionsFrom, otelSummaryLine } from '../src/export/otel/cli-options.js';
+import { addOtelOptions, otelOptionsFrom } from '../src/cli/commands/otel-lazy.js';
 import { MonotonicToEpoch, readClockPair } from '../src/export/otel/clock.js';
-import { resolveOtelConfig, signalUrl, type OtelSinkOptions } from '../src/export/otel/config.js';
+import { otelOptionsFrom as exportStageOptionsFrom, otelSummaryLine } from '../src/export/otel/flags.js';
+import { OtelOptionError, resolveOtelConfig, signalUrl, type OtelSinkOptions } from '../src/export/otel/options.js';
 import { RunAggregator, type RunWindow } from '../src/export/otel/run-aggregator.js';
 import { ioctlAttributes, exitAttributes } from '../src/export/otel/attributes.js';
 
@@ -23,62 +26,71 @@ describe('endpoint and option resolution', () => {
     expect(signalUrl(base, signal)).toBe(want);
   });
 
-  it.each<[string, OtelSinkOptions, Partial<ReturnType<typeof resolveOtelConfig>>]>([
-    ['defaults, nothing configured', { env: {} }, { tracesUrl: undefined, metricsUrl: undefined, tracesProtocol: 'http/protobuf', serviceName: 'kvm-trace' }],
+  type Env = Record<string, string>;
+  it.each<[string, OtelSinkOptions, Env, Partial<ReturnType<typeof resolveOtelConfig>>]>([
+    ['defaults, nothing configured', {}, {}, { traces: undefined, metrics: undefined, serviceName: undefined, flushTimeoutMs: 3000 }],
     [
-      'base endpoint from the environment',
-      { env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://col:4318' } },
-      { tracesUrl: 'http://col:4318/v1/traces', metricsUrl: 'http://col:4318/v1/metrics' },
+      'a base endpoint in the environment: both signals, the exporters resolve the URL themselves',
+      {},
+      { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://col:4318' },
+      { traces: { protocol: 'http/protobuf' }, metrics: { protocol: 'http/protobuf' } },
     ],
     [
-      'per-signal variables are used as given and beat the base',
-      {
-        env: {
-          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://col:4318',
-          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:1/custom',
-          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://m:2/m',
-        },
-      },
-      { tracesUrl: 'http://t:1/custom', metricsUrl: 'http://m:2/m' },
+      'a per-signal endpoint exports only that signal',
+      {},
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:1/custom' },
+      { traces: { protocol: 'http/protobuf' }, metrics: undefined },
     ],
+    ['OTEL_METRICS_EXPORTER=otlp asks for metrics at the default endpoint', {}, { OTEL_METRICS_EXPORTER: 'otlp' }, { traces: undefined, metrics: { protocol: 'http/protobuf' } }],
+    ['OTEL_TRACES_EXPORTER=none turns traces off, even with --otlp', { endpoint: 'http://c:4318' }, { OTEL_TRACES_EXPORTER: 'none' }, { traces: undefined }],
     [
-      'explicit endpoint, protocol and service name win over the environment',
+      'explicit endpoint and protocol win over the environment; HTTP gets /v1/<signal>',
+      { endpoint: 'http://mine:4318', protocol: 'http/json', serviceName: 'svc' },
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:1/x', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' },
       {
-        endpoint: 'http://mine:4318',
-        protocol: 'http/json',
+        traces: { protocol: 'http/json', url: 'http://mine:4318/v1/traces' },
+        metrics: { protocol: 'http/json', url: 'http://mine:4318/v1/metrics' },
         serviceName: 'svc',
-        env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:1/x', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_SERVICE_NAME: 'env' },
       },
-      { tracesUrl: 'http://mine:4318/v1/traces', tracesProtocol: 'http/json', metricsProtocol: 'http/json', serviceName: 'svc' },
     ],
     [
-      'per-signal protocol',
-      { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/protobuf' } },
-      { tracesProtocol: 'http/json', metricsProtocol: 'http/protobuf' },
+      'gRPC takes the endpoint as given',
+      { endpoint: 'http://127.0.0.1:4317' },
+      { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' },
+      { traces: { protocol: 'grpc', url: 'http://127.0.0.1:4317' }, metrics: { protocol: 'grpc', url: 'http://127.0.0.1:4317' } },
     ],
-    ['OTEL_SDK_DISABLED turns the environment off', { env: { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:1' } }, { tracesUrl: undefined }],
-    ['metrics: false', { endpoint: 'http://c:1', metrics: false, env: {} }, { tracesUrl: 'http://c:1/v1/traces', metricsUrl: undefined }],
+    [
+      'per-signal protocol beats the common one',
+      {},
+      { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json' },
+      { traces: { protocol: 'grpc' }, metrics: { protocol: 'http/json' } },
+    ],
+    ['metrics: false', { endpoint: 'http://c:1', metrics: false }, {}, { traces: { protocol: 'http/protobuf', url: 'http://c:1/v1/traces' }, metrics: undefined }],
     [
       'run spans and bounds',
-      { runSpans: { mode: 'sample', sampleEvery: 7 }, flushTimeoutMs: 500, maxQueue: 100, env: { OTEL_METRIC_EXPORT_INTERVAL: '2500' } },
-      { runSpans: { mode: 'sample', sampleEvery: 7, windowMs: 1000 }, flushTimeoutMs: 500, exportTimeoutMs: 1000, maxQueue: 100, batchSize: 100, metricsIntervalMs: 2500 },
+      { runSpans: { mode: 'sample', sampleEvery: 7 }, flushTimeoutMs: 500, maxQueue: 100 },
+      {},
+      { runSpans: { mode: 'sample', sampleEvery: 7, windowMs: 1000 }, flushTimeoutMs: 500, maxQueue: 100 },
     ],
-    ['prometheus binds loopback by default', { prometheus: { port: 0 }, env: {} }, { prometheus: { port: 0, host: '127.0.0.1' } }],
-  ])('%s', (_what, opts, want) => {
-    expect(resolveOtelConfig(opts)).toMatchObject(want);
+    ['prometheus binds loopback by default', { prometheus: { port: 0 } }, {}, { prometheus: { port: 0, host: '127.0.0.1' } }],
+  ])('%s', (_what, opts, env, want) => {
+    const got = resolveOtelConfig(opts, env);
+    expect(got).toMatchObject(want);
+    for (const signal of ['traces', 'metrics'] as const) if (want[signal] && !('url' in want[signal]!)) expect(got[signal]!.url).toBeUndefined();
   });
 
-  it.each<[OtelSinkOptions, RegExp]>([
-    [{ endpoint: 'localhost:4318', env: {} }, /must be http:\/\/ or https:\/\//],
-    [{ endpoint: 'not a url', env: {} }, /is not a URL/],
-    [{ env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' } }, /grpc is not supported/],
-    [{ env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' } }, /is not one of http\/protobuf, http\/json/],
-    [{ runSpans: { mode: 'every' as never }, env: {} }, /run span mode "every"/],
-    [{ runSpans: { mode: 'sample', sampleEvery: 0 }, env: {} }, /run sample interval must be a positive integer/],
-    [{ flushTimeoutMs: -1, env: {} }, /flush timeout/],
-    [{ prometheus: { port: 70000 }, env: {} }, /Prometheus port/],
-  ])('rejects %o with one line', (opts, re) => {
-    expect(() => resolveOtelConfig(opts)).toThrow(re);
+  it.each<[OtelSinkOptions, Env, RegExp]>([
+    [{ endpoint: 'localhost:4318' }, {}, /must be http:\/\/ or https:\/\//],
+    [{ endpoint: 'not a url' }, {}, /is not a URL/],
+    [{ endpoint: 'http://c:1' }, { OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' }, /OTEL_EXPORTER_OTLP_PROTOCOL "thrift" is not one of grpc, http\/protobuf, http\/json/],
+    [{ endpoint: 'http://c:1' }, { OTEL_SDK_DISABLED: 'TRUE' }, /OTEL_SDK_DISABLED=true/],
+    [{ runSpans: { mode: 'every' as never } }, {}, /run span mode "every"/],
+    [{ runSpans: { mode: 'sample', sampleEvery: 0 } }, {}, /run sample interval must be a positive integer/],
+    [{ flushTimeoutMs: -1 }, {}, /flush timeout/],
+    [{ prometheus: { port: 70000 } }, {}, /Prometheus port/],
+  ])('rejects %o with one line', (opts, env, re) => {
+    expect(() => resolveOtelConfig(opts, env)).toThrow(re);
+    expect(() => resolveOtelConfig(opts, env)).toThrow(OtelOptionError);
   });
 });
 
@@ -200,14 +212,19 @@ describe('CLI flags', () => {
     });
   });
 
-  it('no flag and no environment: no export', () => {
+  it('no flag and no environment: no export; OTEL_SDK_DISABLED silences the environment', () => {
     expect(otelOptionsFrom(parse([]), {})).toBeUndefined();
     expect(otelOptionsFrom(parse([]), { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toMatchObject({ runSpans: { mode: 'aggregate' } });
+    expect(otelOptionsFrom(parse([]), { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'true' })).toBeUndefined();
+  });
+
+  it('--otlp-protocol grpc is accepted', () => {
+    expect(otelOptionsFrom(parse(['--otlp', 'http://c:4317', '--otlp-protocol', 'grpc']), {})).toMatchObject({ protocol: 'grpc' });
   });
 
   it.each([
     [['--run-spans', 'some']],
-    [['--otlp-protocol', 'grpc']],
+    [['--otlp-protocol', 'thrift']],
     [['--run-window', '0']],
     [['--prometheus', '99999']],
     [['--otlp-queue', 'lots']],
@@ -215,13 +232,40 @@ describe('CLI flags', () => {
     expect(() => parse(argv)).toThrow(CommanderError);
   });
 
-  it('a bad URL is a usage CliError', () => {
+  it('a bad URL, or flags that conflict with OTEL_SDK_DISABLED, are usage CliErrors; the export stage throws its own error', () => {
     expect(() => otelOptionsFrom(parse(['--otlp', 'ftp://x']), {})).toThrow(expect.objectContaining({ code: 'usage' }));
+    expect(() => otelOptionsFrom(parse(['--prometheus', '0']), { OTEL_SDK_DISABLED: 'true' })).toThrow(expect.objectContaining({ code: 'usage' }));
+    expect(() => exportStageOptionsFrom({ otlp: 'ftp://x' }, {})).toThrow(OtelOptionError);
   });
 
   it('summary line', () => {
     expect(
       otelSummaryLine({ spans: 12, exported: 10, dropped: 2, exportErrors: 1, aggregatedRuns: 5000, sampledOutRuns: 0, internalErrors: 0 }),
     ).toBe('otel: 12 spans, 10 exported, 2 dropped, 1 failed export requests; 5000 KVM_RUNs in aggregate spans');
+  });
+});
+
+describe('lazy loading', () => {
+  it('the CLI reaches no OpenTelemetry package through static imports: the SDK loads only when an export is asked for', () => {
+    const src = join(import.meta.dirname, '..', 'src');
+    const seen = new Set<string>();
+    const bare = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const text = readFileSync(file, 'utf8');
+      // Static imports and re-exports that exist at run time (not `import type`).
+      const specs = [...text.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?from\s+'([^']+)'/gms)].map((m) => m[1]);
+      // Dynamic imports run too (the program loads every command module) — except the one under test.
+      if (!file.endsWith('otel-lazy.ts')) specs.push(...[...text.matchAll(/\bimport\('([^']+)'\)/g)].map((m) => m[1]));
+      for (const spec of specs) {
+        if (spec.startsWith('.')) visit(resolve(dirname(file), spec.replace(/\.js$/, '.ts')));
+        else bare.add(spec);
+      }
+    };
+    visit(join(src, 'cli', 'main.ts'));
+    expect(seen.size).toBeGreaterThan(20);
+    expect([...bare].filter((b) => b.startsWith('@opentelemetry/'))).toEqual([]);
+    expect(readFileSync(join(src, 'cli', 'commands', 'otel-lazy.ts'), 'utf8')).toContain("await import('../../export/otel/sink.js')");
   });
 });

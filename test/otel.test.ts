@@ -4,14 +4,14 @@
  * span per non-RUN ioctl, KVM_RUN aggregation/sampling counts, and delivery accounting when the collector is
  * unreachable or the queue overflows.
  */
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IoctlRecord } from '../src/decode/records.js';
 import { MonotonicToEpoch, readClockPair } from '../src/export/otel/clock.js';
-import type { OtlpProtocol } from '../src/export/otel/config.js';
+import type { OtlpProtocol } from '../src/export/otel/options.js';
 import { createOtelSink, exportRecords, type OtelStats } from '../src/export/otel/sink.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp-receiver.js';
 import { syntheticCapture, type SyntheticCapture } from './helpers/otel-records.js';
+import { freePort } from './helpers/ports.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,15 +21,6 @@ async function timedCapture(vcpus = 2, runsPerVcpu = 500) {
   const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() + 1000, vcpus, runsPerVcpu });
   while (MonotonicToEpoch.nowNs() <= cap.endNs) await sleep(5);
   return { cap, t0Ms };
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 async function exportTo(rx: OtlpReceiver, cap: SyntheticCapture, protocol: OtlpProtocol, extra = {}) {
@@ -121,11 +112,11 @@ describe('span export', () => {
       };
       if (r.vm !== null) want['kvm.vm'] = r.vm;
       if (r.vcpu !== null) want['kvm.vcpu'] = r.vcpu;
-      if (r.errno) want['kvm.ioctl.errno'] = r.errno;
+      if (r.errno) want['error.type'] = r.errno;
       if (r.explain) want['kvm.ioctl.explain'] = r.explain;
       if (r.args) want['kvm.ioctl.args'] = JSON.stringify(r.args);
       expect(s!.attributes).toMatchObject(want);
-      if (!r.errno) expect(s!.attributes['kvm.ioctl.errno']).toBeUndefined();
+      if (!r.errno) expect(s!.attributes['error.type']).toBeUndefined();
       expect(s!.status.code).toBe(r.errno ? 2 : 0);
 
       const parent = byId.get(s!.parentSpanId!);
@@ -189,7 +180,7 @@ describe('span export', () => {
     // vCPU 0: runs 1, 101, 201, 301; vCPU 1: the same four plus its EINTR run (number 176).
     expect(runSpans.filter((s) => s.attributes['kvm.vcpu'] === 0).map((s) => s.attributes['kvm.run.seq'])).toEqual([1, 101, 201, 301]);
     expect(runSpans.filter((s) => s.attributes['kvm.vcpu'] === 1).map((s) => s.attributes['kvm.run.seq'])).toEqual([1, 101, 176, 201, 301]);
-    const eintr = runSpans.find((s) => s.attributes['kvm.ioctl.errno'] === 'EINTR')!;
+    const eintr = runSpans.find((s) => s.attributes['error.type'] === 'EINTR')!;
     expect(eintr.status.code).toBe(2);
     const io = runSpans.find((s) => s.attributes['kvm.exit.reason'] === 'IO')!;
     expect(io.attributes).toMatchObject({ 'kvm.exit.code': 2, 'kvm.exit.port': 0x3f8, 'kvm.exit.size': 1, 'kvm.exit.direction': 'out', 'kvm.run.sample_every': 100 });
@@ -330,7 +321,7 @@ describe('decoder corner cases', () => {
 
 describe('delivery accounting', () => {
   it('an unreachable collector: close() stays within the bound, every span is counted as dropped, one warning', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { cap } = await timedCapture(2, 300);
     const warnings: string[] = [];
     const flushTimeoutMs = 1500;
@@ -351,7 +342,7 @@ describe('delivery accounting', () => {
     expect(s.exportErrors).toBeGreaterThanOrEqual(1);
     expect(warnings).toHaveLength(1);
     // One line for the unreachable collector, though both spans and metrics failed to reach it.
-    expect(warnings[0]).toMatch(/^kvm-trace: warning: OTLP export to http:\/\/127\.0\.0\.1:\d+\/v1\/(traces|metrics) failed \(.*ECONNREFUSED.*\); capture continues/);
+    expect(warnings[0]).toMatch(/^warning: OTLP export to http:\/\/127\.0\.0\.1:\d+\/v1\/(traces|metrics) failed \(.*ECONNREFUSED.*\); capture continues/);
     expect(warnings[0]).not.toMatch(/\n/);
   });
 
@@ -396,6 +387,21 @@ describe('delivery accounting', () => {
       expect(s.dropped).toBe(s.spans - rx.spans.length);
       expect(s.dropped).toBeGreaterThanOrEqual(live.dropped);
       expect(warnings.filter((w) => w.includes('span queue full'))).toHaveLength(1);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  it('one sink per process at a time (NodeSDK registers process-wide providers); after close() the next one works', async () => {
+    const rx = await startOtlpReceiver();
+    try {
+      const first = createOtelSink({ endpoint: rx.url, metrics: false, warn: () => {} });
+      expect(() => createOtelSink({ endpoint: rx.url, metrics: false, warn: () => {} })).toThrow(/already open in this process/);
+      await first.close();
+      const { cap } = await timedCapture(1, 10);
+      const stats = await exportRecords(cap.records, { endpoint: rx.url, metrics: false, warn: () => {} });
+      expect(stats).toMatchObject({ dropped: 0, exported: stats.spans });
+      expect(rx.spans).toHaveLength(stats.spans);
     } finally {
       await rx.close();
     }

@@ -13,7 +13,7 @@ import { parsePromText, promSum } from './helpers/prom-text.js';
 describe('Prometheus endpoint', () => {
   it('a scrape shows counters equal to the record counts', async () => {
     const cap = syntheticCapture({ startNs: MonotonicToEpoch.nowNs() - 100_000_000, vcpus: 2, runsPerVcpu: 300 });
-    const sink = await openOtelSink({ prometheus: { port: 0 }, env: {} });
+    const sink = await openOtelSink({ prometheus: { port: 0 } });
     try {
       const { prometheusUrl } = await sink.start();
       expect(prometheusUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
@@ -29,10 +29,12 @@ describe('Prometheus endpoint', () => {
       for (const name of names) {
         const recs = cap.ioctls.filter((r) => r.name === name);
         expect(promSum(samples, 'kvm_ioctl_calls_total', { kvm_ioctl_name: name }), name).toBe(recs.length);
-        for (const errno of new Set(recs.map((r) => r.errno ?? 'none'))) {
-          expect(promSum(samples, 'kvm_ioctl_calls_total', { kvm_ioctl_name: name, kvm_ioctl_errno: errno })).toBe(
-            recs.filter((r) => (r.errno ?? 'none') === errno).length,
-          );
+        // error.type = the errno name on failures; successes have no error_type label (PromQL reads it as "").
+        for (const errno of new Set(recs.map((r) => r.errno ?? ''))) {
+          const n = samples
+            .filter((x) => x.name === 'kvm_ioctl_calls_total' && x.labels.kvm_ioctl_name === name && (x.labels.error_type ?? '') === errno)
+            .reduce((a, x) => a + x.value, 0);
+          expect(n, `${name} ${errno}`).toBe(recs.filter((r) => (r.errno ?? '') === errno).length);
         }
         // latency histogram: one observation per ioctl, sum in seconds
         expect(promSum(samples, 'kvm_ioctl_duration_seconds_count', { kvm_ioctl_name: name })).toBe(recs.length);
@@ -42,7 +44,7 @@ describe('Prometheus endpoint', () => {
         );
         expect(promSum(samples, 'kvm_ioctl_duration_seconds_bucket', { kvm_ioctl_name: name, le: '+Inf' })).toBe(recs.length);
       }
-      expect(promSum(samples, 'kvm_ioctl_calls_total', { kvm_ioctl_errno: 'EINTR' })).toBe(1);
+      expect(promSum(samples, 'kvm_ioctl_calls_total', { error_type: 'EINTR' })).toBe(1);
 
       // exits by reason and vCPU
       for (const [vcpu, reasons] of cap.exits) {
@@ -64,15 +66,20 @@ describe('Prometheus endpoint', () => {
   });
 
   it('a busy port is one clear error, and close() frees the port', async () => {
-    const first = await openOtelSink({ prometheus: { port: 0 }, env: {} });
-    const url = (await first.start()).prometheusUrl!;
-    const port = Number(new URL(url).port);
-    await expect(openOtelSink({ prometheus: { port }, env: {} })).rejects.toThrow(
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    const port = (busy.address() as { port: number }).port;
+    await expect(openOtelSink({ prometheus: { port } })).rejects.toThrow(
       new RegExp(`^cannot serve Prometheus metrics on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`),
     );
-    await first.close();
+    await new Promise((r) => busy.close(r));
+    // The failed open released everything: a sink can bind the port now, and its close() frees it again.
+    const sink = await openOtelSink({ prometheus: { port } });
+    const url = (await sink.start()).prometheusUrl!;
+    expect(new URL(url).port).toBe(String(port));
+    expect((await fetch(url)).status).toBe(200);
+    await sink.close();
     await expect(fetch(url)).rejects.toThrow();
-    // the port can be bound again
     const srv = createServer();
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
@@ -82,7 +89,7 @@ describe('Prometheus endpoint', () => {
   });
 
   it('other paths are 404 and the endpoint answers only on the loopback address', async () => {
-    const sink = await openOtelSink({ prometheus: { port: 0 }, env: {} });
+    const sink = await openOtelSink({ prometheus: { port: 0 } });
     try {
       const url = new URL((await sink.start()).prometheusUrl!);
       expect(url.hostname).toBe('127.0.0.1');

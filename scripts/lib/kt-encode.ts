@@ -155,6 +155,7 @@ export interface CopyInit extends HdrInit {
   dir: number;
   cmd: number;
   fd: number;
+  hook?: number;
 }
 
 export function encodeCopy(e: CopyInit): Uint8Array {
@@ -166,6 +167,7 @@ export function encodeCopy(e: CopyInit): Uint8Array {
   dv.setUint32(COPY.dir, e.dir, true);
   dv.setUint32(COPY.cmd, e.cmd >>> 0, true);
   dv.setInt32(COPY.fd, e.fd, true);
+  dv.setUint32(COPY.hook, e.hook ?? 0, true);
   return buf;
 }
 

@@ -52,10 +52,15 @@ export const KT_FD_EXEC_CLOSE = 5;
 export const KT_COPY_FROM_USER = 1;
 export const KT_COPY_TO_USER = 2;
 
+export const KT_HOOK_COPY_FROM_USER = 1;
+export const KT_HOOK_COPY_TO_USER = 2;
+export const KT_HOOK_MEMDUP_USER = 3;
+export const KT_HOOK_VMEMDUP_USER = 4;
+
 export const KT_STAT_LOST = 0;
 export const KT_STAT_EVENTS = 1;
 export const KT_STAT_NO_ENTER = 2;
-export const KT_STAT_STATE_FULL = 3;
+export const KT_STAT_STATE_UNAVAILABLE = 3;
 export const KT_STAT_MAX = 4;
 
 export const KT_AGG_BUCKETS = 128;
@@ -126,7 +131,7 @@ export const kt_copy_event = struct('kt_copy_event', [
   ['dir', u32],
   ['cmd', u32],
   ['fd', s32],
-  ['__pad', u32],
+  ['hook', u32],
 ]);
 
 export const kt_fork_event = struct('kt_fork_event', [
@@ -239,6 +244,7 @@ export const COPY = {
   dir: at(kt_copy_event, 'dir'),
   cmd: at(kt_copy_event, 'cmd'),
   fd: at(kt_copy_event, 'fd'),
+  hook: at(kt_copy_event, 'hook'),
   size: kt_copy_event.size,
 } as const;
 

@@ -18,6 +18,7 @@ import {
   probeProgType,
   progLoadRaw,
 } from '../ffi/libbpf.js';
+import { Btf } from '../btf/index.js';
 import { tracefsDir, tracepointExists } from './tracefs.js';
 
 export type FeatureStatus = 'available' | 'unsupported' | 'inconclusive';
@@ -26,12 +27,29 @@ export interface FeatureAnswer {
   /** One line: what was tried and what the kernel said. */
   detail: string;
 }
-export type FeatureName = 'libbpf' | 'btf' | 'ringbuf' | 'task_storage' | 'tracepoint' | 'kprobe' | 'fentry';
+export type FeatureName = 'libbpf' | 'btf' | 'ringbuf' | 'task_storage' | 'tracepoint' | 'kprobe' | 'fentry' | 'rdonly_cast';
 
 export const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
 const KPROBE_PMU = '/sys/bus/event_source/devices/kprobe/type';
 /** `r0 = 0; exit`: the smallest program every type accepts. */
 const RETURN_ZERO = Buffer.from('b700000000000000' + '9500000000000000', 'hex');
+/**
+ * Functions the fentry probe tries to attach to, in order: any that takes one shows fentry works here.
+ * memdup_user is an ftrace site on every kernel seen so far; _copy_from_user is not on Debian's 6.1/6.12
+ * (fentry there gives EBUSY), which says nothing about fentry elsewhere — hooks attach one by one anyway.
+ */
+const FENTRY_PROBE_TARGETS = ['memdup_user', '_copy_from_user'];
+const BPF_PSEUDO_KFUNC_CALL = 2;
+
+/** One eBPF instruction (little-endian): opcode, dst/src registers, offset, immediate. */
+function insn(code: number, dst: number, src: number, off: number, imm: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt8(code, 0);
+  b.writeUInt8((src << 4) | dst, 1);
+  b.writeInt16LE(off, 2);
+  b.writeInt32LE(imm, 4);
+  return b;
+}
 const ENOTSUPP = 524; // kernel-internal "not supported" some paths leak to user space
 
 const cache = new Map<FeatureName, FeatureAnswer>();
@@ -93,32 +111,67 @@ const probes: Record<FeatureName, () => FeatureAnswer> = {
     );
   },
   fentry() {
-    const target = '_copy_from_user';
-    const id = findVmlinuxBtfId(target, BPF_ATTACH_TYPE.TRACE_FENTRY);
-    if (id < 0) return inconclusive(`no BTF id for ${target}: ${errText(id)}`);
-    const fd = progLoadRaw(BPF_PROG_TYPE.TRACING, 'kt_probe_fentry', RETURN_ZERO, {
-      expectedAttachType: BPF_ATTACH_TYPE.TRACE_FENTRY,
-      attachBtfId: id,
-    });
-    if (fd < 0) {
-      const e = -fd;
-      const what = `loading a 2-instruction fentry program on ${target}: ${errText(fd)}`;
-      // Root was refused: the kernel forbids the program type here (this host: EPERM before verification).
-      if ((e === 1 && process.getuid?.() === 0) || e === 22 || e === 95 || e === ENOTSUPP) {
-        return unsupported(`${what} (the kernel refuses fentry programs)`);
-      }
-      return inconclusive(what);
+    const tried: FeatureAnswer[] = [];
+    for (const target of FENTRY_PROBE_TARGETS) {
+      const a = probeFentryOn(target);
+      if (a.status === 'available') return a;
+      // Root refused the program type itself (this host: EPERM before verification): the same for every target.
+      if (a.status === 'unsupported' && a.detail.includes('EPERM')) return a;
+      tried.push(a);
     }
-    try {
-      const link = linkCreateRaw(fd, 0, BPF_ATTACH_TYPE.TRACE_FENTRY);
-      if (link < 0) return unsupported(`fentry programs load but attaching one failed: ${errText(link)}`);
-      close(link);
-      return available(`a 2-instruction fentry program on ${target} loads and attaches`);
-    } finally {
+    const detail = tried.map((a) => a.detail).join('; ');
+    return tried.some((a) => a.status === 'unsupported') ? unsupported(detail) : inconclusive(detail);
+  },
+  rdonly_cast() {
+    // A tracepoint program calling bpf_rdonly_cast(NULL, <struct task_struct>): loads only where the kernel
+    // has the kfunc and allows it in tracepoint programs (6.2+). The object's CO-RE fallback covers the rest.
+    const btf = Btf.vmlinux();
+    const fn = btf.findAllByName('bpf_rdonly_cast', 'func')[0];
+    if (fn === undefined) return unsupported('no bpf_rdonly_cast kfunc in the kernel BTF (before 6.2)');
+    const task = btf.findAllByName('task_struct', 'struct')[0];
+    if (task === undefined) return inconclusive('no struct task_struct in the kernel BTF');
+    const prog = Buffer.concat([
+      insn(0xb7, 1, 0, 0, 0), // r1 = 0
+      insn(0xb7, 2, 0, 0, task), // r2 = btf id of struct task_struct
+      insn(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, fn), // call bpf_rdonly_cast
+      RETURN_ZERO,
+    ]);
+    const fd = progLoadRaw(BPF_PROG_TYPE.TRACEPOINT, 'kt_probe_cast', prog);
+    if (fd >= 0) {
       close(fd);
+      return available('a tracepoint program calling bpf_rdonly_cast loads');
     }
+    const what = `a tracepoint program calling bpf_rdonly_cast: ${errText(fd)}`;
+    return fd === -1 && process.getuid?.() !== 0 ? inconclusive(what) : unsupported(`${what} (kernel pointers are read with CO-RE reads)`);
   },
 };
+
+/** Load a 2-instruction fentry program on `target` and attach it. */
+function probeFentryOn(target: string): FeatureAnswer {
+  const id = findVmlinuxBtfId(target, BPF_ATTACH_TYPE.TRACE_FENTRY);
+  if (id < 0) return inconclusive(`no BTF id for ${target}: ${errText(id)}`);
+  const fd = progLoadRaw(BPF_PROG_TYPE.TRACING, 'kt_probe_fentry', RETURN_ZERO, {
+    expectedAttachType: BPF_ATTACH_TYPE.TRACE_FENTRY,
+    attachBtfId: id,
+  });
+  if (fd < 0) {
+    const e = -fd;
+    const what = `loading a 2-instruction fentry program on ${target}: ${errText(fd)}`;
+    // Root was refused: the kernel forbids the program type here (this host: EPERM before verification).
+    if ((e === 1 && process.getuid?.() === 0) || e === 22 || e === 95 || e === ENOTSUPP) {
+      return unsupported(`${what} (the kernel refuses fentry programs)`);
+    }
+    return inconclusive(what);
+  }
+  try {
+    const link = linkCreateRaw(fd, 0, BPF_ATTACH_TYPE.TRACE_FENTRY);
+    if (link < 0) return unsupported(`a fentry program on ${target} loads but attaching it failed: ${errText(link)}`);
+    close(link);
+    return available(`a 2-instruction fentry program on ${target} loads and attaches`);
+  } finally {
+    close(fd);
+  }
+}
 
 /** Probe one feature (cached when the answer is conclusive). */
 export function probeFeature(name: FeatureName): FeatureAnswer {

@@ -1,10 +1,14 @@
 /**
- * Which programs of bpf/kvm_trace.bpf.c make up each attach strategy. Names are the C function names
- * (libbpf's bpf_program__name). The tracepoint set is the base every strategy attaches; the richer
- * strategies add the copy_{from,to}_user observers and the kvm_arch_vcpu_ioctl_run hook.
+ * The programs of bpf/kvm_trace.bpf.c and how strategies use them. Names are the C function names
+ * (libbpf's bpf_program__name). The base set (tracepoints: KVM ioctls, the KVM fd lifecycle) is what every
+ * strategy attaches and must attach. On top, copy hooks: one per kernel function that copies user memory
+ * for a KVM ioctl, each with a kprobe and an fentry sibling, attached (or not, with the reason) one by one
+ * — kernels differ per function, not per strategy (hooks.ts).
  */
 export type Strategy = 'tracepoint' | 'kprobe' | 'fentry';
 export type StrategyOption = 'auto' | Strategy;
+/** A program family a hook can attach with. */
+export type HookFamily = 'kprobe' | 'fentry';
 
 export const STRATEGIES: readonly StrategyOption[] = ['auto', 'kprobe', 'fentry', 'tracepoint'];
 
@@ -30,13 +34,37 @@ export const BASE_PROGRAMS = [
   'kt_process_fork',
 ] as const;
 
-/** Added by the kprobe strategy. */
-export const KPROBE_PROGRAMS = ['kt_copy_from_user_kprobe', 'kt_copy_to_user_kprobe', 'kt_vcpu_run_kprobe'] as const;
+export interface CopyHook {
+  /** The kernel function observed (its name in kallsyms and BTF); also the hook's name in results. */
+  hook: string;
+  /** enum kt_copy_hook of bpf/kvm_trace.h. */
+  id: number;
+  kprobe: string;
+  fentry: string;
+  /** Not attached while this hook is: its copies go through that one and would be seen twice. */
+  coveredBy?: string;
+}
 
-/** Added by the fentry strategy. */
-export const FENTRY_PROGRAMS = ['kt_copy_from_user_fentry', 'kt_copy_to_user_fentry', 'kt_vcpu_run_fentry'] as const;
+/** In attach order: a hook named in another's coveredBy comes before it. */
+export const COPY_HOOKS: readonly CopyHook[] = [
+  { hook: '_copy_from_user', id: 1, kprobe: 'kt_copy_from_user_kprobe', fentry: 'kt_copy_from_user_fentry' },
+  { hook: '_copy_to_user', id: 2, kprobe: 'kt_copy_to_user_kprobe', fentry: 'kt_copy_to_user_fentry' },
+  { hook: 'memdup_user', id: 3, kprobe: 'kt_memdup_user_kprobe', fentry: 'kt_memdup_user_fentry', coveredBy: '_copy_from_user' },
+  { hook: 'vmemdup_user', id: 4, kprobe: 'kt_vmemdup_user_kprobe', fentry: 'kt_vmemdup_user_fentry', coveredBy: '_copy_from_user' },
+];
 
-/** Every program a strategy attaches, base first. */
+/** Every kprobe program of the hooks. */
+export const KPROBE_PROGRAMS: readonly string[] = COPY_HOOKS.map((h) => h.kprobe);
+
+/** Every fentry program of the hooks. */
+export const FENTRY_PROGRAMS: readonly string[] = COPY_HOOKS.map((h) => h.fentry);
+
+/** The program of `hook` in `family`. */
+export function hookProgram(hook: CopyHook, family: HookFamily): string {
+  return family === 'kprobe' ? hook.kprobe : hook.fentry;
+}
+
+/** Every program a strategy may attach, base first (its hooks' siblings of the strategy's family). */
 export function strategyPrograms(strategy: Strategy): string[] {
   switch (strategy) {
     case 'tracepoint':

@@ -6,45 +6,55 @@
  *   attach → (the ring-buffer consumer runs elsewhere, on ringMapFd) → close(): destroy every link, close
  *   the object. close() is idempotent; a failure anywhere in open() tears down what was built; a process
  *   'exit' hook closes tracers left open (the kernel would free them with the fds anyway: nothing is pinned).
+ * The steps live beside it: strategy.ts (preflight, strategy choice), object-setup.ts (options, rodata,
+ * autoload, map sizes and contents), load.ts (load, retried without a hook program the kernel refuses),
+ * hooks.ts (copy hooks attached one by one, each with its result), load-errors.ts (one-line failures).
  */
 import { readFileSync } from 'node:fs';
-import { SyscallError, NotSupportedError } from '../ffi/errors.js';
 import {
   type BpfLinkPtr,
   type BpfMapPtr,
   type BpfObjectPtr,
-  type BpfProgramPtr,
   attachProgram,
   bpfObjectId,
   closeObject,
-  datasecVars,
   destroyLink,
-  findMap,
   linkFd,
-  loadObject,
   mapFd,
-  mapInitialValue,
   mapLookup,
-  mapUpdate,
   numPossibleCpus,
   objectMaps,
   objectPrograms,
-  openObjectFile,
   programFd,
   programName,
   setLibbpfLogger,
-  setMapInitialValue,
   setMapMaxEntries,
-  setProgramAutoload,
 } from '../ffi/libbpf.js';
-import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_FULL } from './event-layout.js';
-import { probeFeature } from './features.js';
+import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_UNAVAILABLE } from './event-layout.js';
 import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
-import { Btf } from '../btf/index.js';
-import { FlexArrayEncoder, flexArrayRules, type FlexArrayRule } from './flex-arrays.js';
+import { attachHooks, explicitHooks, type HookResult, hookLine, hookProgramsToLoad, planHooks } from './hooks.js';
+import { type LoadedObject, loadWithRetry } from './load.js';
+import { attachError } from './load-errors.js';
+import {
+  checkComm,
+  checkPids,
+  checkRingBytes,
+  checkWakeupBytes,
+  fillFlexArrays,
+  fillPids,
+  type FlexArrayPlan,
+  flexArrayPlan,
+  requireMap,
+  writeRodata,
+} from './object-setup.js';
 import { prebuiltObjectPath } from './paths.js';
-import { AUTO_ORDER, BASE_PROGRAMS, type Strategy, type StrategyOption, STRATEGIES, strategyPrograms } from './programs.js';
+import { BASE_PROGRAMS, type HookFamily, type Strategy, type StrategyOption, STRATEGIES } from './programs.js';
+import { chooseStrategy, preflight, rdonlyCastUsable } from './strategy.js';
 import { ensureTracefs } from './tracefs.js';
+
+export { BpfLoadError } from './load-errors.js';
+export type { HookResult } from './hooks.js';
+export { chooseStrategy } from './strategy.js';
 
 export interface TracerOptions {
   /** Trace only these processes (tgids). Empty/absent: every process. */
@@ -66,6 +76,11 @@ export interface TracerOptions {
   /** Attach exactly these programs instead of the strategy's set (experiments, failure-path tests). */
   programs?: string[];
   /**
+   * Try the copy hooks with these program families, in this order, whatever the feature probes say
+   * (tests; diagnosing a kernel). Default: from the strategy (auto: fentry, then kprobe, where they work).
+   */
+  hookFamilies?: HookFamily[];
+  /**
    * Aggregate-only mode: no ioctl records in the ring; per-CPU counters in the kernel (count, errors,
    * latency histogram per request, exit reasons per vCPU), read with aggregate(). fd-lifecycle records
    * still come through the ring.
@@ -80,8 +95,8 @@ export interface TracerStats {
   events: number;
   /** ioctl exits seen without their enter (attached mid-call); still recorded, flagged KT_F_NO_ENTER. */
   noEnter: number;
-  /** ioctl enters whose per-thread state could not be stored. */
-  stateFull: number;
+  /** KVM ioctls whose per-thread state could not be had (task storage not allocatable, or its lock busy): not recorded. */
+  stateUnavailable: number;
 }
 
 /** Kernel ids of everything the tracer holds: compare with kernelBpfIds() to prove teardown. */
@@ -98,24 +113,8 @@ export interface ProgramRuntime {
   runTimeNs: number;
 }
 
-/** Loading failed (verifier, relocation): carries libbpf's log, including the verifier's. */
-export class BpfLoadError extends Error {
-  readonly libbpfLog: string;
-  constructor(message: string, libbpfLog: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'BpfLoadError';
-    this.libbpfLog = libbpfLog;
-  }
-}
-
 export const DEFAULT_RING_BYTES = 8 << 20;
-const TASK_COMM_LEN = 16;
 const PIDS_MAP_MIN = 64;
-
-interface StrategyChoice {
-  strategy: Strategy;
-  reason: string;
-}
 
 const openTracers = new Set<KvmTracer>();
 let exitHookInstalled = false;
@@ -126,6 +125,8 @@ export class KvmTracer {
   readonly reason: string;
   /** Names of the attached programs. */
   readonly programs: string[];
+  /** Per copy hook: attached (which program) or not, and why. */
+  readonly hooks: HookResult[];
   /** The ring buffer map's fd, for the consumer (mmap it; see HOST.md). */
   readonly ringMapFd: number;
   readonly ringBytes: number;
@@ -146,6 +147,7 @@ export class KvmTracer {
     strategy: Strategy;
     reason: string;
     programs: string[];
+    hooks: HookResult[];
     ringMapFd: number;
     ringBytes: number;
     stats: BpfMapPtr;
@@ -157,6 +159,7 @@ export class KvmTracer {
     this.strategy = init.strategy;
     this.reason = init.reason;
     this.programs = init.programs;
+    this.hooks = init.hooks;
     this.ringMapFd = init.ringMapFd;
     this.ringBytes = init.ringBytes;
     this.#stats = init.stats;
@@ -174,10 +177,7 @@ export class KvmTracer {
   static open(opts: TracerOptions = {}): KvmTracer {
     const log = opts.log ?? (() => {});
     const ringBytes = checkRingBytes(opts.ringBytes ?? DEFAULT_RING_BYTES);
-    const wakeupBytes = opts.wakeupBytes ?? ringBytes / 4;
-    if (!Number.isInteger(wakeupBytes) || wakeupBytes < 0 || wakeupBytes >= ringBytes) {
-      throw new RangeError(`wakeup threshold must be 0 (off) or a byte count below the ring size ${ringBytes} (got ${wakeupBytes})`);
-    }
+    const wakeupBytes = checkWakeupBytes(opts.wakeupBytes ?? ringBytes / 4, ringBytes);
     const pids = checkPids(opts.pids ?? []);
     const comm = checkComm(opts.comm, log);
     const requested = opts.strategy ?? 'auto';
@@ -197,62 +197,53 @@ export class KvmTracer {
     });
 
     const path = opts.objectPath ?? prebuiltObjectPath();
-    const obj = openObjectFile(path);
+    const aggregate = opts.aggregate === true;
+    const rdonlyCast = rdonlyCastUsable(log);
+    const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
     const links: BpfLinkPtr[] = [];
+    const wanted = (): string[] => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan)];
+    let loaded: LoadedObject<FlexArrayPlan | undefined> | undefined;
     try {
-      writeRodata(obj, { pids, comm, wakeupBytes, aggregate: opts.aggregate === true });
-      setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
-      setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
-      const flex = flexArrayPlan(obj, path, log);
-      if (flex) setMapMaxEntries(flex.map, Math.max(1, flex.rules.length));
-
-      const wanted = opts.programs ?? strategyPrograms(choice.strategy);
-      const progs = selectPrograms(obj, wanted);
-      try {
-        loadObject(obj);
-      } catch (err) {
-        const text = libbpfLog.join('\n');
-        for (const line of verifierTail(libbpfLog)) log(line);
-        throw new BpfLoadError(`loading ${path} failed: ${(err as Error).message}`, text, { cause: err });
-      }
+      loaded = loadWithRetry(path, plan, wanted, libbpfLog, log, (obj) => {
+        writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast });
+        setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
+        setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
+        return flexArrayPlan(obj, path, log);
+      });
+      const { obj, progs, configured: flex } = loaded;
       fillPids(obj, pids);
       if (flex) fillFlexArrays(flex);
-      const agg: AggregateMaps | undefined = opts.aggregate
+      const agg: AggregateMaps | undefined = aggregate
         ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
         : undefined;
       if (agg) prepareAggregateMaps(agg, numPossibleCpus());
 
-      const attached: string[] = [];
-      let strategy = choice.strategy;
-      let reason = choice.reason;
-      for (const name of wanted) {
-        const prog = progs.get(name)!;
+      // The base set (or an explicit program list) must attach whole; hooks attach one by one.
+      const must = opts.programs ?? [...BASE_PROGRAMS];
+      for (const name of must) {
         try {
-          links.push(attachProgram(prog));
-          attached.push(name);
+          links.push(attachProgram(progs.get(name)!));
         } catch (err) {
-          const base = (BASE_PROGRAMS as readonly string[]).includes(name);
-          if (base || requested !== 'auto' || opts.programs) throw attachError(name, err, libbpfLog);
-          // auto: the richer programs loaded but cannot attach here; keep the base set.
-          reason = `${reason}; attaching ${name} failed (${(err as Error).message}), so tracepoint only`;
-          strategy = 'tracepoint';
-          log(`strategy tracepoint: ${name} could not attach: ${(err as Error).message}`);
-          break;
+          throw attachError(name, err, libbpfLog);
         }
       }
-      if (strategy !== choice.strategy) {
-        // Drop the richer links already attached; the base programs come first and stay.
-        while (attached.length > BASE_PROGRAMS.length) {
-          attached.pop();
-          destroyLink(links.pop()!);
-        }
+      const hooks = opts.programs ? explicitHooks(opts.programs) : attachHooks(plan, progs, links);
+      for (const h of hooks) log(hookLine(h));
+      let { strategy, reason } = choice;
+      if (!opts.programs && strategy !== 'tracepoint' && !hooks.some((h) => h.attached)) {
+        // Only tracepoints attached: say so, and why.
+        const why = aggregate ? 'aggregate mode attaches no copy hook' : 'no copy hook could attach';
+        reason = `${reason}; ${why}, so tracepoint only`;
+        strategy = 'tracepoint';
+        if (!aggregate) log(`strategy tracepoint: ${why}`);
       }
       const tracer = new KvmTracer({
         obj,
         links,
         strategy,
         reason,
-        programs: attached,
+        programs: [...must, ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!)],
+        hooks,
         ringMapFd: mapFd(requireMap(obj, 'events')),
         ringBytes,
         stats: requireMap(obj, 'stats'),
@@ -263,7 +254,7 @@ export class KvmTracer {
       return tracer;
     } catch (err) {
       for (const link of links.reverse()) destroyLink(link);
-      closeObject(obj);
+      if (loaded) closeObject(loaded.obj);
       throw err;
     } finally {
       setLibbpfLogger(null);
@@ -290,7 +281,7 @@ export class KvmTracer {
       for (let cpu = 0; cpu < this.#ncpu; cpu++) sum += value.readBigUInt64LE(cpu * 8);
       v[slot] = Number(sum);
     }
-    return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateFull: v[KT_STAT_STATE_FULL] };
+    return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateUnavailable: v[KT_STAT_STATE_UNAVAILABLE] };
   }
 
   /**
@@ -356,160 +347,6 @@ export class KvmTracer {
       closeObject(obj);
     }
   }
-}
-
-function preflight(): void {
-  const lib = probeFeature('libbpf');
-  if (lib.status === 'unsupported') throw new NotSupportedError(lib.detail);
-  if (process.getuid?.() !== 0) {
-    throw new SyscallError('bpf', 1 /* EPERM */, 'kvm-trace must run as root to load BPF programs');
-  }
-  const btf = probeFeature('btf');
-  if (btf.status !== 'available') throw new NotSupportedError(btf.detail);
-  for (const need of ['ringbuf', 'task_storage'] as const) {
-    const a = probeFeature(need);
-    if (a.status === 'unsupported') throw new NotSupportedError(`kvm-trace needs ${a.detail}`);
-  }
-}
-
-/** The strategy to use: an explicit one that cannot work is a NotSupportedError; auto takes the richest. */
-export function chooseStrategy(requested: StrategyOption): StrategyChoice {
-  if (requested !== 'auto') {
-    const a = probeFeature(requested);
-    if (a.status === 'unsupported') throw new NotSupportedError(`strategy ${requested} is not available here: ${a.detail}`);
-    return { strategy: requested, reason: `requested (${a.status}: ${a.detail})` };
-  }
-  const why: string[] = [];
-  for (const s of AUTO_ORDER) {
-    const a = probeFeature(s);
-    if (a.status === 'available') {
-      why.push(`${s}: ${a.detail}`);
-      return { strategy: s, reason: `auto: ${why.join('; ')}` };
-    }
-    why.push(`${s} ${a.status}: ${a.detail}`);
-  }
-  throw new NotSupportedError(`no attach strategy works here: ${why.join('; ')}`);
-}
-
-function checkRingBytes(n: number): number {
-  if (!Number.isInteger(n) || n < 4096 || n > 1 << 30 || (n & (n - 1)) !== 0) {
-    throw new RangeError(`ring buffer size must be a power of two between 4096 and 1 GiB bytes (got ${n})`);
-  }
-  return n;
-}
-
-function checkPids(pids: number[]): number[] {
-  for (const p of pids) {
-    if (!Number.isInteger(p) || p <= 0 || p > 0x3fffffff) throw new RangeError(`invalid pid ${p}`);
-  }
-  return [...new Set(pids)];
-}
-
-function checkComm(comm: string | undefined, log: (line: string) => void): Buffer | undefined {
-  if (comm === undefined) return undefined;
-  const bytes = Buffer.from(comm, 'utf8');
-  if (bytes.length === 0) throw new RangeError('process name filter is empty');
-  if (bytes.length >= TASK_COMM_LEN) {
-    log(`process names are at most ${TASK_COMM_LEN - 1} bytes in the kernel: matching "${bytes.subarray(0, TASK_COMM_LEN - 1)}"`);
-  }
-  const out = Buffer.alloc(TASK_COMM_LEN);
-  bytes.copy(out, 0, 0, TASK_COMM_LEN - 1);
-  return out;
-}
-
-function requireMap(obj: BpfObjectPtr, name: string): BpfMapPtr {
-  const m = findMap(obj, name);
-  if (!m) throw new Error(`BPF object has no map "${name}" (stale or foreign object?)`);
-  return m;
-}
-
-/** Write the `const volatile` filters into the .rodata image, at offsets from the object's BTF. */
-function writeRodata(obj: BpfObjectPtr, f: { pids: number[]; comm?: Buffer; wakeupBytes: number; aggregate: boolean }): void {
-  const rodata = requireMap(obj, '.rodata');
-  const image = mapInitialValue(rodata);
-  const vars = new Map(datasecVars(obj, '.rodata').map((v) => [v.name, v]));
-  const at = (name: string, size: number): number => {
-    const v = vars.get(name);
-    if (!v || v.size !== size) throw new Error(`.rodata variable ${name} (${size} bytes) not found in the BPF object`);
-    return v.offset;
-  };
-  if (f.pids.length === 1) image.writeUInt32LE(f.pids[0], at('filter_pid', 4));
-  if (f.pids.length > 1) image.writeUInt8(1, at('filter_pids', 1));
-  if (f.comm) {
-    image.writeUInt8(1, at('filter_comm', 1));
-    f.comm.copy(image, at('targ_comm', TASK_COMM_LEN));
-  }
-  image.writeBigUInt64LE(BigInt(f.wakeupBytes), at('wakeup_bytes', 8));
-  if (f.aggregate) image.writeUInt8(1, at('aggregate_only', 1));
-  setMapInitialValue(rodata, image);
-}
-
-function selectPrograms(obj: BpfObjectPtr, wanted: string[]): Map<string, BpfProgramPtr> {
-  const byName = new Map<string, BpfProgramPtr>();
-  for (const prog of objectPrograms(obj)) {
-    const name = programName(prog);
-    setProgramAutoload(prog, wanted.includes(name));
-    byName.set(name, prog);
-  }
-  for (const name of wanted) {
-    if (!byName.has(name)) throw new Error(`BPF object has no program "${name}" (stale object?)`);
-  }
-  return byName;
-}
-
-function fillPids(obj: BpfObjectPtr, pids: number[]): void {
-  if (pids.length < 2) return;
-  const map = requireMap(obj, 'pids');
-  const key = Buffer.alloc(4);
-  const one = Buffer.from([1]);
-  for (const p of pids) {
-    key.writeUInt32LE(p);
-    mapUpdate(map, key, one);
-  }
-}
-
-interface FlexArrayPlan {
-  map: BpfMapPtr;
-  rules: FlexArrayRule[];
-  encoder: FlexArrayEncoder;
-}
-
-/**
- * What goes into the flex_arrays map, computed before load (it sizes the map). An object without the map
- * (an older build, e.g. a benchmark baseline) or a kernel BTF the rules cannot be read from still traces:
- * arguments are then captured at their _IOC_SIZE only, and the log says so.
- */
-function flexArrayPlan(obj: BpfObjectPtr, path: string, log: (line: string) => void): FlexArrayPlan | undefined {
-  const map = findMap(obj, 'flex_arrays');
-  if (!map) {
-    log(`${path} has no flex_arrays map: flexible-array entries (kvm_msrs.entries, …) are not captured`);
-    return undefined;
-  }
-  try {
-    return { map, rules: flexArrayRules(Btf.vmlinux()), encoder: new FlexArrayEncoder(Btf.fromElf(path)) };
-  } catch (err) {
-    log(`flexible-array entries are not captured: ${(err as Error).message}`);
-    setMapMaxEntries(map, 1);
-    return undefined;
-  }
-}
-
-/** After load, before attach: the programs look entries up from their first run. */
-function fillFlexArrays(plan: FlexArrayPlan): void {
-  for (const r of plan.rules) mapUpdate(plan.map, plan.encoder.key(r), plan.encoder.value(r));
-}
-
-function attachError(name: string, err: unknown, libbpfLog: string[]): Error {
-  const last = libbpfLog.filter((l) => l.includes(name)).pop();
-  const msg = `attaching ${name} failed: ${(err as Error).message}${last ? ` (libbpf: ${last.trim()})` : ''}`;
-  if (err instanceof SyscallError && (err.errno === 95 || err.errno === 2)) return new NotSupportedError(msg, { cause: err });
-  return new Error(msg, { cause: err });
-}
-
-/** The verifier's own lines of a failed load (libbpf wraps them in BEGIN/END PROG LOAD LOG). */
-function verifierTail(lines: string[], max = 60): string[] {
-  const text = lines.join('\n').split('\n');
-  return text.slice(-max).map((l) => `libbpf: ${l}`);
 }
 
 function registerOpen(t: KvmTracer): void {

@@ -17,7 +17,8 @@ import {
 } from '../ffi/libbpf.js';
 import { prebuiltObjectPath } from './paths.js';
 import { BASE_PROGRAMS, type Strategy, strategyPrograms } from './programs.js';
-import { BpfLoadError } from './tracer.js';
+import { BpfLoadError } from './load-errors.js';
+import { writeRodata } from './object-setup.js';
 
 export interface VerifyResult {
   strategy: Strategy;
@@ -25,8 +26,11 @@ export interface VerifyResult {
   loaded: string[];
 }
 
-/** Load (no attach) the programs a strategy adds to the base set — or the base set for `tracepoint`. */
-export function verifyStrategyPrograms(strategy: Strategy, opts: { objectPath?: string } = {}): VerifyResult {
+/**
+ * Load (no attach) the programs a strategy adds to the base set — or the base set for `tracepoint`.
+ * `rdonlyCast` picks the object's kernel-pointer loads: bpf_rdonly_cast (6.2+) or CO-RE reads (default).
+ */
+export function verifyStrategyPrograms(strategy: Strategy, opts: { objectPath?: string; rdonlyCast?: boolean } = {}): VerifyResult {
   const wanted =
     strategy === 'tracepoint'
       ? [...BASE_PROGRAMS]
@@ -36,6 +40,7 @@ export function verifyStrategyPrograms(strategy: Strategy, opts: { objectPath?: 
   const path = opts.objectPath ?? prebuiltObjectPath();
   const obj = openObjectFile(path);
   try {
+    writeRodata(obj, { pids: [], wakeupBytes: 0, aggregate: false, rdonlyCast: opts.rdonlyCast === true });
     const progs = objectPrograms(obj);
     for (const p of progs) setProgramAutoload(p, wanted.includes(programName(p)));
     try {

@@ -55,8 +55,8 @@ export class Btf {
   }
 
   /** Raw BTF bytes; with `base`, split BTF whose ids and strings continue the base's (kernel modules). */
-  static fromRaw(bytes: Uint8Array, base?: Btf): Btf {
-    return new Btf(new RawBtf(bytes, base?.raw), base ? `split BTF on ${base.source}` : 'raw BTF');
+  static fromRaw(bytes: Uint8Array, base?: Btf, source?: string): Btf {
+    return new Btf(new RawBtf(bytes, base?.raw), source ?? (base ? `split BTF on ${base.source}` : 'raw BTF'));
   }
 
   /** Number of type ids including void: valid ids are 0 .. count-1. */

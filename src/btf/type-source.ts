@@ -6,6 +6,7 @@
  * cached per name.
  */
 import { Btf } from './index.js';
+import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from './kernel.js';
 import type { StructLayout } from './layout.js';
 
 /** Size and natural alignment of a type. */
@@ -58,9 +59,15 @@ export function btfTypeSource(btf: Btf): TypeSource {
   };
 }
 
-/** The running kernel's types, or undefined with the reason when /sys/kernel/btf/vmlinux cannot be read. */
+/**
+ * The running kernel's types (vmlinux + kvm's module BTF, src/btf/kernel.ts), or those of the BTF file at
+ * `path` (a module's /sys/kernel/btf/NAME is read split over vmlinux); undefined with the reason when the
+ * BTF cannot be read.
+ */
 export function kernelTypeSource(path?: string): { types?: TypeSource; error?: string } {
   try {
+    if (path === undefined || path === VMLINUX_BTF) return { types: btfTypeSource(kernelBtf()) };
+    if (isModuleBtfPath(path)) return { types: btfTypeSource(kernelBtf({ kvm: path })) };
     return { types: btfTypeSource(Btf.vmlinux(path)) };
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };

@@ -15,7 +15,7 @@ import type { RecordSink } from '../decode/sink.js';
 import { scoreFlags, type ScoreResult } from '../analysis/score.js';
 import { buildReportModel, renderHtml, renderText, type ReportModel } from '../report/index.js';
 import { btfTypeSource } from '../btf/type-source.js';
-import { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { capture, type CaptureResult } from './session.js';
 import { stopSignal } from './stop-signal.js';
@@ -98,7 +98,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     .map((l) => JSON.parse(l) as GtRecord);
   const gt = matchGroundTruth(truth, memory.records, process.pid);
   const score = scoreFlags(truth, memory.records);
-  const types = btfTypeSource(Btf.vmlinux());
+  const types = btfTypeSource(kernelBtf());
   const model: ReportModel = buildReportModel(memory.records, { types, lookup: ioctlByName, file: files.capture });
   await writeFile(files.report_html, renderHtml(model));
 

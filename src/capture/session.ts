@@ -16,7 +16,7 @@
  * `decode_error_causes`), and the first few are logged with their type and a hex dump (decode-errors.ts).
  */
 import { readFileSync } from 'node:fs';
-import { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { Decoder } from '../decode/decoder.js';
@@ -95,7 +95,7 @@ function procComm(pid: number): string | undefined {
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
   const started = process.hrtime.bigint();
-  const btf = Btf.vmlinux();
+  const btf = kernelBtf();
   const analyzer = new FlagAnalyzer({
     types: btfTypeSource(btf),
     lookup: ioctlByName,
@@ -237,7 +237,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         ring_skipped_bytes: consumer?.stats.skippedBytes ?? 0,
         rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
         no_enter: stats?.noEnter ?? 0,
-        state_full: stats?.stateFull ?? 0,
+        state_unavailable: stats?.stateUnavailable ?? 0,
         flags: analyzer.totals,
         attach_ms: attach?.attachMs ?? null,
         ...exitPath.fields(),

@@ -12,7 +12,8 @@
  * runs (analysis, sinks) — is skipped and counted in `errors` (decode-errors.ts: by cause, the first few
  * with a hex dump), and the next record decodes as if it had not been there.
  */
-import { Btf } from '../btf/index.js';
+import type { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { errnoName } from '../ffi/errors.js';
 import { BtfArgsDecoder } from './btf-args.js';
 import {
@@ -90,7 +91,7 @@ export class Decoder {
   private readonly comms = new CommCache();
 
   constructor(opts: DecoderOptions) {
-    const btf = opts.btf ?? Btf.vmlinux();
+    const btf = opts.btf ?? kernelBtf();
     const args = new BtfArgsDecoder(btf);
     this.emit = opts.emit;
     this.lean = opts.lean ?? false;

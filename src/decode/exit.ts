@@ -12,6 +12,7 @@
  *   INTERNAL_ERROR adds suberror_name; SYSTEM_EVENT adds type_name; others: the union member's fields.
  */
 import type { Btf } from '../btf/index.js';
+import { missingKernelType } from '../btf/kernel.js';
 import type { MemberLayout, StructLayout } from '../btf/layout.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { EXIT_UNION_MEMBER as MEMBER_OF_REASON } from '../kvm/abi/exit-union.js';
@@ -83,7 +84,7 @@ export class ExitDecoder {
 
   constructor(btf: Btf, private readonly args: BtfArgsDecoder) {
     const run = btf.struct('kvm_run');
-    if (!run) throw new Error('kernel BTF has no struct kvm_run');
+    if (!run) throw new Error(btf.source.startsWith('/sys/kernel/btf/') ? missingKernelType('struct kvm_run') : `${btf.source} has no struct kvm_run`);
     this.exitReasonOffset = need(run, 'exit_reason', 'struct kvm_run').offset;
     // The exit union is the anonymous member that has an `io` member.
     const u = run.members.find((m) => m.name === '' && m.nested?.members.some((x) => x.name === 'io'));

@@ -8,7 +8,8 @@
  * vCPU worker threads. The views are created once per mapping: reading the exit reason is one typed-array
  * load, which is what keeps the KVM_RUN loop fast.
  */
-import { Btf, type MemberLayout, type StructLayout } from '../btf/index.js';
+import type { Btf, MemberLayout, StructLayout } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { memoryView } from '../ffi/libc.js';
 import { exitReasonName } from './abi/ioctl-table.js';
 import { memberAt } from '../cdata/layout.js';
@@ -67,9 +68,9 @@ function build(source: KvmRunLayout['source'], size: number, at: (path: string) 
 export function kvmRunLayoutFromBtf(btf?: Btf): KvmRunLayout | null {
   let s: StructLayout | undefined;
   try {
-    s = (btf ?? Btf.vmlinux()).struct('kvm_run');
+    s = (btf ?? kernelBtf()).struct('kvm_run');
   } catch {
-    return null; // no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF off) or unreadable
+    return null; // no kernel BTF (CONFIG_DEBUG_INFO_BTF off) or unreadable
   }
   if (!s) return null;
   const rec = s;

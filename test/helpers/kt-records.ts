@@ -82,6 +82,8 @@ export interface KtCopyEvent extends KtHdr {
   dir: number;
   cmd: number;
   fd: number;
+  /** enum kt_copy_hook: the kernel function it was observed in. */
+  hook: number;
 }
 
 /** The record type of the record at `off` (0 when not even a type fits). */
@@ -173,6 +175,7 @@ export function parseCopy(dv: DataView, off: number, len: number): KtCopyEvent |
     dir: dv.getUint32(off + COPY.dir, true),
     cmd: dv.getUint32(off + COPY.cmd, true),
     fd: dv.getInt32(off + COPY.fd, true),
+    hook: dv.getUint32(off + COPY.hook, true),
   };
 }
 

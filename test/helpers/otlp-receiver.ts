@@ -13,7 +13,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 
-export type Encoding = 'protobuf' | 'json';
+export type Encoding = 'protobuf' | 'json' | 'grpc';
 export type AttrValue = string | number | boolean | null | AttrValue[] | { [key: string]: AttrValue };
 export type Attrs = Record<string, AttrValue>;
 
@@ -66,6 +66,8 @@ export interface ReceivedRequest {
   encoding: Encoding;
   bytes: number;
   status: number;
+  /** Request headers (HTTP) or call metadata (gRPC), lower-case names. */
+  headers: Record<string, string>;
 }
 
 export interface OtlpReceiver {
@@ -113,7 +115,8 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
     const encoding: Encoding = contentType.includes('json') ? 'json' : 'protobuf';
     const n = requests.length;
     const status = typeof opts.status === 'function' ? opts.status(path, n) : (opts.status ?? 200);
-    requests.push({ path, contentType, encoding, bytes: raw.length, status });
+    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
+    requests.push({ path, contentType, encoding, bytes: raw.length, status, headers });
     if (status === 200) {
       try {
         const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw;
@@ -150,21 +153,8 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
     metrics,
     requests,
     errors,
-    latestMetrics() {
-      const out = new Map<string, ReceivedMetric>();
-      for (const m of metrics) {
-        const prev = out.get(m.name);
-        if (!prev || m.request >= prev.request) out.set(m.name, m);
-      }
-      return out;
-    },
-    async waitFor(pred, timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred()) {
-        if (Date.now() > deadline) throw new Error(`OTLP receiver: condition not met within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
+    latestMetrics: () => latestMetrics(metrics),
+    waitFor: (pred, timeoutMs) => waitFor('OTLP receiver', pred, timeoutMs),
     close() {
       return new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -172,6 +162,25 @@ export async function startOtlpReceiver(opts: ReceiverOptions = {}): Promise<Otl
       });
     },
   };
+}
+
+/** The latest exported value of each metric (cumulative temporality: the latest request has the totals). */
+export function latestMetrics(metrics: ReceivedMetric[]): Map<string, ReceivedMetric> {
+  const out = new Map<string, ReceivedMetric>();
+  for (const m of metrics) {
+    const prev = out.get(m.name);
+    if (!prev || m.request >= prev.request) out.set(m.name, m);
+  }
+  return out;
+}
+
+/** Resolves when `pred()` holds, polling every 10 ms; rejects after `timeoutMs`. */
+export async function waitFor(who: string, pred: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`${who}: condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {

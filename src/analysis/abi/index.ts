@@ -45,7 +45,7 @@ function checkText(r: AbiCheckResult, source: string, ioctlsTotal: number, defsT
   lines.push(`  ioctls: ${r.checked.ioctls} of ${ioctlsTotal} argument sizes checked against BTF, ${ioctlProblems} differ`);
   lines.push(`  structs: ${r.checked.structs} of ${defsTotal} definitions, ${r.checked.members} members checked, ` +
     `${r.problems.length - ioctlProblems} differences`);
-  if (r.notInBtf.length) lines.push(`  not in this kernel's BTF (not checked): ${r.notInBtf.join(', ')}`);
+  if (r.notInBtf.length) lines.push(`  not in ${source} (not checked): ${r.notInBtf.join(', ')}`);
   for (const n of r.notes) lines.push(`  note: ${n}`);
   for (const p of r.problems) lines.push(`MISMATCH ${p.message}`);
   lines.push(r.problems.length ? `${r.problems.length} ABI mismatch${r.problems.length === 1 ? '' : 'es'}` : 'ABI check passed');

@@ -9,22 +9,27 @@ import type { Command } from 'commander';
 import type { CliIo } from '../io.js';
 import { CliError } from '../errors.js';
 import { Btf, BtfError } from '../../btf/index.js';
+import { isModuleBtfPath, kernelBtf, VMLINUX_BTF } from '../../btf/kernel.js';
 import { runAbi, UnknownStructError } from '../../analysis/abi/index.js';
 import { systemLineSize } from '../../analysis/cacheline.js';
 import { IOCTLS } from '../../kvm/abi/ioctl-table.js';
 import { STRUCTS } from '../../kvm/abi/structs.js';
 
-const VMLINUX = '/sys/kernel/btf/vmlinux';
+const VMLINUX = VMLINUX_BTF;
 
-/** Raw BTF (vmlinux) or an ELF object's .BTF, by the file's magic. */
+/**
+ * The running kernel's types by default (vmlinux + kvm's module BTF when KVM is a module); a module's
+ * /sys/kernel/btf/NAME split over vmlinux; else raw BTF or an ELF object's .BTF, by the file's magic.
+ */
 function openBtf(path: string): Btf {
-  if (path === VMLINUX) return Btf.vmlinux();
+  if (path === VMLINUX) return kernelBtf();
   let head: Buffer;
   try {
     head = readFileSync(path).subarray(0, 4);
   } catch (err) {
     throw new CliError('input', `cannot read BTF ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
+  if (isModuleBtfPath(path)) return kernelBtf({ kvm: path });
   return head.toString('latin1') === '\x7fELF' ? Btf.fromElf(path) : Btf.vmlinux(path);
 }
 
@@ -45,7 +50,7 @@ export function register(program: Command, io: CliIo): void {
     .option('--json', 'print JSON: {name,size,align,members:[{name,offset,size,type,straddles,line}],holes:[...]}')
     .option('--cacheline <bytes>', "cache line size (default: the CPU's, from sysfs; 64 if unknown)")
     .option('--check', 'check every ioctl size and kvm-trace\'s struct definitions against BTF; exit 1 on a mismatch')
-    .option('--btf <path>', 'BTF to read: raw BTF or an ELF object with .BTF', VMLINUX)
+    .option('--btf <path>', 'BTF to read: the kernel\'s (vmlinux + kvm module BTF), a module\'s /sys/kernel/btf/NAME, raw BTF or an ELF object with .BTF', VMLINUX)
     .addHelpText('after', '\nExamples:\n  kvm-trace abi --struct kvm_run\n  kvm-trace abi --struct kvm_sregs --struct kvm_segment --json\n  kvm-trace abi --check')
     .action((opts: { struct: string[]; json?: boolean; cacheline?: string; check?: boolean; btf: string }) => {
       const lineSize = parseLineSize(opts.cacheline);

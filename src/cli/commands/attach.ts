@@ -14,8 +14,7 @@ import { LineSink } from '../../decode/format.js';
 import type { RecordSink } from '../../decode/sink.js';
 // Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
 // an export is asked for, see openOtel below.
-import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/cli-options.js';
-import { openOtel } from './otel-lazy.js';
+import { addOtelOptions, openOtel, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from './otel-lazy.js';
 import { STRATEGIES, type StrategyOption } from '../../bpf/programs.js';
 import { CliError } from '../errors.js';
 import { pidArg } from '../arg-parsers.js';

@@ -7,8 +7,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { demoText, runDemo } from '../../capture/demo.js';
 // Only the flag definitions are imported eagerly: the OpenTelemetry SDK (≈ 23 MB of RSS) loads only when
 // an export is asked for, see openOtel below.
-import { addOtelOptions, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from '../../export/otel/cli-options.js';
-import { openOtel } from './otel-lazy.js';
+import { addOtelOptions, openOtel, otelOptionsFrom, otelSummaryLine, type OtelCliValues } from './otel-lazy.js';
 import { GuestUsageError, resolveScenarios, SCENARIO_CHOICES } from '../../guest/index.js';
 import { CliError } from '../errors.js';
 import type { CliIo } from '../io.js';

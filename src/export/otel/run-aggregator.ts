@@ -1,12 +1,10 @@
 /**
- * Folds KVM_RUN records into per-vCPU windows (the "aggregate" run-span mode, see config.ts for the rule).
+ * Folds KVM_RUN records into per-vCPU windows (the "aggregate" run-span mode, see options.ts for the rule).
  * Pure bookkeeping with no OpenTelemetry in it, so the rule is unit-testable: the span builder turns each
  * closed window into one "KVM_RUN" span.
  */
 import type { BufferFlag, IoctlRecord } from '../../decode/records.js';
-
-/** Entry time, or the exit time for a record whose entry was not seen (enter_ns 0). */
-const enterOf = (r: IoctlRecord): number => (r.no_enter || r.enter_ns <= 0 ? r.ts_ns : r.enter_ns);
+import { enterOf } from './record-time.js';
 
 export interface RunWindow {
   /** "pid/vm/vcpu" */

@@ -1,24 +1,36 @@
 /**
- * The OpenTelemetry RecordSink: spans (span-builder.ts → trace-pipeline.ts) and metrics (metrics.ts, OTLP
- * and/or Prometheus) from one record stream. `kvm-trace attach --otlp URL` / `demo --otlp URL` plug it in
- * beside the JSONL sink; `exportRecords` replays records already captured (a JSONL file, a test).
+ * The OpenTelemetry RecordSink: spans (span-builder.ts → trace-pipeline.ts) and metrics (record-metrics.ts →
+ * OTLP and/or Prometheus readers) from one record stream, set up through NodeSDK. `kvm-trace attach --otlp URL`
+ * / `demo --otlp URL` plug it in beside the JSONL sink; `exportRecords` replays records already captured.
+ *
+ * NodeSDK is the entry point: it builds the tracer and meter providers, the resource (service.name and
+ * service.version defaults, then OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME and host.* from its detectors,
+ * then --service-name), span limits from OTEL_*_LIMIT, and registers the global providers the span builder's
+ * tracer comes from. It gets kvm-trace's own span processor and metric readers, so the drop and export-error
+ * counts stay in the summary; the exporters inside them read the OTLP variables themselves (exporters.ts).
+ * No context manager and no propagator are registered: spans get explicit parents, nothing is propagated,
+ * and an AsyncLocalStorage context manager would put a hook on every promise of the capture.
  *
  * Reliability contract: write() never throws and never waits on the network (spans go to a bounded queue,
  * metrics are in-memory aggregates); close() ends every open span, flushes, and resolves within
  * flushTimeoutMs (plus a few ms) even when the collector is unreachable; what did not arrive is in stats().
+ * One sink per process at a time (NodeSDK registers process-wide providers); close() unregisters them.
  */
-import { hostname } from 'node:os';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import { metrics as metricsApi, trace } from '@opentelemetry/api';
+import type { ContextManager } from '@opentelemetry/api';
+import { logs } from '@opentelemetry/api-logs';
+import { defaultResource, envDetector, hostDetector, resourceFromAttributes } from '@opentelemetry/resources';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { AlwaysOnSampler } from '@opentelemetry/sdk-trace';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { TraceRecord } from '../../decode/records.js';
 import type { RecordSink } from '../sink.js';
-import { ATTR_HOST_NAME } from './attributes.js';
 import { MonotonicToEpoch, type ClockPair } from './clock.js';
-import { resolveOtelConfig, type OtelSinkOptions, type ResolvedOtelConfig } from './config.js';
 import { MetricsPipeline } from './metrics.js';
+import { DEFAULT_SERVICE_NAME, resolveOtelConfig, type OtelSinkOptions, type ResolvedOtelConfig } from './options.js';
 import { SpanBuilder } from './span-builder.js';
 import { TracePipeline } from './trace-pipeline.js';
-import { oneLineError, packageVersion, warnOncePer } from './util.js';
+import { oneLineError, packageVersion, warnOncePer, withDeadline } from './util.js';
 
 export interface OtelStats {
   /** Spans ended and handed to the exporter (ioctl, aggregate KVM_RUN, vCPU, VM and process spans). */
@@ -61,15 +73,20 @@ export interface OtelSinkInternals {
 }
 
 const defaultWarn = (line: string): void => {
-  process.stderr.write(`${line}\n`);
+  process.stderr.write(`kvm-trace: ${line}\n`);
 };
+
+/** Set while a sink is open: NodeSDK's providers are process-wide. */
+let openSink: OtelSinkImpl | undefined;
 
 export function createOtelSink(opts: OtelSinkOptions & OtelSinkInternals = {}): OtelSink {
   const config = resolveOtelConfig(opts);
-  if (!config.tracesUrl && !config.metricsUrl && !config.prometheus) {
+  if (!config.traces && !config.metrics && !config.prometheus) {
     throw new Error('nothing to export to: give --otlp URL (or set OTEL_EXPORTER_OTLP_ENDPOINT) or --prometheus PORT');
   }
-  return new OtelSinkImpl(config, opts.warn ?? defaultWarn, new MonotonicToEpoch(opts.clock), opts.captureEnd ?? 'now');
+  if (openSink) throw new Error('an OpenTelemetry export is already open in this process; close it first');
+  openSink = new OtelSinkImpl(config, opts.warn ?? defaultWarn, new MonotonicToEpoch(opts.clock), opts.captureEnd ?? 'now');
+  return openSink;
 }
 
 /** createOtelSink + start(): the sink with its Prometheus endpoint listening. */
@@ -99,6 +116,7 @@ export async function exportRecords(
 }
 
 class OtelSinkImpl implements OtelSink {
+  private readonly sdk: NodeSDK;
   private readonly traces?: TracePipeline;
   private readonly builder?: SpanBuilder;
   private readonly metrics?: MetricsPipeline;
@@ -115,45 +133,63 @@ class OtelSinkImpl implements OtelSink {
     private readonly captureEnd: 'now' | 'last-record',
   ) {
     this.warnOnce = warnOncePer(warn);
-    const resource = resourceFromAttributes({
-      [ATTR_SERVICE_NAME]: config.serviceName,
-      [ATTR_SERVICE_VERSION]: packageVersion(),
-      [ATTR_HOST_NAME]: hostname(),
-    });
-    if (config.tracesUrl) {
+    // Requests give up within the close bound, so a dead collector does not outlive the capture.
+    const exportTimeoutMs = Math.max(1000, config.flushTimeoutMs);
+    if (config.traces) {
       this.traces = new TracePipeline({
-        url: config.tracesUrl,
-        protocol: config.tracesProtocol,
-        resource,
+        target: config.traces,
         maxQueue: config.maxQueue,
         batchSize: config.batchSize,
         scheduleDelayMs: config.scheduleDelayMs,
-        exportTimeoutMs: config.exportTimeoutMs,
+        exportTimeoutMs,
         warn: this.warnOnce,
       });
-      this.builder = new SpanBuilder(this.traces.tracer, clock, config.runSpans);
+    }
+    if (config.metrics || config.prometheus) {
+      this.metrics = new MetricsPipeline({
+        otlp: config.metrics,
+        intervalMs: config.metricsIntervalMs,
+        exportTimeoutMs,
+        prometheus: config.prometheus,
+        warn: this.warnOnce,
+        spanStats: () => this.stats(),
+      });
+    }
+    this.sdk = new NodeSDK({
+      // Lowest precedence: the detectors' attributes (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, host.*)
+      // and then serviceName (--service-name) are merged over it.
+      resource: defaultResource().merge(
+        resourceFromAttributes({ [ATTR_SERVICE_NAME]: DEFAULT_SERVICE_NAME, [ATTR_SERVICE_VERSION]: packageVersion() }),
+      ),
+      serviceName: config.serviceName,
+      // Not the process detector: process.* describes the traced VMM on spans, not the tracer. The environment
+      // last, so that OTEL_RESOURCE_ATTRIBUTES can override a detected host.name (later detectors win).
+      // OTEL_NODE_RESOURCE_DETECTORS, when set, chooses instead.
+      resourceDetectors: process.env.OTEL_NODE_RESOURCE_DETECTORS ? undefined : [hostDetector, envDetector],
+      spanProcessors: this.traces ? [this.traces.processor] : [],
+      metricReaders: this.metrics?.readers ?? [],
+      logRecordProcessors: [],
+      instrumentations: [],
+      // kvm-trace decides what becomes a span (run-span modes); OTEL_TRACES_SAMPLER must not drop the rest.
+      sampler: new AlwaysOnSampler(),
+      // null = register none (NodeSDK's documented meaning; its type does not say so).
+      contextManager: null as unknown as ContextManager,
+      textMapPropagator: null,
+    });
+    this.sdk.start();
+    if (this.traces) {
+      this.builder = new SpanBuilder(trace.getTracer('kvm-trace', packageVersion()), clock, config.runSpans);
       // Idle windows are a live-capture concern; a replay writes records far faster than wall time passes.
       if (config.runSpans.mode === 'aggregate' && captureEnd === 'now') {
         this.idleTimer = setInterval(() => this.guard(() => this.builder?.flushIdle()), config.runSpans.windowMs);
         this.idleTimer.unref();
       }
     }
-    if (config.metricsUrl || config.prometheus) {
-      this.metrics = new MetricsPipeline({
-        resource,
-        otlp: config.metricsUrl
-          ? { url: config.metricsUrl, protocol: config.metricsProtocol, intervalMs: config.metricsIntervalMs, timeoutMs: config.exportTimeoutMs }
-          : undefined,
-        prometheus: config.prometheus,
-        warn: this.warnOnce,
-        spanStats: () => this.stats(),
-      });
-    }
   }
 
   async start(): Promise<OtelEndpoints> {
     const prometheusUrl = await this.metrics?.start();
-    return { tracesUrl: this.config.tracesUrl, metricsUrl: this.config.metricsUrl, prometheusUrl };
+    return { tracesUrl: this.config.traces?.url, metricsUrl: this.config.metrics?.url, prometheusUrl };
   }
 
   write(record: TraceRecord): void {
@@ -167,7 +203,7 @@ class OtelSinkImpl implements OtelSink {
       f();
     } catch (err) {
       this.internalErrors++;
-      this.warnOnce('internal', `kvm-trace: warning: OpenTelemetry export skipped a record (${oneLineError(err)}); counting further failures`);
+      this.warnOnce('internal', `warning: OpenTelemetry export skipped a record (${oneLineError(err)}); counting further failures`);
     }
   }
 
@@ -198,12 +234,24 @@ class OtelSinkImpl implements OtelSink {
       const end = this.captureEnd === 'last-record' && this.builder.lastNs > 0 ? this.builder.lastNs : Math.max(now, this.builder.lastNs);
       this.guard(() => this.builder!.finish(end));
     }
-    // Traces and metrics flush side by side, so the whole close stays within one flushTimeoutMs.
-    const bound = this.config.flushTimeoutMs;
-    await Promise.all([this.traces?.close(bound), this.metrics?.close(bound)]);
+    // NodeSDK flushes traces and metrics side by side, so the whole close stays within one flushTimeoutMs.
+    await withDeadline(this.sdk.shutdown(), this.config.flushTimeoutMs);
+    await this.metrics?.prometheus?.close();
+    // Unregister what NodeSDK registered, so that a later sink in this process can register its own.
+    if (this.traces) trace.disable();
+    if (this.metrics) metricsApi.disable();
+    logs.disable();
+    openSink = undefined;
     const s = this.stats();
     // Whatever was ended but not acknowledged by now did not arrive (queued, in flight, or failed).
+    const unacked = s.spans - s.exported - s.dropped;
     s.dropped = Math.max(s.dropped, s.spans - s.exported);
+    if (unacked > 0) {
+      this.warnOnce(
+        'export',
+        `warning: the collector did not acknowledge ${unacked} spans within ${this.config.flushTimeoutMs} ms; they are counted as dropped`,
+      );
+    }
     this.final = s;
   }
 }

@@ -1,7 +1,8 @@
 /**
- * The span pipeline: tracer provider → BatchSpanProcessor (bounded queue) → counting wrapper → OTLP/HTTP
- * exporter (protobuf or JSON). Nothing here may block or throw into the capture: spans that do not reach the
- * collector are counted, and the first failure of each kind prints one warning line.
+ * The span pipeline's own parts, handed to NodeSDK (which builds the tracer provider around them): a
+ * BatchSpanProcessor (bounded queue) → counting wrapper → OTLP exporter (gRPC, HTTP/protobuf or HTTP/JSON).
+ * Nothing here may block or throw into the capture: spans that do not reach the collector are counted, and
+ * the first failure of each kind prints one warning line.
  *
  * What counts as dropped: spans that arrived at a full queue (seen through the processor's
  * self-observability counter, `otel.sdk.processor.span.processed` with error.type = "queue_full"), spans
@@ -9,29 +10,33 @@
  * queued or in flight when the flush bound expired. After close(), dropped = spans ended − spans exported.
  */
 import { createNoopMeter } from '@opentelemetry/api';
-import type { Counter, Meter, MeterProvider, Tracer } from '@opentelemetry/api';
-import { ExportResultCode } from '@opentelemetry/core';
+import type { Counter, Meter, MeterProvider } from '@opentelemetry/api';
+import { ExportResultCode, getNumberFromEnv } from '@opentelemetry/core';
 import type { ExportResult } from '@opentelemetry/core';
-import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import type { Resource } from '@opentelemetry/resources';
-import { AlwaysOnSampler, BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
-import type { OtlpProtocol } from './config.js';
-import { oneLineError, withDeadline } from './util.js';
+import { BatchSpanProcessor } from '@opentelemetry/sdk-trace';
+import type { ReadableSpan, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace';
+import { spanExporter, targetLabel } from './exporters.js';
+import type { SignalTarget } from './options.js';
+import { oneLineError } from './util.js';
 
 type WarnOnce = (cause: string, line: string) => void;
 
 export interface TracePipelineOptions {
-  url: string;
-  protocol: OtlpProtocol;
-  resource: Resource;
-  maxQueue: number;
-  batchSize: number;
-  scheduleDelayMs: number;
+  target: SignalTarget;
+  /** Explicit settings (flags); unset ones come from OTEL_BSP_* or kvm-trace's defaults. */
+  maxQueue?: number;
+  batchSize?: number;
+  scheduleDelayMs?: number;
+  /** One OTLP request, retries included (unless OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT sets it). */
   exportTimeoutMs: number;
   warn: WarnOnce;
 }
+
+/** Larger than the SDK's 2048: a VMM's setup ioctls arrive in bursts. */
+export const DEFAULT_MAX_QUEUE = 8192;
+export const DEFAULT_BATCH_SIZE = 512;
+/** Shorter than the SDK's 5 s: a live capture should show up in the tracing UI promptly. */
+export const DEFAULT_SCHEDULE_DELAY_MS = 1000;
 
 export interface TraceDeliveryStats {
   exported: number;
@@ -70,7 +75,7 @@ class CountingExporter implements SpanExporter {
     this.errors++;
     this.warn(
       'export',
-      `kvm-trace: warning: OTLP export to ${this.url} failed (${oneLineError(err)}); ` +
+      `warning: OTLP export to ${this.url} failed (${oneLineError(err)}); ` +
         'capture continues, undelivered spans are counted as dropped',
     );
   }
@@ -103,37 +108,34 @@ function queueDropListener(onDrop: (n: number) => void): MeterProvider {
 }
 
 export class TracePipeline {
-  readonly tracer: Tracer;
-  private readonly provider: TracerProvider;
+  /** Goes into NodeSDK's spanProcessors. */
+  readonly processor: SpanProcessor;
+  readonly maxQueue: number;
   private readonly exporter: CountingExporter;
   private queueDropped = 0;
-  private closed?: Promise<void>;
 
   constructor(private readonly o: TracePipelineOptions) {
-    // At close the batch processor sends every queued batch at once; the exporter must accept that many
-    // concurrent requests or it fails the excess with "Concurrent export limit reached".
-    const cfg = { url: o.url, timeoutMillis: o.exportTimeoutMs, concurrencyLimit: Math.ceil(o.maxQueue / o.batchSize) + 2 };
-    const inner = o.protocol === 'http/json' ? new JsonTraceExporter(cfg) : new ProtoTraceExporter(cfg);
-    this.exporter = new CountingExporter(inner, o.url, o.warn);
-    const processor = new BatchSpanProcessor({
+    // The batch processor's OTEL_BSP_* variables are read where NodeSDK would read them (it only does for the
+    // processors it builds itself); a flag wins over the variable.
+    this.maxQueue = o.maxQueue ?? getNumberFromEnv('OTEL_BSP_MAX_QUEUE_SIZE') ?? DEFAULT_MAX_QUEUE;
+    const batchSize = Math.min(this.maxQueue, o.batchSize ?? getNumberFromEnv('OTEL_BSP_MAX_EXPORT_BATCH_SIZE') ?? DEFAULT_BATCH_SIZE);
+    const inner = spanExporter(o.target, o.exportTimeoutMs, Math.ceil(this.maxQueue / batchSize) + 2);
+    this.exporter = new CountingExporter(inner, targetLabel(o.target, 'traces'), o.warn);
+    this.processor = new BatchSpanProcessor({
       exporter: this.exporter,
-      maxQueueSize: o.maxQueue,
-      maxExportBatchSize: o.batchSize,
-      scheduledDelayMillis: o.scheduleDelayMs,
-      exportTimeoutMillis: o.exportTimeoutMs,
+      maxQueueSize: this.maxQueue,
+      maxExportBatchSize: batchSize,
+      scheduledDelayMillis: o.scheduleDelayMs ?? getNumberFromEnv('OTEL_BSP_SCHEDULE_DELAY') ?? DEFAULT_SCHEDULE_DELAY_MS,
+      exportTimeoutMillis: getNumberFromEnv('OTEL_BSP_EXPORT_TIMEOUT'),
       selfObsMeterProvider: queueDropListener((n) => this.onQueueDrop(n)),
     });
-    // kvm-trace decides what becomes a span (run-span modes); an OTEL_TRACES_SAMPLER from the environment
-    // must not silently discard the rest.
-    this.provider = new TracerProvider({ resource: o.resource, sampler: new AlwaysOnSampler(), spanProcessors: [processor] });
-    this.tracer = this.provider.getTracer('kvm-trace');
   }
 
   private onQueueDrop(n: number): void {
     this.queueDropped += n;
     this.o.warn(
       'queue',
-      `kvm-trace: warning: span queue full (${this.o.maxQueue} spans; the collector is slow or unreachable); ` +
+      `warning: span queue full (${this.maxQueue} spans; the collector is slow or unreachable); ` +
         'capture continues, dropped spans are counted',
     );
   }
@@ -145,14 +147,5 @@ export class TracePipeline {
       queueDropped: this.queueDropped,
       exportErrors: this.exporter.errors,
     };
-  }
-
-  /** Flush and shut down, giving up after `timeoutMs`; never rejects. */
-  close(timeoutMs: number): Promise<void> {
-    this.closed ??= withDeadline(this.provider.shutdown(), timeoutMs).then(
-      () => undefined,
-      () => undefined,
-    );
-    return this.closed;
   }
 }

@@ -24,7 +24,7 @@ try {
 
 /** Why libbpf.so.1 could not be loaded, or undefined when it is available. */
 export function libbpfUnavailable(): string | undefined {
-  return loadError ? `libbpf.so.1 not found (install Debian's libbpf1): ${loadError.message.split('\n')[0]}` : undefined;
+  return loadError ? `libbpf.so.1 is missing: apt-get install libbpf1 (${loadError.message.split('\n')[0]})` : undefined;
 }
 
 /** A bound libbpf function; results are narrowed with `as` at each wrapper. */
