@@ -17,8 +17,8 @@ import {
   setMapMaxEntries,
   setProgramAutoload,
 } from '../ffi/libbpf.js';
-import { existsSync, readFileSync } from 'node:fs';
 import { Btf } from '../btf/index.js';
+import { kernelBtf } from '../btf/kernel.js';
 import { FlexArrayEncoder, flexArrayRules, type FlexArrayRule } from './flex-arrays.js';
 
 export const TASK_COMM_LEN = 16;
@@ -138,7 +138,7 @@ export function flexArrayPlan(obj: BpfObjectPtr, path: string, log: (line: strin
     return undefined;
   }
   try {
-    const plan = { map, rules: flexArrayRules(kernelBtfWithKvm()), encoder: new FlexArrayEncoder(Btf.fromElf(path)) };
+    const plan = { map, rules: flexArrayRules(kernelBtf()), encoder: new FlexArrayEncoder(Btf.fromElf(path)) };
     setMapMaxEntries(map, Math.max(1, plan.rules.length));
     return plan;
   } catch (err) {
@@ -146,17 +146,6 @@ export function flexArrayPlan(obj: BpfObjectPtr, path: string, log: (line: strin
     setMapMaxEntries(map, 1);
     return undefined;
   }
-}
-
-const KVM_MODULE_BTF = '/sys/kernel/btf/kvm';
-
-/**
- * The kernel's BTF with kvm.ko's split BTF on top when KVM is a module: there (Debian's 6.1 and 6.12) the
- * argument structs — kvm_msrs, kvm_cpuid2, kvm_msr_list, … — live only in the module's BTF.
- */
-function kernelBtfWithKvm(): Btf {
-  if (!existsSync(KVM_MODULE_BTF)) return Btf.vmlinux();
-  return Btf.fromRaw(readFileSync(KVM_MODULE_BTF), Btf.vmlinux());
 }
 
 /** After load, before attach: the programs look entries up from their first run. */
