@@ -13,7 +13,7 @@
  *                       Read from the fd table itself, so F_SETFD / dup3 / F_DUPFD_CLOEXEC need no tracking
  *   kt_openat2_exit     openat2 of /dev/kvm, like open/openat
  *   kt_process_fork     a forked child (not a thread) gets copies of the parent's tracked fds
- *   kt_thread_exit      a thread of a process holding KVM fds exited (user space drops its per-thread state)
+ * (Thread exits are kt_process_exit's, in kt_fd.bpf.h: one program on sched_process_exit, not two.)
  *
  * Every program leaves at once unless the process holds tracked fds (one `procs` lookup), except fcntl,
  * which first checks its command. Not followed: fds received over a unix socket (SCM_RIGHTS) or taken with
@@ -185,7 +185,7 @@ int kt_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 	return on_open_exit(ctx->ret);
 }
 
-/* ---- fork and thread exit ---- */
+/* ---- fork ---- */
 
 struct fork_ctx {
 	__u32 parent;
@@ -225,31 +225,6 @@ int BPF_PROG(kt_process_fork, struct task_struct *parent, struct task_struct *ch
 	fill_hdr(&e.hdr, KT_EV_FORK, bpf_get_current_pid_tgid());
 	e.child_pid = c.child;
 	e.inherited = c.copied;
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
-	rb_output(&e, sizeof(e));
-	return 0;
-}
-
-/* A thread that is not the last of its process exited (the last one is kt_process_exit's). */
-SEC("tracepoint/sched/sched_process_exit")
-int kt_thread_exit(struct trace_event_raw_sched_process_exit *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct task_struct *task;
-	struct kt_exit_event e = {};
-	bool group_dead;
-
-	if (!holds_tracked(pid_tgid >> 32))
-		return 0;
-	task = (struct task_struct *)bpf_get_current_task();
-	if (bpf_core_field_exists(ctx->group_dead))
-		group_dead = BPF_CORE_READ(ctx, group_dead);
-	else
-		group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
-	if (group_dead)
-		return 0;
-	fill_hdr(&e.hdr, KT_EV_THREAD_EXIT, pid_tgid);
-	e.exit_code = BPF_CORE_READ(task, exit_code);
 	bpf_get_current_comm(&e.comm, sizeof(e.comm));
 	rb_output(&e, sizeof(e));
 	return 0;

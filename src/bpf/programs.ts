@@ -22,7 +22,6 @@ export const BASE_PROGRAMS = [
   'kt_close_exit',
   'kt_process_exit',
   // the rest of the fd lifecycle (bpf/kt_fd_track.bpf.h)
-  'kt_thread_exit',
   'kt_dup_exit',
   'kt_dup2_exit',
   'kt_dup3_exit',
