@@ -48,9 +48,9 @@ describe('CaptureTail', () => {
     writeFileSync(f, '{"type":"ioctl","name":"KVM_RUN"}\n{"type":"ioctl","na');
     t.read();
     expect([t.records, t.runs]).toEqual([1, 1]);
-    appendFileSync(f, 'me":"KVM_RUN"}\n{"type":"summary"}\n');
+    appendFileSync(f, 'me":"KVM_RUN"}\n{"type":"lost","count":7}\n{"type":"summary"}\n');
     t.read();
-    expect([t.records, t.runs]).toEqual([3, 2]);
+    expect([t.records, t.runs, t.lost]).toEqual([4, 2, 7]);
     expect(t.lastLine).toBe('{"type":"summary"}');
     t.close();
   });

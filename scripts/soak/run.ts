@@ -113,7 +113,7 @@ export async function runSoak(o: SoakOptions, procs: ProcessSet): Promise<SoakRe
       if (rss === undefined) return;
       const s: Sample = { t: (performance.now() - t0) / 1000, exits: tail ? tail.runs : NaN, rssMB: rss };
       samples.push(s);
-      o.say(`  ${s.t.toFixed(0).padStart(5)} s  ${tail ? `${(s.exits / 1e6).toFixed(2)} M exits  ` : ''}RSS ${mb(rss)}`);
+      o.say(`  ${s.t.toFixed(0).padStart(5)} s  ${tail ? `${(s.exits / 1e6).toFixed(2)} M exits  lost ${tail.lost}  ` : ''}RSS ${mb(rss)}`);
     };
     sample();
     while (!guest.done) {

@@ -1,16 +1,19 @@
 /**
  * Follows a growing capture file (kvm-trace attach -o FILE) without holding it in memory: each read()
- * consumes what was appended since the last one and counts records and KVM_RUN records — the soak's
- * progress in exits — and ends with the last complete line kept apart (the summary record).
+ * consumes what was appended since the last one and counts records, KVM_RUN records — the soak's
+ * progress in exits — and lost records, and ends with the last complete line kept apart (the summary record).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 
 const CHUNK = 4 << 20;
 const RUN = '"name":"KVM_RUN"';
+const LOST = /\{"type":"lost","count":(\d+)\}/g;
 
 export class CaptureTail {
   records = 0;
   runs = 0;
+  /** Records lost so far (the tracer's `lost` records, written as the kernel counter moves). */
+  lost = 0;
   bytes = 0;
   /** The last complete line read (at the end: the summary record). */
   lastLine = '';
@@ -48,6 +51,7 @@ export class CaptureTail {
       this.records++;
       at = -1;
       while ((at = lines.indexOf(RUN, at + 1)) >= 0) this.runs++;
+      for (const m of lines.matchAll(LOST)) this.lost += Number(m[1]);
       this.lastLine = lines.slice(lines.lastIndexOf('\n') + 1);
     }
     return total;
