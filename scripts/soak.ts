@@ -1,6 +1,6 @@
 /**
  * `npm run soak -- [--exits N] [--mode full|aggregate|otlp-stall|all] [--vcpus V] [--interval S]
- *                  [--warmup F] [--dir DIR] [--keep]`
+ *                  [--warmup F] [--ring-mb N] [--dir DIR] [--keep]`
  *
  * Issue 10's soak: the reference guest traced by `kvm-trace attach` for N exits (default 10 000 000) in each
  * mode (scripts/soak/run.ts says what each does), the tracer's RSS printed every few seconds, then per mode:
@@ -22,6 +22,7 @@ interface Args {
   warmup: number;
   dir?: string;
   keep: boolean;
+  ringMb?: number;
 }
 
 function parse(argv: string[]): Args {
@@ -56,6 +57,9 @@ function parse(argv: string[]): Args {
         break;
       case '--warmup':
         a.warmup = num('--warmup', 0, 0.9);
+        break;
+      case '--ring-mb':
+        a.ringMb = Math.round(num('--ring-mb', 1, 1024));
         break;
       case '--dir':
         a.dir = v();
@@ -97,7 +101,7 @@ async function main(): Promise<number> {
   const results: SoakResult[] = [];
   try {
     for (const mode of a.modes) {
-      results.push(await runSoak({ mode, exits: a.exits, vcpus: a.vcpus, intervalS: a.intervalS, warmup: a.warmup, dir, keep: a.keep, say }, procs));
+      results.push(await runSoak({ mode, exits: a.exits, vcpus: a.vcpus, intervalS: a.intervalS, warmup: a.warmup, dir, keep: a.keep, ringMb: a.ringMb, say }, procs));
       say(verdict(results.at(-1)!));
     }
   } finally {

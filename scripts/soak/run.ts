@@ -35,6 +35,8 @@ export interface SoakOptions {
   warmup: number;
   dir: string;
   keep: boolean;
+  /** attach --ring-mb (default: the tracer's own default). */
+  ringMb?: number;
   say: (line: string) => void;
 }
 
@@ -100,6 +102,7 @@ export async function runSoak(o: SoakOptions, procs: ProcessSet): Promise<SoakRe
     if (o.mode === 'aggregate') args.push('--aggregate');
     else args.push('-o', file);
     if (stall) args.push('--otlp', stall.url);
+    if (o.ringMb !== undefined) args.push('--ring-mb', String(o.ringMb));
     attach = procs.spawn('attach', process.execPath, args, { gentle: true });
     await attach.waitFor('stderr', /attached: /, 60_000);
     o.say(`${o.mode}: tracer pid ${attach.pid} attached to guest pid ${guest.pid}; ${perVcpu * o.vcpus} exits on ${o.vcpus} vCPU(s)`);
