@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { hotFunctions, newestProfile } from '../scripts/bench/cpu-profile.js';
 import { ProcessSet } from '../scripts/bench/procs.js';
 import { readSummary } from '../scripts/bench/run-sample.js';
-import { spread } from '../scripts/bench/stats.js';
+import { atMost, meanCi, ratioCi, spread, t95 } from '../scripts/bench/stats.js';
 import { aggregateFlag } from '../scripts/bench/tracers.js';
 import { describeWorkload, gated, parseWorkloadOutput } from '../scripts/bench/workloads.js';
 
@@ -27,6 +27,36 @@ describe('spread', () => {
     expect(spread(values)).toEqual(want);
   });
   it('is null without finite values', () => expect(spread([null, Number.POSITIVE_INFINITY])).toBeNull());
+});
+
+describe('confidence intervals', () => {
+  it('mean ± t·s/√n (95 %)', () => {
+    const e = meanCi([1, 2, 3, 4, 5])!;
+    expect(e.value).toBe(3);
+    // s = √2.5, t(4) = 2.776
+    expect(e.hi - e.value).toBeCloseTo((2.776 * Math.sqrt(2.5)) / Math.sqrt(5), 10);
+    expect(e.value - e.lo).toBeCloseTo(e.hi - e.value, 12);
+    expect(meanCi([7])).toEqual({ value: 7, lo: 7, hi: 7, n: 1 });
+    expect(meanCi([null, Number.NaN])).toBeNull();
+  });
+  it('ratios: geometric mean, interval on the log scale (never below 0)', () => {
+    const e = ratioCi([1.1, 1.21, 1.0])!;
+    expect(e.value).toBeCloseTo(Math.cbrt(1.1 * 1.21 * 1.0), 12);
+    expect(e.lo).toBeGreaterThan(0);
+    expect(e.lo * e.hi).toBeCloseTo(e.value * e.value, 10); // symmetric in log
+    expect(ratioCi([2, 2, 2])).toEqual({ value: 2, lo: 2, hi: 2, n: 3 });
+  });
+  it.each([
+    [1, 12.706],
+    [4, 2.776],
+    [30, 2.042],
+    [100, 1.96],
+  ])('t95(%d) = %d', (df, t) => expect(t95(df)).toBe(t));
+  it.each([
+    [{ value: 1.05, lo: 1.02, hi: 1.08, n: 5 }, 1.1, 'pass'],
+    [{ value: 1.05, lo: 1.0, hi: 1.12, n: 5 }, 1.1, 'inconclusive'],
+    [{ value: 1.2, lo: 1.11, hi: 1.3, n: 5 }, 1.1, 'fail'],
+  ] as const)('%j against %d → %s', (e, bound, v) => expect(atMost(e, bound)).toBe(v));
 });
 
 describe('parseWorkloadOutput', () => {

@@ -83,6 +83,10 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
       positive(kt.attach_s);
       positive(kt.detach_s);
       positive(kt.rss_mb);
+      positive(kt.cpu_total_s);
+      expect(typeof kt.cpu_us_per_record).toBe('number');
+      expect(kt.ratio_ci[0]).toBeLessThanOrEqual(kt.ratio);
+      expect(kt.ratio_ci[1]).toBeGreaterThanOrEqual(kt.ratio);
       expect(kt.events).toBeGreaterThanOrEqual(j.exits);
       expect(kt.missing_runs).toBe(0); // every exit of the workload has its KVM_RUN record
     }
@@ -102,16 +106,27 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
     }
 
     expect(j.targets.map((t: { name: string }) => t.name)).toEqual([
+      'cpu per record',
       'full capture',
       'aggregate mode',
+      'aggregate vs bpftrace',
       'top',
       'decoder',
       'attach time',
+      'detach time',
       'tracer RSS',
     ]);
     for (const t of j.targets) {
       expect([true, false, null]).toContain(t.pass);
       if (t.pass === null) expect(typeof t.reason).toBe('string');
+      else expect(t.pass).toBe(t.verdict === 'pass'); // judged on the interval: pass only when all of it meets the target
+    }
+    // The host's load before and after, and each kvm-trace mode's idle attach/detach (the CPU baseline).
+    expect(j.host.loadavg_start).toHaveLength(3);
+    expect(typeof j.host.busy_cores_start).toBe('number');
+    if (attach) {
+      expect(j.idle['kvm-trace'].samples).toBe(1);
+      positive(j.idle['kvm-trace'].cpu_total_s);
     }
     expect(j.aborted).toBe(false);
   });

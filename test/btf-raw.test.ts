@@ -148,6 +148,28 @@ describe('raw BTF decoding', () => {
     const l = btf.struct('mod_s')!;
     expect(l.members.map((m) => [m.name, m.offset, m.typeName])).toEqual([['int', 0, 'int'], ['own', 4, 'int']]);
     expect(btf.findByName('int')?.id).toBe(1);
+    // A split type named with a base string is found by that name, in id order after the base's.
+    const split2 = new BtfWriter({ firstId: 2, strBase: strLen });
+    split2.add(baseW.str('int'), KIND.typedef, 0, false, 1);
+    split2.add('own', KIND.typedef, 0, false, 1);
+    const btf2 = Btf.fromRaw(split2.bytes(), base);
+    expect(btf2.findAllByName('int')).toEqual([1, 2]);
+    expect(btf2.findAllByName('own')).toEqual([3]);
+    expect(btf2.findAllByName('in')).toEqual([]);
+  });
+
+  it('finds names through its hash index exactly as a scan of every type does', () => {
+    const w = sample();
+    // Names sharing prefixes, non-ASCII, and many of them (hash chains longer than one).
+    for (let i = 0; i < 3000; i++) w.add(`n${i % 700}`, KIND.typedef, 0, false, 1);
+    w.add('pàir', KIND.typedef, 0, false, 1);
+    const btf = Btf.fromRaw(w.bytes());
+    const names = new Set<string>(['', 'pair', 'pàir', 'pai', 'pairs', 'n1', 'n69', 'n699', 'n700', 'absent']);
+    for (const name of names) {
+      const scan: number[] = [];
+      for (let id = 1; id < btf.count; id++) if ((btf.type(id) as { name?: string }).name === name || (name === '' && !(btf.type(id) as { name?: string }).name)) scan.push(id);
+      expect(btf.findAllByName(name), name).toEqual(scan);
+    }
   });
 
   it.each([

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ALL_WORKLOADS, type WorkloadId } from './workloads.js';
 import type { TracerId } from './tracers.js';
 
-const ALL_TRACERS: TracerId[] = ['untraced', 'kvm-trace', 'kvm-trace-lean', 'kvm-trace-aggregate', 'kvm-trace-top', 'strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
+const ALL_TRACERS: TracerId[] = ['untraced', 'kvm-trace', 'kvm-trace-lean', 'kvm-trace-binary', 'kvm-trace-aggregate', 'kvm-trace-top', 'strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
 
 export interface BenchOptions {
   json: boolean;
@@ -52,7 +52,7 @@ export function benchCommand(): Command {
         'ratio vs untraced in the same round), plus decoder and ring-buffer throughput.',
     )
     .option('--json', 'print one JSON object on stdout instead of the table')
-    .option('--rounds <n>', 'interleaved rounds (median and min–max over them)', positiveInt('--rounds', 1000))
+    .option('--rounds <n>', 'interleaved rounds (default 5; 95 % intervals over them)', positiveInt('--rounds', 1000))
     .option('--exits <n>', 'exits per workload run, all vCPUs together (default 200000)', positiveInt('--exits', 100_000_000))
     .option('--smoke', 'tiny fast variant: few exits, 1 round, one workload, no peers (for tests)')
     .option('--with-peers', 'install strace, linux-perf and bpftrace first (apt-get, via scripts/bootstrap.mjs)')
@@ -64,7 +64,7 @@ export function benchCommand(): Command {
       'after',
       `
 Examples:
-  npm run bench                         all workloads, 3 rounds, 200 000 exits, peers that are installed
+  npm run bench                         all workloads, 5 rounds, 200 000 exits, peers that are installed
   npm run bench -- --with-peers --json  install strace/perf/bpftrace, one JSON object on stdout
   npm run bench -- --smoke --json       the seconds-long variant npm test runs`,
     )
@@ -90,7 +90,7 @@ export function parseOptions(argv: string[]): BenchOptions {
   return {
     json: Boolean(o.json),
     smoke,
-    rounds: o.rounds ?? (smoke ? 1 : 3),
+    rounds: o.rounds ?? (smoke ? 1 : 5),
     exits: o.exits ?? (smoke ? 2000 : 200_000),
     withPeers: Boolean(o.withPeers),
     peers: o.peers && !smoke,

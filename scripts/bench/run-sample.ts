@@ -3,12 +3,15 @@
  * would: started before the workload's first ioctl and waited for, then the workload, then SIGINT and wait
  * for a clean exit (a tracer that has to be killed is a failed sample). Whatever happens, both processes are
  * gone and the output file removed when this returns; a failure becomes `error` in the sample, not a throw.
+ *
+ * An idle sample (runIdleSample) is the same lifecycle around a workload that never starts: what attach,
+ * detach and exit cost the tracer on their own, subtracted from a real run's CPU to get CPU per record.
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pokeUntil } from './canary.js';
 import { newestProfile } from './cpu-profile.js';
-import { cpuSeconds, RssSampler } from './proc-stats.js';
+import { childrenCpuSeconds, cpuSeconds, RssSampler } from './proc-stats.js';
 import { describeExit, lastLine, type ProcessSet, type Tracked } from './procs.js';
 import { READY_MARK, type Tracer, type TracerId } from './tracers.js';
 import { gated, parseWorkloadOutput, type Workload, type WorkloadId } from './workloads.js';
@@ -17,18 +20,24 @@ export interface Sample {
   workload: WorkloadId;
   tracer: TracerId;
   round: number;
+  /** An idle baseline: attached to a workload that never ran, stopped at once (runIdleSample). */
+  idle?: boolean;
   /** The workload's loop time (its own elapsed_s). */
   elapsed_s: number | null;
   exits: number | null;
   timing?: 'loop' | 'run' | 'wall';
   /** Tracer start → ready ("attached", or the canary ioctl seen). */
   attach_s?: number | null;
-  /** SIGINT → tracer exited. */
+  /** SIGINT → kvm-trace's summary on stdout (the user sees it stop); for other tracers, → exit. */
   detach_s?: number | null;
+  /** SIGINT → the tracer's process exited. */
+  exit_s?: number | null;
   /** Tracer's peak RSS (VmHWM) in MiB. */
   rss_mb?: number | null;
   /** Tracer's CPU seconds until it was told to stop. */
   cpu_s?: number | null;
+  /** Tracer's CPU seconds over its whole life (attach … exit, all threads): RUSAGE_CHILDREN around its reaping. */
+  cpu_total_s?: number | null;
   /** kvm-trace summary: records written, lost, and KVM_RUN records among them. */
   events?: number | null;
   lost?: number | null;
@@ -100,27 +109,77 @@ export async function runSample(ctx: SampleContext, w: Workload, t: Tracer, roun
     }
     // A tracer may also stop by itself once its -p target is gone; then there is no detach time to measure.
     const stoppedItself = tracer.done;
-    const stop = await ctx.procs.stop(tracer, 'SIGINT', STOP_GRACE_MS);
-    sample.detach_s = stoppedItself ? null : stop.seconds;
-    if (stop.killed) throw new Error(`${t.id} did not exit within ${STOP_GRACE_MS / 1000} s of SIGINT (killed)`);
-    if (stop.exit.code !== 0 && stop.exit.signal === null) {
-      throw new Error(`${t.id} exited with code ${stop.exit.code} after SIGINT: ${lastLine(tracer.stderr())}`);
-    }
+    Object.assign(sample, await stopTracer(ctx, t, tracer, outFile));
+    if (stoppedItself) sample.detach_s = sample.exit_s = sample.cpu_total_s = null;
     if (ctx.cpuProfDir && t.style === 'attach') sample.profile = newestProfile(ctx.cpuProfDir, startedEpochMs);
-    if (t.hasSummary) {
-      const summary = readSummary(outFile, tracer.stdout());
-      if (!summary) throw new Error(`${t.id} wrote no summary (no {"type":"summary"} line in -o FILE or on stdout)`);
-      sample.events = num(summary.events);
-      sample.lost = num(summary.lost);
-      const runs = (summary.ioctls as Record<string, { count?: unknown }> | undefined)?.KVM_RUN?.count;
-      sample.kvm_run_records = num(runs);
-    }
     return sample;
   } catch (e) {
     return { ...base, error: (e as Error).message.split('\n')[0] };
   } finally {
     sampler?.finish();
     if (work && !work.done) await ctx.procs.stop(work, 'SIGKILL', 5_000);
+    if (tracer && !tracer.done) await ctx.procs.stop(tracer, 'SIGINT', 10_000);
+    rmSync(outFile, { force: true });
+  }
+}
+
+/**
+ * SIGINT the tracer and measure: time to its summary on stdout and to its exit, its whole-life CPU, and
+ * (kvm-trace) the summary's counts. Throws when it has to be killed or fails.
+ */
+async function stopTracer(ctx: SampleContext, t: Tracer, tracer: Tracked, outFile: string): Promise<Partial<Sample>> {
+  const out: Partial<Sample> = {};
+  const cpuBefore = childrenCpuSeconds();
+  const signalled = performance.now();
+  // kvm-trace attach --json prints its summary object on stdout once stopped: that is when the user sees it stop.
+  const summarySeen = t.hasSummary
+    ? tracer.waitFor('stdout', /^\{"type":"summary"/m, STOP_GRACE_MS).then(() => performance.now(), () => null)
+    : Promise.resolve(null);
+  const stop = await ctx.procs.stop(tracer, 'SIGINT', STOP_GRACE_MS);
+  if (stop.killed) throw new Error(`${t.id} did not exit within ${STOP_GRACE_MS / 1000} s of SIGINT (killed)`);
+  out.cpu_total_s = tracer.done ? Math.max(0, childrenCpuSeconds() - cpuBefore) : null;
+  out.exit_s = stop.seconds;
+  const seen = await summarySeen;
+  out.detach_s = seen !== null ? (seen - signalled) / 1000 : stop.seconds;
+  if (stop.exit.code !== 0 && stop.exit.signal === null) {
+    throw new Error(`${t.id} exited with code ${stop.exit.code} after SIGINT: ${lastLine(tracer.stderr())}`);
+  }
+  if (t.hasSummary) {
+    const summary = readSummary(outFile, tracer.stdout());
+    if (!summary) throw new Error(`${t.id} wrote no summary (no {"type":"summary"} line in -o FILE or on stdout)`);
+    out.events = num(summary.events);
+    out.lost = num(summary.lost);
+    const runs = (summary.ioctls as Record<string, { count?: unknown }> | undefined)?.KVM_RUN?.count;
+    out.kvm_run_records = num(runs);
+  }
+  return out;
+}
+
+/**
+ * The idle baseline of an attaching tracer: attach to the gated workload, which never gets its go and so
+ * makes no KVM ioctl, then stop at once. Its CPU is what attach, detach and exit cost without records.
+ */
+export async function runIdleSample(ctx: SampleContext, w: Workload, t: Tracer, round: number): Promise<Sample> {
+  const base: Sample = { workload: w.id, tracer: t.id, round, idle: true, elapsed_s: null, exits: null };
+  const outFile = join(ctx.tmpDir, `${t.id}.idle.${round}.out`);
+  let tracer: Tracked | undefined;
+  let sampler: RssSampler | undefined;
+  const work = ctx.procs.spawn(`${w.id} (idle)`, '/bin/sh', ['-c', 'read -r _go'], { stdin: 'pipe' });
+  try {
+    if (t.style !== 'attach' || !t.attachArgv) throw new Error(`${t.id} does not attach to a pid`);
+    const argv = t.attachArgv(work.pid, outFile);
+    tracer = ctx.procs.spawn(t.id, argv[0], argv.slice(1), { gentle: true });
+    sampler = new RssSampler(tracer.pid);
+    await tracer.waitFor('stderr', /\battached\b/, READY_TIMEOUT_MS);
+    const sample: Sample = { ...base, attach_s: (performance.now() - tracer.startedMs) / 1000, cpu_s: cpuSeconds(tracer.pid) };
+    sample.rss_mb = sampler.finish();
+    Object.assign(sample, await stopTracer(ctx, t, tracer, outFile));
+    return sample;
+  } catch (e) {
+    return { ...base, error: (e as Error).message.split('\n')[0] };
+  } finally {
+    sampler?.finish();
+    if (!work.done) await ctx.procs.stop(work, 'SIGKILL', 5_000);
     if (tracer && !tracer.done) await ctx.procs.stop(tracer, 'SIGINT', 10_000);
     rmSync(outFile, { force: true });
   }

@@ -1,8 +1,10 @@
 /**
  * The benchmark run: decide what can be measured on this machine (workloads built, tracers installed),
- * warm every workload up once, then run the rounds — in each round, for each workload, untraced and every
- * tracer back to back (A B C …, reversed in even rounds), so each slowdown ratio compares runs made moments
- * apart — and finally the throughput stages. Returns raw samples; report.ts turns them into the table and JSON.
+ * warm every workload up once, then run the rounds — in each round, an idle attach/detach of every kvm-trace
+ * mode (the CPU baseline), then for each workload untraced and every tracer back to back (A B C …, reversed
+ * in even rounds), so each slowdown ratio compares runs made moments apart — and finally the throughput
+ * stages. The host's busy cores are measured for a second before and after. Returns raw samples; report.ts
+ * turns them into the table and JSON.
  */
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +12,8 @@ import { join } from 'node:path';
 import type { BenchOptions } from './options.js';
 import { ProcessSet } from './procs.js';
 import { recordRawStream } from './record-raw.js';
-import { runSample, type Sample } from './run-sample.js';
+import { busyCores } from './proc-stats.js';
+import { runIdleSample, runSample, type Sample } from './run-sample.js';
 import { decoderThroughput, ringDrainThroughput, type Throughput } from './throughput.js';
 import { discoverTracers, ensureTracefs, type Tracer } from './tracers.js';
 import {
@@ -34,9 +37,11 @@ export interface BenchRun {
   tracers: Tracer[];
   samples: Sample[];
   ring: Throughput;
-  decoder: Throughput & { with_json_records_per_s?: number | null };
+  decoder: Throughput & { with_json_records_per_s?: number | null; record_path_cpu_us?: number | null };
   notes: string[];
   loadavg: { start: number[]; end: number[] };
+  /** Cores busy on the host (all processes) over one second before the rounds and after them. */
+  busyCores: { start: number | null; end: number | null };
   aborted: boolean;
 }
 
@@ -60,7 +65,8 @@ export function tracersFor(w: Workload, tracers: Tracer[]): Tracer[] {
 
 export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: RunnerHooks): Promise<BenchRun> {
   checkKvm();
-  const { loadavg } = await import('node:os');
+  const { loadavg, cpus } = await import('node:os');
+  const cores = cpus().length;
   const notes: string[] = [];
   if (opts.smoke) notes.push('smoke run: workloads and throughput passes are tiny, the numbers only prove the harness works');
   const tmpDir = mkdtempSync(join(tmpdir(), 'kvm-bench-'));
@@ -122,10 +128,20 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
     }
 
     const samples: Sample[] = [];
-    const total = opts.rounds * workloads.reduce((n, w) => n + tracersFor(w, tracers).length, 0);
-    const start = { loadavg: loadavg() };
+    // The idle baseline of each kvm-trace mode (attach, detach, exit with no records), once per round.
+    const idleTracers = workloads.length > 0 ? tracers.filter((t) => !t.peer && t.style === 'attach' && t.hasSummary && t.unavailable === null) : [];
+    const total = opts.rounds * (idleTracers.length + workloads.reduce((n, w) => n + tracersFor(w, tracers).length, 0));
+    hooks.progress('host load before the rounds');
+    const start = { loadavg: loadavg(), busy: await busyCores(1000, cores) };
     let done = 0;
     outer: for (let round = 1; round <= opts.rounds; round++) {
+      for (const t of idleTracers) {
+        if (hooks.signal.aborted) break outer;
+        done++;
+        hooks.progress(`round ${round}/${opts.rounds} · idle attach/detach · ${t.label} (${done}/${total})`);
+        const s = await runIdleSample({ procs, tmpDir, exits: 0 }, workloads[0], t, round);
+        if (!(hooks.signal.aborted && s.error)) samples.push(s);
+      }
       for (const w of workloads) {
         // Even rounds run the list backwards (untraced last), so a slow drift in the machine's load does
         // not always favour the same side of a ratio.
@@ -142,6 +158,7 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
       }
     }
 
+    const busyEnd = hooks.signal.aborted ? null : await busyCores(1000, cores);
     let ring: Throughput = { records_per_s: null, records: 0, seconds: 0, note: 'not run (aborted)' };
     let decoder: BenchRun['decoder'] = ring;
     if (!hooks.signal.aborted) {
@@ -151,7 +168,7 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
       hooks.progress(`decoder throughput: recording a raw stream of ${source.label}`);
       const recording = await recordRawStream(procs, source, Math.min(opts.exits, 50_000), join(tmpDir, 'recorded.ktraw'));
       hooks.progress('decoder throughput: decoding it');
-      decoder = await decoderThroughput(recording, opts.throughputSeconds, opts.throughputRecords).catch((e: Error) => failed(e));
+      decoder = await decoderThroughput(recording, opts.throughputSeconds, opts.throughputRecords, join(tmpDir, 'record-path.jsonl')).catch((e: Error) => failed(e));
       if (!('reason' in recording) && recording.lost > 0) notes.push(`the decoder's recording lost ${recording.lost} records (ring full)`);
     }
     return {
@@ -164,6 +181,7 @@ export async function runBench(opts: BenchOptions, procs: ProcessSet, hooks: Run
       decoder,
       notes,
       loadavg: { start: start.loadavg, end: loadavg() },
+      busyCores: { start: start.busy, end: busyEnd },
       aborted: hooks.signal.aborted,
     };
   } finally {

@@ -1,7 +1,8 @@
 /**
  * The results table `npm run bench` prints: per workload the untraced loop time and one row per tracer
- * (ratio with min–max, attach/detach time, peak RSS, lost records, records/s), what could not run and why,
- * the throughput rows, and the targets with pass / MISS / n/a.
+ * (ratio with its 95 % interval, tracer CPU per record, attach/detach time, peak RSS, lost records,
+ * records/s), the idle attach/detach of each kvm-trace mode, what could not run and why, the throughput
+ * rows, and the targets with pass / MISS / ?? (inconclusive) / n/a.
  */
 import type { BenchJson } from './report.js';
 import { fmtRatio } from './report.js';
@@ -26,9 +27,17 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
   const out: string[] = [];
   out.push(
     `kvm-trace bench — ${j.rounds} round${j.rounds > 1 ? 's' : ''} × ${j.exits} exits per run, interleaved; ` +
-      `ratio = workload loop time traced / untraced in the same round: median (min–max)`,
+      `ratio = workload loop time traced / untraced in the same round: geometric mean (95 % interval); ` +
+      `cpu/rec = tracer CPU minus its idle attach/detach, per record written`,
   );
-  out.push(`host: ${j.host.cores} cores, kernel ${j.host.kernel}, load ${j.host.loadavg_start.join(' ')} → ${j.host.loadavg_end.join(' ')}`);
+  const busy = (x: number | null): string => (x === null ? '?' : x.toFixed(2));
+  out.push(
+    `host: ${j.host.cores} cores, kernel ${j.host.kernel}, load ${j.host.loadavg_start.join(' ')} → ${j.host.loadavg_end.join(' ')}, ` +
+      `busy cores ${busy(j.host.busy_cores_start)} → ${busy(j.host.busy_cores_end)}`,
+  );
+  for (const [id, i] of Object.entries(j.idle)) {
+    out.push(`idle ${id}: cpu ${secs(i.cpu_total_s, 3)}, attach ${secs(i.attach_s)}, detach ${secs(i.detach_s)}, RSS ${i.rss_mb ?? '?'} MB (${i.samples} runs)`);
+  }
   for (const w of j.workloads) {
     out.push('');
     const u = w.untraced_s;
@@ -38,12 +47,17 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
     );
     for (const e of w.errors) out.push(`  untraced failed, ${e}`);
     if (Object.keys(w.tracers).length === 0) continue;
-    out.push(`  ${pad('tracer', 52)} ${pad('ratio (min–max)', 20)} ${pad('attach', 8)} ${pad('detach', 8)} ${pad('RSS', 8)} ${pad('lost', 6)} records/s`);
+    out.push(
+      `  ${pad('tracer', 52)} ${pad('ratio (95 % interval)', 22)} ${pad('cpu/rec (95 %)', 22)} ${pad('attach', 8)} ${pad('detach', 8)} ${pad('RSS', 8)} ${pad('lost', 6)} records/s`,
+    );
     for (const [, t] of Object.entries(w.tracers)) {
       if (!t) continue;
-      const range = t.ratio_range ? ` (${t.ratio_range[0].toFixed(2)}–${t.ratio_range[1].toFixed(2)})` : '';
+      const range = t.ratio_ci ? ` (${t.ratio_ci[0].toFixed(2)}–${t.ratio_ci[1].toFixed(2)})` : '';
+      const cpu = t.cpu_us_per_record != null
+        ? `${t.cpu_us_per_record.toFixed(2)} µs${t.cpu_us_per_record_ci ? ` (${t.cpu_us_per_record_ci[0].toFixed(2)}–${t.cpu_us_per_record_ci[1].toFixed(2)})` : ''}`
+        : '—';
       out.push(
-        `  ${pad(t.label, 52)} ${pad(t.ratio !== null ? `${fmtRatio(t.ratio)}${range}` : 'failed', 20)} ` +
+        `  ${pad(t.label, 52)} ${pad(t.ratio !== null ? `${fmtRatio(t.ratio)}${range}` : 'failed', 22)} ${pad(cpu, 22)} ` +
           `${pad(secs(t.attach_s), 8)} ${pad(secs(t.detach_s), 8)} ${pad(t.rss_mb != null ? `${t.rss_mb.toFixed(0)} MB` : '—', 8)} ` +
           `${pad(t.lost != null ? String(t.lost) : '—', 6)} ${t.records_per_s != null ? si(t.records_per_s) : '—'}`,
       );
@@ -63,13 +77,14 @@ export function formatTable(j: BenchJson, run: BenchRun): string {
   out.push(`ring-buffer drain: ${rate(j.ringbuf.records_per_s)} — ${j.ringbuf.note}`);
   out.push(
     `decoder:           ${rate(j.decoder.records_per_s)}` +
-      `${j.decoder.with_json_records_per_s !== null ? ` (${rate(j.decoder.with_json_records_per_s)} with JSON.stringify)` : ''} — ${j.decoder.note}`,
+      `${j.decoder.with_json_records_per_s !== null ? ` (${rate(j.decoder.with_json_records_per_s)} with JSON` +
+        `${j.decoder.record_path_cpu_us !== null ? `, ${j.decoder.record_path_cpu_us.toFixed(2)} µs CPU per record` : ''})` : ''} — ${j.decoder.note}`,
   );
   out.push('');
   out.push(`targets (on ${j.workload ?? 'no workload'}):`);
   for (const t of j.targets) {
-    const verdict = t.pass === null ? `n/a — ${t.reason}` : t.pass ? 'pass' : 'MISS';
-    out.push(`  ${pad(t.name, 16)} ${pad(t.target, 26)} ${pad(t.value, 34)} ${verdict}`);
+    const verdict = t.pass === null ? `n/a — ${t.reason}` : t.pass ? 'pass' : t.verdict === 'inconclusive' ? '?? (interval straddles the target)' : 'MISS';
+    out.push(`  ${pad(t.name, 22)} ${pad(t.target, 44)} ${pad(t.value, 56)} ${verdict}`);
   }
   for (const n of j.notes) out.push(`note: ${n}`);
   if (j.aborted) out.push('note: interrupted — partial results');

@@ -95,16 +95,21 @@ interface DecoderLike {
  * Decoder throughput: records/s turning the recorded raw stream (record-raw.ts) into JSONL records with the
  * real Decoder (default options, full argument decoding) and the module's own stream replay. Each timed pass
  * gets a fresh Decoder (built outside the timer: it compiles its BTF decoders once) so fd tracking starts
- * from the same state; one untimed pass first warms the JIT. A second number adds JSON.stringify of every
- * record, the rest of what `attach -o FILE` does per record.
+ * from the same state; one untimed pass first warms the JIT. The second figure is the whole record path of
+ * `attach -o FILE` (src/capture/record-path.ts: decode, flags, summary, exit path, the JSONL sink writing a
+ * real file): records/s, and its CPU µs per record (process CPU over the pass, the write's kernel time and
+ * the stream's worker thread included) — the offline counterpart of the bench's live cpu_us_per_record.
  */
 export async function decoderThroughput(
   recording: { file: string; records: number } | { reason: string },
   minSeconds: number,
   maxRecords: number,
-): Promise<Throughput & { with_json_records_per_s: number | null; records_out: number }> {
-  const none = (note: string) => ({ ...na(note), with_json_records_per_s: null, records_out: 0 });
+  scratchFile: string,
+): Promise<Throughput & { with_json_records_per_s: number | null; record_path_cpu_us: number | null; records_out: number }> {
+  const none = (note: string) => ({ ...na(note), with_json_records_per_s: null, record_path_cpu_us: null, records_out: 0 });
   const decode = await loadDist('src/decode/index.js');
+  const capture = await loadDist('src/capture/record-path.js');
+  const btfMod = await loadDist('src/btf/index.js');
   if (!decode || typeof decode.Decoder !== 'function' || typeof decode.decodeStream !== 'function') {
     return none('module missing: src/decode (Decoder, decodeStream)');
   }
@@ -115,13 +120,8 @@ export async function decoderThroughput(
   const bytes = new Uint8Array(readFileSync(recording.file));
 
   let out = 0;
-  let jsonBytes = 0;
   const count = (): void => {
     out++;
-  };
-  const toJson = (r: unknown): void => {
-    out++;
-    jsonBytes += JSON.stringify(r).length;
   };
   const timed = (emit: (r: unknown) => void): { records: number; seconds: number; rejected: number } => {
     decodeStream(bytes, new Decoder({ emit })); // warm-up
@@ -138,16 +138,63 @@ export async function decoderThroughput(
     return { records, seconds: ms / 1000, rejected };
   };
   const plain = timed(count);
-  out = 0;
-  const withJson = timed(toJson);
-  void jsonBytes;
+  const path = capture && btfMod ? await recordPathPasses(capture, decode, btfMod, bytes, minSeconds, maxRecords, scratchFile) : null;
   const rejectedNote = plain.rejected ? `, ${plain.rejected} records rejected` : '';
   return {
     records_per_s: plain.records / plain.seconds,
     records: plain.records,
     seconds: plain.seconds,
-    with_json_records_per_s: withJson.records / withJson.seconds,
+    with_json_records_per_s: path ? path.records / path.seconds : null,
+    record_path_cpu_us: path ? (path.cpuS * 1e6) / path.records : null,
     records_out: out,
-    note: `Decoder over a recorded stream of ${recording.records} real records (${(bytes.length / recording.records).toFixed(0)} B/record avg)${rejectedNote}`,
+    note:
+      `Decoder over a recorded stream of ${recording.records} real records (${(bytes.length / recording.records).toFixed(0)} B/record avg)${rejectedNote}` +
+      `; "with JSON": the record path of attach -o (decode, flags, summary, exit path, JSONL to a file)`,
   };
+}
+
+interface PathLike {
+  onRecord(view: DataView, off: number, len: number): void;
+  finish(): void;
+  buildSummary(f: Record<string, unknown>): unknown;
+  close(summary: unknown): Promise<void>;
+}
+
+/** Passes of the record path over the recording into a real JSONL file; records, wall seconds and CPU seconds. */
+async function recordPathPasses(
+  capture: Record<string, unknown>,
+  decode: Record<string, unknown>,
+  btfMod: Record<string, unknown>,
+  bytes: Uint8Array,
+  minSeconds: number,
+  maxRecords: number,
+  file: string,
+): Promise<{ records: number; seconds: number; cpuS: number } | null> {
+  const RecordPath = capture.RecordPath as (new (o: Record<string, unknown>) => PathLike) | undefined;
+  const JsonlSink = decode.JsonlSink as { open(path: string): Promise<unknown> } | undefined;
+  const forEach = (await loadDist('src/ringbuf/stream.js'))?.forEachRecord as ((b: Uint8Array, h: PathLike['onRecord']) => number) | undefined;
+  if (!RecordPath || !JsonlSink || !forEach) return null;
+  const btf = (btfMod.Btf as { vmlinux(): unknown }).vmlinux();
+  const facts = { strategy: 'bench', lost: 0, duration_s: 0, ringRejected: 0, noEnter: 0, stateUnavailable: 0, attachMs: null };
+  const pass = async (): Promise<{ records: number; ms: number; cpu: number }> => {
+    const path = new RecordPath({ btf, sinks: [await JsonlSink.open(file)], lineSize: 64 });
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const n = forEach(bytes, (v, o, l) => path.onRecord(v, o, l));
+    path.finish();
+    await path.close(path.buildSummary(facts));
+    const c = process.cpuUsage(c0);
+    return { records: n, ms: performance.now() - t0, cpu: (c.user + c.system) / 1e6 };
+  };
+  await pass(); // warm-up
+  let records = 0;
+  let ms = 0;
+  let cpu = 0;
+  while (ms < minSeconds * 1000 && records < maxRecords) {
+    const p = await pass();
+    records += p.records;
+    ms += p.ms;
+    cpu += p.cpu;
+  }
+  return { records, seconds: ms / 1000, cpuS: cpu };
 }

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { cliMain } from './paths.js';
 import { cliHasCommand, cliHelp } from './workloads.js';
 
-export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-lean' | 'kvm-trace-aggregate' | 'kvm-trace-top' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
+export type TracerId = 'untraced' | 'kvm-trace' | 'kvm-trace-lean' | 'kvm-trace-binary' | 'kvm-trace-aggregate' | 'kvm-trace-top' | 'strace' | 'perf-trace' | 'bpftrace' | 'bpftrace-count';
 export const PEER_IDS: TracerId[] = ['strace', 'perf-trace', 'bpftrace', 'bpftrace-count'];
 
 export const READY_MARK = 'kvm-bench-ready';
@@ -71,14 +71,14 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
   // 10 ms samples, not V8's 1 ms: the profiler's SIGPROF interrupts the verifier inside BPF_PROG_LOAD, which
   // then fails with EAGAIN more often than libbpf retries it (seen here at 1 ms; fine at 5 ms and above).
   const nodeFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, '--cpu-prof-interval', '10000'] : [];
-  const kvmTrace = (extra: string[]) => (pid: number, outFile: string) => [
+  const kvmTrace = (extra: string[], output = '-o') => (pid: number, outFile: string) => [
     process.execPath,
     ...nodeFlags,
     cliMain,
     'attach',
     '-p',
     String(pid),
-    '-o',
+    output,
     outFile,
     '-q',
     '--json',
@@ -108,6 +108,16 @@ export function discoverTracers(cpuProfDir: string | null = null): Tracer[] {
       peer: false,
       unavailable: !hasAttach ? noAttach : /--lean\b/.test(attachHelp) ? null : 'not offered (no --lean in attach --help)',
       attachArgv: kvmTrace(['--lean']),
+      hasSummary: true,
+    },
+    {
+      // -w: the raw records into a binary capture, decoded later (kvm-trace decode): one copy per record.
+      id: 'kvm-trace-binary',
+      label: 'kvm-trace attach -w FILE (binary capture)',
+      style: 'attach',
+      peer: false,
+      unavailable: !hasAttach ? noAttach : /--write\b/.test(attachHelp) ? null : 'not offered (no --write in attach --help)',
+      attachArgv: kvmTrace([], '-w'),
       hasSummary: true,
     },
     {

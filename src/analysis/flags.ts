@@ -14,7 +14,7 @@ import type { BufferFlag, CopyRecord, FlagSource, IoctlRecord, TraceRecord } fro
 import { fieldNumber, hexAddr, parseAddr } from '../cdata/values.js';
 import { bufferGeometry, DEFAULT_LINE_SIZE } from './cacheline.js';
 import type { TypeSource } from '../btf/type-source.js';
-import { deriveCopies, type DerivedCopy, type SlotSizes } from '../kvm/abi/copy-rules.js';
+import { copiesNothing, deriveCopies, type DerivedCopy, type SlotSizes } from '../kvm/abi/copy-rules.js';
 import type { IoctlDef } from '../kvm/abi/ioctl-table.js';
 
 export type { DerivedCopy } from '../kvm/abi/copy-rules.js';
@@ -98,6 +98,10 @@ export function flagRecord(rec: IoctlRecord, opts: FlagOptions, ctx: { slots?: S
   return { flags, unknown: derived.filter((c) => c.len === null && !matched.has(c)), source: 'observed' };
 }
 
+const NO_COPIES: readonly CopyRecord[] = Object.freeze([]);
+/** flagRecord's answer for a call that copied nothing (shared: it is never modified). */
+const NOTHING_COPIED: IoctlAnalysis = Object.freeze({ flags: Object.freeze([]) as unknown as BufferFlag[], unknown: Object.freeze([]) as unknown as DerivedCopy[], source: 'derived' });
+
 /** Memory-slot sizes per VM, learned from successful KVM_SET_USER_MEMORY_REGION(2) records. */
 export class MemorySlots implements SlotSizes {
   private readonly pages = new Map<string, number>();
@@ -157,9 +161,10 @@ export class CopyJoiner {
   }
 
   /** The copies of `rec`'s thread made during `rec`; copies older than the call's end are released. */
-  take(rec: Pick<IoctlRecord, 'tid' | 'enter_ns' | 'ts_ns'>): CopyRecord[] {
+  take(rec: Pick<IoctlRecord, 'tid' | 'enter_ns' | 'ts_ns'>): readonly CopyRecord[] {
+    if (this.pending.size === 0) return NO_COPIES;
     const list = this.pending.get(rec.tid);
-    if (!list) return [];
+    if (!list) return NO_COPIES;
     const inside = list.filter((c) => c.ts_ns >= rec.enter_ns && c.ts_ns <= rec.ts_ns);
     const later = list.filter((c) => c.ts_ns > rec.ts_ns);
     if (later.length) this.pending.set(rec.tid, later);
@@ -225,6 +230,11 @@ export class FlagAnalyzer {
     }
     if (rec.type !== 'ioctl') return undefined;
     const observed = this.copies.take(rec);
+    // The hot path (every KVM_RUN): nothing copied, nothing observed, no memory slot to learn.
+    if (observed.length === 0 && copiesNothing(rec)) {
+      this.slots.observe(rec);
+      return NOTHING_COPIED;
+    }
     const out = flagRecord(rec, this.opts, { slots: this.slots, observed });
     this.slots.observe(rec);
     const t = this.totals;

@@ -56,10 +56,34 @@ interface Open {
   /** The last KVM_RUN's return, waiting for the next entry. */
   exitNs: number;
   key: ExitKey | null;
+  /** What `key` was made from (exitKeyOf's inputs): an exit like the last one reuses its key. */
+  keyReason: unknown;
+  keyA: unknown;
+  keyB: unknown;
+}
+
+/** Does `r`'s outcome give the key `o.key` was made from (exitKeyOf's inputs)? Then it is reused. */
+function sameKeyInputs(o: Open, r: IoctlRecord): boolean {
+  if (o.key === null) return false;
+  const e = r.exit;
+  if (!e) return o.keyReason === undefined && o.keyA === (r.ret < 0 ? (r.errno ?? r.ret) : 'ok');
+  if (e.reason !== o.keyReason) return false;
+  if (e.reason === 'IO') return o.keyA === e.direction && o.keyB === e.port;
+  if (e.reason === 'MMIO') return o.keyA === e.phys_addr && o.keyB === e.is_write;
+  return true;
+}
+
+function keepKeyInputs(o: Open, r: IoctlRecord): void {
+  const e = r.exit;
+  o.keyReason = e?.reason;
+  o.keyA = !e ? (r.ret < 0 ? (r.errno ?? r.ret) : 'ok') : e.reason === 'IO' ? e.direction : e.reason === 'MMIO' ? e.phys_addr : undefined;
+  o.keyB = !e ? undefined : e.reason === 'IO' ? e.port : e.reason === 'MMIO' ? e.is_write : undefined;
 }
 
 export class VmmHandlingTracker {
   private readonly byFd = new Map<string, Open>();
+  /** Recent vCPU fds' entries by the fd's low bits (direct-mapped: no key string for a vCPU seen before). */
+  private readonly recent: Array<{ pid: number; fd: number; open: Open } | undefined> = new Array(64).fill(undefined);
   private readonly vcpus = new Map<string, VcpuAcc>();
   private readonly granule: number;
   private readonly maxKeys: number;
@@ -83,6 +107,7 @@ export class VmmHandlingTracker {
   }
 
   private forget(fdKey: string): void {
+    this.recent.fill(undefined);
     const o = this.byFd.get(fdKey);
     if (!o) return;
     if (o.key) o.acc.pending++;
@@ -100,23 +125,33 @@ export class VmmHandlingTracker {
   }
 
   private run(r: IoctlRecord): void {
-    const fdKey = `${r.pid}/${r.fd}`;
-    let o = this.byFd.get(fdKey);
+    const slot = r.fd & 63;
+    const seen = this.recent[slot];
+    let o = seen !== undefined && seen.pid === r.pid && seen.fd === r.fd ? seen.open : undefined;
+    let fdKey: string | undefined;
+    if (o === undefined) {
+      fdKey = `${r.pid}/${r.fd}`;
+      o = this.byFd.get(fdKey);
+    }
     // The fd now names another vCPU (its close was not seen): the old one's return stays pending.
     if (o && ((r.vcpu !== null && o.acc.vcpu !== null && r.vcpu !== o.acc.vcpu) || (r.vm !== null && o.acc.vm !== null && r.vm !== o.acc.vm))) {
-      this.forget(fdKey);
+      this.forget((fdKey ??= `${r.pid}/${r.fd}`));
       o = undefined;
     }
     if (!o) {
-      o = { acc: this.vcpuAcc(r), exitNs: 0, key: null };
-      this.byFd.set(fdKey, o);
+      o = { acc: this.vcpuAcc(r), exitNs: 0, key: null, keyReason: undefined, keyA: undefined, keyB: undefined };
+      this.byFd.set((fdKey ??= `${r.pid}/${r.fd}`), o);
     } else if (o.key) {
       if (r.no_enter === true) this.untimed++;
       else if (r.enter_ns < o.exitNs) this.overlapped++;
       else this.sample(o, r);
     }
+    if (seen === undefined || seen.open !== o) this.recent[slot] = { pid: r.pid, fd: r.fd, open: o };
     o.exitNs = r.ts_ns;
-    o.key = exitKeyOf(r, this.granule);
+    if (!sameKeyInputs(o, r)) {
+      o.key = exitKeyOf(r, this.granule);
+      keepKeyInputs(o, r);
+    }
   }
 
   private sample(o: Open, r: IoctlRecord): void {

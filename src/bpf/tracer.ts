@@ -19,6 +19,7 @@ import {
   bpfObjectId,
   closeObject,
   destroyLink,
+  destroyLinkAsync,
   linkFd,
   mapFd,
   mapLookup,
@@ -328,6 +329,19 @@ export class KvmTracer {
       out.push({ name, runCount: field('run_cnt'), runTimeNs: field('run_time_ns') });
     }
     return out;
+  }
+
+  /**
+   * close(), with the links destroyed side by side on worker threads: each detach waits for RCU grace
+   * periods in the kernel, and overlapping them takes one wait instead of one per link. Programs may run
+   * until it settles. Safe to call more than once; close() may follow (and does nothing more).
+   */
+  async detach(): Promise<void> {
+    if (!this.#obj) return;
+    const links = this.#links;
+    this.#links = [];
+    await Promise.allSettled(links.map((l) => destroyLinkAsync(l)));
+    this.close();
   }
 
   /** Detach every program and free the object. Safe to call more than once and from any path. */

@@ -25,7 +25,6 @@ const MODIFIERS = new Set<BtfKindName>(['typedef', 'const', 'volatile', 'restric
 export class Btf {
   private static readonly vmlinuxCache = new Map<string, Btf>();
   private readonly nameCache = new Map<string, number[]>();
-  private nameIndex: Map<string, number[]> | undefined;
   private readonly alignCache = new Map<number, number>();
   private readonly layoutCache = new Map<number, StructLayout>();
   private allTypes: BtfType[] | undefined;
@@ -59,6 +58,11 @@ export class Btf {
     return new Btf(new RawBtf(bytes, base?.raw), source ?? (base ? `split BTF on ${base.source}` : 'raw BTF'));
   }
 
+  /** The raw BTF this was read from (this level only, for split BTF): what a binary capture keeps. */
+  get bytes(): Uint8Array {
+    return this.raw.bytes;
+  }
+
   /** Number of type ids including void: valid ids are 0 .. count-1. */
   get count(): number {
     return this.raw.count;
@@ -77,35 +81,16 @@ export class Btf {
 
   /** Ids of every type called `name` (of `kind`, when given), in id order. */
   findAllByName(name: string, kind?: BtfKindName): number[] {
-    let ids = this.nameIndex ? (this.nameIndex.get(name) ?? []) : this.nameCache.get(name);
-    if (!ids && this.nameCache.size >= 16) {
-      // Many distinct names asked for (abi --check): one full name index (~50 ms on vmlinux) beats a
-      // string-section search plus a record scan (~1.5 ms) per name from here on.
-      this.nameIndex = this.buildNameIndex();
-      ids = this.nameIndex.get(name) ?? [];
-    }
+    let ids = this.nameCache.get(name);
     if (!ids) {
       ids = [];
-      for (let level: RawBtf | undefined = this.raw; level; level = level.base) {
-        ids = [...level.idsWithNameOff(nameOffsetsVisibleTo(level, name)), ...ids];
-      }
+      for (let level: RawBtf | undefined = this.raw; level; level = level.base) ids = [...level.idsNamed(name), ...ids];
+      if (this.nameCache.size >= 4096) this.nameCache.clear();
       this.nameCache.set(name, ids);
     }
     if (!kind) return ids;
     const k = BTF_KIND_NAMES.indexOf(kind);
     return ids.filter((id) => this.kindNumber(id) === k);
-  }
-
-  private buildNameIndex(): Map<string, number[]> {
-    const idx = new Map<string, number[]>();
-    for (let id = 1; id < this.raw.count; id++) {
-      const n = this.raw.nameOfId(id);
-      if (n === '') continue;
-      const l = idx.get(n);
-      if (l) l.push(id);
-      else idx.set(n, [id]);
-    }
-    return idx;
   }
 
   /**
@@ -260,12 +245,6 @@ export class Btf {
 }
 
 /** Every string offset, in `level` or its bases, at which `name` is stored. */
-function nameOffsetsVisibleTo(level: RawBtf, name: string): number[] {
-  const out: number[] = [];
-  for (let l: RawBtf | undefined = level; l; l = l.base) out.push(...l.nameOffsets(name));
-  return out;
-}
-
 function readBytes(path: string, what: string): Uint8Array {
   try {
     return readFileSync(path);

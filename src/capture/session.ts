@@ -1,37 +1,38 @@
 /**
  * The capture lifecycle, libbpf-tools style, in one function:
  *   load + attach (KvmTracer) → map the ring (RingBufferConsumer) → seed already running processes from
- *   /proc → "attached" → run until the stop signal → drain what is left → detach and close in `finally`
- *   → finish decoding (kvm_run joins, leaks) → lost count → summary → close every sink.
+ *   /proc → "attached" → run until the stop signal → drain what is left → summary to the sinks and to the
+ *   caller (onSummary) → detach and close in `finally`.
  *
- * Aggregate-only (`aggregate`): the kernel counts instead of emitting ioctl records; the sinks get only the
- * summary, built from those counters (src/capture/aggregate-summary.ts) plus the fd lifecycle from the ring.
+ * The per-record work (decode, buffer flags, ABI explanation, summary, sinks) is RecordPath's, shared with
+ * the offline decode of a binary capture; with `rawFile` every raw record is also kept, with what decoding
+ * it later needs (ktcap/). Aggregate-only (`aggregate`): the kernel counts instead of emitting ioctl
+ * records; the sinks get only the summary, built from those counters (aggregate-summary.ts).
  *
- * Each decoded record is enriched on its way to the sinks: copied-buffer flags (misaligned, cache-line
- * crossing) and, for a failing KVM-type call, the ABI explanation visible from BTF. Nothing is lost on an
- * error path: what was captured is flushed to the sinks and the BPF side is always torn down.
+ * Stopping is quick: the ring is drained at once (no timer is waited for), the summary goes out, and only
+ * then are the links detached — side by side, since each detach waits for RCU grace periods in the kernel.
+ * Nothing is lost on an error path: what was captured is flushed to the sinks and the BPF side is always
+ * torn down.
  *
- * A bad record never ends a capture: if decoding it, enriching it or a sink's per-record work throws (or it
- * is too short or of an unknown type), it is skipped, counted in the summary's `decode_errors` (by cause in
- * `decode_error_causes`), and the first few are logged with their type and a hex dump (decode-errors.ts).
+ * A bad record never ends a capture (record-path.ts): it is skipped, counted in the summary's
+ * `decode_errors`, and the first few are logged with their type and a hex dump. A corrupt ring header is
+ * resynchronised at the producer position, counted (`ring_resyncs`, `ring_skipped_bytes`) and logged.
  */
-import { readFileSync } from 'node:fs';
+import { Btf } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
 import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
-import { Decoder } from '../decode/decoder.js';
-import { SummaryBuilder } from '../decode/summary.js';
-import type { SummaryRecord, TraceRecord } from '../decode/records.js';
+import type { SummaryRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
-import { FlagAnalyzer } from '../analysis/flags.js';
-import { btfTypeSource } from '../btf/type-source.js';
+import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes.js';
 import { systemLineSize } from '../analysis/cacheline.js';
-import { explainFailure } from '../analysis/abi/explain.js';
-import { ioctlByName } from '../kvm/abi/ioctl-table.js';
-import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import { untilAborted } from './stop-signal.js';
 import { aggregateSummary } from './aggregate-summary.js';
-import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
+import { RecordPath, type CaptureFacts } from './record-path.js';
+import type { CaptureWriter } from './ktcap/writer.js';
+import { layoutFingerprint } from './ktcap/format.js';
+import { readFileSync } from 'node:fs';
+import { release } from 'node:os';
 
 export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
@@ -51,6 +52,17 @@ export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 's
    * guest here and stops the capture when it is done.)
    */
   onAttached?: (info: AttachInfo) => void | Promise<void>;
+  /** The summary, as soon as it is built and the sinks are closed — before the BPF side is detached. */
+  onSummary?: (summary: SummaryRecord) => void;
+  /** Also keep every raw record, with what decoding it later needs, in this binary capture (ktcap/). */
+  raw?: CaptureWriter;
+  /**
+   * Decode the records live (default true). With `raw` and nothing to show live, false: the record path
+   * is then one copy per record, and the summary has only the counts (events = raw records).
+   */
+  decode?: boolean;
+  /** kvm-trace's version, for a binary capture's head. */
+  version?: string;
 }
 
 export interface AttachInfo {
@@ -71,17 +83,23 @@ export interface CaptureResult {
 const LOST_POLL_MS = 1000;
 
 /**
- * Processes that were already running when we attached: their fd kinds and kvm_run mappings come from
- * /proc (fd symlinks, maps), since their KVM_CREATE_* and mmap calls happened before the programs existed.
+ * What /proc shows of processes that were already running when we attached: their fd kinds and kvm_run
+ * mappings, since their KVM_CREATE_* and mmap calls happened before the programs existed.
  */
-function seedRunning(decoder: Decoder, opts: CaptureOptions): void {
+function runningSeeds(opts: CaptureOptions): ProcSeed[] {
   const pids = opts.pids ?? [];
-  if (pids.length > 0) {
-    for (const pid of pids) decoder.seedProcess(pid);
-    return;
-  }
+  if (pids.length > 0) return pids.map((pid) => readProcSeed(pid));
   const comm = opts.comm?.slice(0, 15);
-  decoder.seedAll((pid) => comm === undefined || procComm(pid) === comm);
+  const out: ProcSeed[] = [];
+  for (const pid of pidsWithKvmFds()) {
+    if (comm !== undefined && procComm(pid) !== comm) continue;
+    try {
+      out.push(readProcSeed(pid));
+    } catch {
+      // exited between the scan and the seeding
+    }
+  }
+  return out;
 }
 
 function procComm(pid: number): string | undefined {
@@ -96,57 +114,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
   const started = process.hrtime.bigint();
   const btf = kernelBtf();
-  const analyzer = new FlagAnalyzer({
-    types: btfTypeSource(btf),
-    lookup: ioctlByName,
-    lineSize: opts.lineSize ?? systemLineSize(),
-  });
-  const summary = new SummaryBuilder();
-  // Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record).
-  const exitPath = new ExitPathAnalyzer();
-  const sinks = opts.sinks;
+  const path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), log });
   let lostReported = 0;
-
-  // Throws on a record a stage cannot handle: the decoder (deliver's caller) skips and counts it. A sink
-  // that throws does not keep the record from the sinks after it.
-  const deliver = (r: TraceRecord): void => {
-    if (opts.aggregate) {
-      // Aggregate-only: the ring carries only the fd lifecycle; it feeds the summary, the sinks get only that.
-      summary.write(r);
-      return;
-    }
-    if (r.type === 'ioctl' || r.type === 'copy') {
-      const a = analyzer.analyze(r);
-      if (a && a.flags.length > 0 && r.type === 'ioctl') r.flags = a.flags;
-    }
-    if (r.type === 'ioctl' && r.errno !== null) {
-      const why = explainFailure(Number(r.cmd), r.errno, btf, r.fd_kind === 'unknown' ? undefined : r.fd_kind);
-      if (why) r.explain = why;
-    }
-    summary.write(r);
-    exitPath.write(r);
-    let sinkError: unknown;
-    for (const s of sinks) {
-      try {
-        s.write(r);
-      } catch (err) {
-        sinkError ??= err;
-      }
-    }
-    if (sinkError !== undefined) throw sinkError;
-  };
-  let errorIndex = 0;
-  const decoder = new Decoder({
-    emit: deliver,
-    btf,
-    lean: opts.lean,
-    onDecodeError: (sample) => {
-      for (const line of formatDecodeError(sample, ++errorIndex)) log(line);
-    },
-    // Per-thread and per-process analysis state leaves with its thread or process.
-    onThreadExit: (_pid, tid) => analyzer.forgetThread(tid),
-    onProcessExit: (pid) => analyzer.forgetProcess(pid),
-  });
 
   let tracer: KvmTracer | undefined;
   let consumer: RingBufferConsumer | undefined;
@@ -159,18 +128,25 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const woken = new Promise<void>((resolve) => {
     wake = resolve;
   });
+  const raw = opts.raw;
+  const decode = opts.decode ?? true;
   const reportLost = (): void => {
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
       const count = lost - lostReported;
       lostReported = lost;
-      try {
-        deliver({ type: 'lost', count });
-      } catch (err) {
-        decoder.errors.add('threw', `${errorLine(err)} (lost record)`, undefined, 0, 0);
-      }
+      raw?.lost(count);
+      path.deliverSafely({ type: 'lost', count }); // a timer callback: a throw here would end the process
     }
   };
+  const onRecord = !raw
+    ? path.onRecord
+    : decode
+      ? (dv: DataView, off: number, len: number): void => {
+          raw.add(dv, off, len);
+          path.onRecord(dv, off, len);
+        }
+      : raw.add;
   try {
     tracer = KvmTracer.open({
       pids: opts.pids,
@@ -187,14 +163,32 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       wake();
     };
     consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, {
-      // The decoder counts short records itself (decode_errors), with a hex dump of the first ones.
-      onRecord: (dv, off, len) => decoder.decode(dv, off, len),
+      // Records too short for a header reach the decoder too: it counts them (decode_errors) with a hex dump.
+      onRecord,
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
-      onRingError: (line) => log(line),
+      onRingError: log,
     });
-    seedRunning(decoder, opts);
-    for (const w of decoder.warnings) log(w);
+    const seeds = runningSeeds(opts);
+    path.seed(seeds);
+    raw?.begin(
+      {
+        tool: 'kvm-trace',
+        version: opts.version ?? 'unknown',
+        created: new Date().toISOString(),
+        kernel: release(),
+        clock: { monotonic_ns: String(process.hrtime.bigint()), realtime_ns: String(BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6))) },
+        strategy: tracer.strategy,
+        programs: tracer.programs,
+        options: { pids: opts.pids ?? [], comm: opts.comm ?? null, lean: opts.lean === true },
+        line_size: path.lineSize,
+        layout: layoutFingerprint(),
+      },
+      // The merged kernel BTF's own level is KVM's module BTF when KVM is a module; vmlinux is its base.
+      btf === Btf.vmlinux() ? { vmlinux: btf.bytes } : { vmlinux: Btf.vmlinux().bytes, kvm: btf.bytes },
+      seeds,
+    );
+    for (const w of path.decoder.warnings) log(w);
     lostTimer = setInterval(reportLost, LOST_POLL_MS);
     attach = {
       strategy: tracer.strategy,
@@ -220,40 +214,47 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     } catch (err) {
       failure ??= err;
     }
-    reportLost();
-    const stats = tracer?.stats();
-    tracer?.close();
-    decoder.finish();
-    let sumRec = summary.build({
-      strategy: tracer?.strategy ?? 'none',
-      lost: stats?.lost ?? 0,
-      duration_s: Number(process.hrtime.bigint() - started) / 1e9,
-      events: decoder.stats.events,
-      unknown_ioctls: decoder.stats.unknownIoctls,
-      extra: {
-        decode_errors: decoder.errors.count,
-        decode_error_causes: { ...decoder.errors.byCause },
-        ring_resyncs: consumer?.stats.resyncs ?? 0,
-        ring_skipped_bytes: consumer?.stats.skippedBytes ?? 0,
-        rejected: decoder.stats.rejected + (consumer?.stats.rejected ?? 0),
-        no_enter: stats?.noEnter ?? 0,
-        state_unavailable: stats?.stateUnavailable ?? 0,
-        flags: analyzer.totals,
-        attach_ms: attach?.attachMs ?? null,
-        ...exitPath.fields(),
+    let detached: Promise<void> = Promise.resolve();
+    let sumRec: SummaryRecord | undefined;
+    try {
+      reportLost();
+      const stats = tracer?.stats();
+      const kernelAgg = tracer?.aggregateOnly ? tracer.aggregate() : undefined;
+      // From here on nothing more is read from the ring: detach while the summary is built and written.
+      if (tracer) detached = tracer.detach();
+      path.finish();
+      const facts: CaptureFacts = {
+        strategy: tracer?.strategy ?? 'none',
+        lost: stats?.lost ?? 0,
+        duration_s: Number(process.hrtime.bigint() - started) / 1e9,
+        ringRejected: consumer?.stats.rejected ?? 0,
+        ringResyncs: consumer?.stats.resyncs ?? 0,
+        ringSkippedBytes: consumer?.stats.skippedBytes ?? 0,
+        noEnter: stats?.noEnter ?? 0,
+        stateUnavailable: stats?.stateUnavailable ?? 0,
+        attachMs: attach?.attachMs ?? null,
         ...(failure ? { error: failure instanceof Error ? failure.message : String(failure) } : {}),
-      },
-    });
-    if (tracer?.aggregateOnly) {
-      try {
-        sumRec = aggregateSummary(sumRec, tracer.aggregate(), opts.pids);
-      } catch (err) {
-        failure ??= err;
+      };
+      sumRec = path.buildSummary(facts);
+      if (!decode) sumRec.events = raw?.records ?? 0;
+      await raw?.end({
+        strategy: facts.strategy, lost: facts.lost, duration_s: facts.duration_s, ring_rejected: facts.ringRejected,
+        no_enter: facts.noEnter, state_unavailable: facts.stateUnavailable, attach_ms: facts.attachMs, ...(facts.error !== undefined ? { error: facts.error } : {}),
+      });
+      if (kernelAgg) {
+        try {
+          sumRec = aggregateSummary(sumRec, kernelAgg, opts.pids);
+        } catch (err) {
+          failure ??= err;
+        }
       }
+      await path.close(sumRec);
+      opts.onSummary?.(sumRec);
+    } finally {
+      await detached.catch(() => {});
+      tracer?.close();
     }
-    for (const s of sinks) s.write(sumRec);
-    await Promise.allSettled(sinks.map((s) => s.close()));
-    result = { summary: sumRec, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
+    result = { summary: sumRec!, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
   }
   if (failure) throw failure;
   return result;

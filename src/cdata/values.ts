@@ -23,7 +23,9 @@ export function s64n(dv: DataView, off: number): number {
 export function hex64(dv: DataView, off: number): string {
   const hi = dv.getUint32(off + 4, true);
   const lo = dv.getUint32(off, true);
-  return hi === 0 ? `0x${lo.toString(16)}` : `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
+  // "0x0" (every KVM_RUN's argument) is one shared string: no allocation, and later compares are a pointer check.
+  if (hi === 0) return lo === 0 ? '0x0' : `0x${lo.toString(16)}`;
+  return `0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')}`;
 }
 
 /** A u64 as a number when exact, else "0x…". */

@@ -4,9 +4,7 @@
  * streams and an AbortSignal, so tests can run commands in-process.
  */
 import { Command } from 'commander';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { packageVersion } from './version.js';
 import type { CliIo, Register } from './io.js';
 
 const commandModules: Array<() => Promise<{ register: Register }>> = [
@@ -15,22 +13,10 @@ const commandModules: Array<() => Promise<{ register: Register }>> = [
   () => import('./commands/attach.js'),
   () => import('./commands/top.js'),
   () => import('./commands/guest.js'),
+  () => import('./commands/decode.js'),
   () => import('./commands/report.js'),
   () => import('./commands/abi.js'),
 ];
-
-function packageVersion(): string {
-  // dist/src/cli/program.js and src/cli/program.ts both sit three levels below the package root.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    try {
-      return JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).version as string;
-    } catch {
-      dir = dirname(dir);
-    }
-  }
-  return '0.0.0';
-}
 
 export async function buildProgram(io: CliIo): Promise<Command> {
   const program = new Command('kvm-trace');
@@ -51,6 +37,8 @@ Examples:
   kvm-trace demo                                    trace the reference guest through every scenario
   kvm-trace guest --scenario pio-out --exits 10000 --json
   kvm-trace attach -p $(pidof qemu-system-x86_64) -o trace.jsonl
+  kvm-trace attach -p $(pidof qemu-system-x86_64) -w trace.ktcap
+  kvm-trace decode trace.ktcap -o trace.jsonl
   kvm-trace report trace.jsonl --format html -o report.html
   kvm-trace abi --struct kvm_run`,
   );

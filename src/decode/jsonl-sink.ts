@@ -1,6 +1,6 @@
 /**
- * RecordSink writing one JSON object per line to a file (or any Writable). Lines are batched into chunks
- * (default 64 KiB) so a million records are a few hundred writes, not a million; when the stream pushes
+ * RecordSink writing one JSON object per line to a file (or any Writable). Lines are encoded as bytes into
+ * chunks (json.ts; default 256 KiB) so a million records are a few thousand writes, not a million; when the stream pushes
  * back (write() returns false) chunks wait in memory until 'drain', up to `maxBufferedBytes`, past which
  * records are dropped and counted rather than growing memory without bound. close() flushes everything,
  * ends the stream (when the sink opened it) and resolves once the data is written — or, after a stream
@@ -9,11 +9,11 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { RecordSink } from './sink.js';
-import { recordJson } from './json.js';
+import { JsonlEncoder } from './json.js';
 import type { TraceRecord } from './records.js';
 
 export interface JsonlSinkOptions {
-  /** Bytes collected before a chunk is handed to the stream (default 64 KiB). */
+  /** Bytes collected before a chunk is handed to the stream (default 256 KiB). */
   chunkBytes?: number;
   /** Bytes allowed to wait for the stream to drain before records are dropped (default 256 MiB). */
   maxBufferedBytes?: number;
@@ -31,7 +31,7 @@ export interface JsonlSinkStats {
 }
 
 interface Chunk {
-  text: string;
+  bytes: Buffer;
   records: number;
 }
 
@@ -41,10 +41,8 @@ export class JsonlSink implements RecordSink {
   error: Error | undefined;
   private readonly stream: Writable;
   private readonly endStream: boolean;
-  private readonly chunkBytes: number;
   private readonly maxBuffered: number;
-  private parts: string[] = [];
-  private partBytes = 0;
+  private readonly encoder: JsonlEncoder;
   private waiting: Chunk[] = [];
   private waitingBytes = 0;
   private blocked = false;
@@ -54,7 +52,7 @@ export class JsonlSink implements RecordSink {
   constructor(target: string | Writable, opts: JsonlSinkOptions = {}) {
     this.stream = typeof target === 'string' ? createWriteStream(target, { flags: 'w' }) : target;
     this.endStream = opts.endStream ?? typeof target === 'string';
-    this.chunkBytes = opts.chunkBytes ?? 64 * 1024;
+    this.encoder = new JsonlEncoder((bytes, records) => this.chunk({ bytes, records }), opts.chunkBytes ?? 256 * 1024);
     this.maxBuffered = opts.maxBufferedBytes ?? 256 * 1024 * 1024;
     this.stream.on('error', (e: Error) => this.fail(e));
     this.stream.on('drain', () => this.onDrain());
@@ -75,21 +73,17 @@ export class JsonlSink implements RecordSink {
       this.stats.dropped++;
       return;
     }
-    let line: string;
+    if (this.blocked && this.waitingBytes > this.maxBuffered) {
+      this.stats.dropped++;
+      return;
+    }
     try {
-      line = recordJson(record) + '\n';
+      this.encoder.write(record);
     } catch {
       this.stats.dropped++; // not serialisable (a decoder bug): counted, never thrown
       return;
     }
-    if (this.blocked && this.waitingBytes + this.partBytes + line.length > this.maxBuffered) {
-      this.stats.dropped++;
-      return;
-    }
-    this.parts.push(line);
-    this.partBytes += line.length;
     this.stats.records++;
-    if (this.partBytes >= this.chunkBytes) this.flushParts();
   }
 
   close(): Promise<void> {
@@ -97,46 +91,44 @@ export class JsonlSink implements RecordSink {
     return this.closing;
   }
 
-  /** Hand the collected lines to the stream as one chunk (or queue it while the stream pushes back). */
-  private flushParts(): void {
-    if (this.parts.length === 0) return;
-    const chunk: Chunk = { text: this.parts.join(''), records: this.parts.length };
-    this.parts = [];
-    this.partBytes = 0;
+  /** A chunk of whole lines from the encoder: to the stream, or queued while the stream pushes back. */
+  private chunk(chunk: Chunk): void {
+    if (this.error) {
+      this.stats.dropped += chunk.records;
+      return;
+    }
     if (this.blocked) {
       this.waiting.push(chunk);
-      this.waitingBytes += chunk.text.length;
+      this.waitingBytes += chunk.bytes.length;
     } else {
       this.push(chunk);
     }
   }
 
   private push(chunk: Chunk): void {
-    this.stats.bytes += Buffer.byteLength(chunk.text);
-    if (!this.stream.write(chunk.text)) this.blocked = true;
+    this.stats.bytes += chunk.bytes.length;
+    if (!this.stream.write(chunk.bytes, (err) => err || this.encoder.recycle(chunk.bytes))) this.blocked = true;
   }
 
   private onDrain(): void {
     this.blocked = false;
     while (this.waiting.length > 0 && !this.blocked) {
       const chunk = this.waiting.shift()!;
-      this.waitingBytes -= chunk.text.length;
+      this.waitingBytes -= chunk.bytes.length;
       this.push(chunk);
     }
   }
 
   private fail(e: Error): void {
     this.error ??= e;
-    this.stats.dropped += this.parts.length + this.waiting.reduce((n, c) => n + c.records, 0);
-    this.parts = [];
-    this.partBytes = 0;
+    this.stats.dropped += this.waiting.reduce((n, c) => n + c.records, 0);
     this.waiting = [];
     this.waitingBytes = 0;
     this.blocked = false;
   }
 
   private async finish(): Promise<void> {
-    this.flushParts();
+    this.encoder.flush();
     while ((this.blocked || this.waiting.length > 0) && !this.error) {
       await new Promise<void>((resolve) => {
         const done = (): void => {

@@ -181,6 +181,36 @@ export function pidsWithKvmFds(procRoot = '/proc'): number[] {
   return out.sort((a, b) => a - b);
 }
 
+/** What /proc showed of one process at attach: its KVM fd links, and its maps lines of vCPU mappings. */
+export interface ProcSeed {
+  pid: number;
+  fds: Array<{ fd: number; target: string }>;
+  /** The /proc/PID/maps lines that map a vCPU fd (the rest is not needed). */
+  maps: string;
+}
+
+/** Read process `pid`'s ProcSeed. Throws when /proc/PID is unreadable (no such process). */
+export function readProcSeed(pid: number, procRoot = '/proc'): ProcSeed {
+  const dir = join(procRoot, String(pid));
+  const fds: ProcSeed['fds'] = [];
+  for (const name of readdirSync(join(dir, 'fd'))) {
+    let target: string;
+    try {
+      target = readlinkSync(join(dir, 'fd', name));
+    } catch {
+      continue; // closed while we looked
+    }
+    if (classifyFdLink(target)) fds.push({ fd: Number(name), target });
+  }
+  let maps = '';
+  try {
+    maps = readFileSync(join(dir, 'maps'), 'utf8');
+  } catch {
+    // maps unreadable (process gone): the fds are still useful
+  }
+  return { pid, fds, maps: maps.split('\n').filter((l) => l.includes('anon_inode:kvm-vcpu:')).join('\n') };
+}
+
 /**
  * Per-process state of every traced process. A process leaves the table with its exit record; one that
  * never held a tracked fd gets none (the kernel reports exits only of processes holding KVM fds), so past
@@ -252,24 +282,25 @@ export class ProcessTable {
   }
 
   /**
-   * Seed process `pid` from /proc (for processes running before tracing started). VM indices follow fd
-   * order (the real creation order is not recorded anywhere); a vCPU or device fd gets the VM index only
-   * when the process has exactly one VM. Throws when /proc/PID is unreadable (no such process).
+   * Seed process `pid` from /proc (for processes running before tracing started): readProcSeed + seed.
+   * Throws when /proc/PID is unreadable (no such process).
    */
   seedFromProc(pid: number, procRoot = '/proc'): SeedResult {
-    const dir = join(procRoot, String(pid));
-    const p = this.get(pid);
-    const res: SeedResult = { pid, fds: 0, vms: 0, vcpus: 0, devices: 0, runs: 0 };
+    return this.seed(readProcSeed(pid, procRoot));
+  }
+
+  /**
+   * Seed a process from what its /proc showed (readProcSeed; a binary capture keeps it to replay the same
+   * state). VM indices follow fd order (the real creation order is not recorded anywhere); a vCPU or device
+   * fd gets the VM index only when the process has exactly one VM.
+   */
+  seed(s: ProcSeed): SeedResult {
+    const p = this.get(s.pid);
+    const res: SeedResult = { pid: s.pid, fds: 0, vms: 0, vcpus: 0, devices: 0, runs: 0 };
     const found: Array<{ fd: number; kind: FdKind; vcpu: number | null }> = [];
-    for (const name of readdirSync(join(dir, 'fd'))) {
-      let target: string;
-      try {
-        target = readlinkSync(join(dir, 'fd', name));
-      } catch {
-        continue; // closed while we looked
-      }
-      const c = classifyFdLink(target);
-      if (c) found.push({ fd: Number(name), ...c });
+    for (const l of s.fds) {
+      const c = classifyFdLink(l.target);
+      if (c) found.push({ fd: l.fd, ...c });
     }
     found.sort((a, b) => a.fd - b.fd);
     for (const f of found.filter((x) => x.kind === 'vm')) {
@@ -284,13 +315,7 @@ export class ProcessTable {
       if (f.kind === 'device') res.devices++;
     }
     res.fds = found.length;
-    let maps = '';
-    try {
-      maps = readFileSync(join(dir, 'maps'), 'utf8');
-    } catch {
-      // maps unreadable (process gone): the fds are still useful
-    }
-    for (const m of parseKvmRunMaps(maps)) {
+    for (const m of parseKvmRunMaps(s.maps)) {
       const vcpuFd = found.find((x) => x.kind === 'vcpu' && x.vcpu === m.vcpu)?.fd;
       // A mapping whose fd was already closed: keyed apart per vCPU, reported with fd -1.
       const r = p.run(vcpuFd ?? -1 - m.vcpu);

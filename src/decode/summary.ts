@@ -29,6 +29,13 @@ export class LatencyHistogram {
 
   static bucket(v: number): number {
     if (v < SUB) return Math.floor(v);
+    if (v < 0x80000000) {
+      // The common case without Math.log2: the octave is the top set bit (exact for integers, and the
+      // floor of a fractional v has the same octave and mantissa bucket).
+      const i = v | 0;
+      const e = 31 - Math.clz32(i);
+      return SUB + (e - SUB_BITS) * SUB + ((i >>> (e - SUB_BITS)) - SUB);
+    }
     const e = Math.min(Math.floor(Math.log2(v)), 53);
     let m = Math.floor(v / 2 ** (e - SUB_BITS));
     if (m >= 2 * SUB) m = 2 * SUB - 1; // log2 rounding at octave edges
@@ -83,6 +90,11 @@ export interface SummaryMeta {
 export class SummaryBuilder implements RecordSink {
   private readonly ioctls = new Map<string, PerIoctl>();
   private readonly exits = new Map<string, Map<string, number>>();
+  /** The last ioctl name's entry and the last pid/vcpu's exit counts: consecutive records mostly repeat them. */
+  private lastName = '';
+  private lastIoctl: PerIoctl | undefined;
+  /** Each vCPU's exit counts by the vCPU id's low bits (direct-mapped: several vCPUs interleave). */
+  private readonly exitSlots: Array<{ pid: number; vcpu: number | null; m: Map<string, number> } | undefined> = new Array(64).fill(undefined);
   private readonly runs = new Map<string, KvmRunRecord>();
   private readonly fds = { opened: 0, closed: 0, leaked: 0 };
   private records = 0;
@@ -93,10 +105,15 @@ export class SummaryBuilder implements RecordSink {
     this.records++;
     switch (r.type) {
       case 'ioctl': {
-        let s = this.ioctls.get(r.name);
-        if (!s) {
-          s = { hist: new LatencyHistogram(), errors: 0, noEnter: 0 };
-          this.ioctls.set(r.name, s);
+        let s = this.lastIoctl;
+        if (r.name !== this.lastName || s === undefined) {
+          s = this.ioctls.get(r.name);
+          if (!s) {
+            s = { hist: new LatencyHistogram(), errors: 0, noEnter: 0 };
+            this.ioctls.set(r.name, s);
+          }
+          this.lastName = r.name;
+          this.lastIoctl = s;
         }
         if (r.name.startsWith('KVM_UNKNOWN_')) this.unknown++;
         // A call seen without its enter has no latency: counted, kept out of the histogram.
@@ -104,10 +121,15 @@ export class SummaryBuilder implements RecordSink {
         else s.hist.add(r.latency_ns);
         if (r.ret < 0) s.errors++;
         if (r.exit) {
-          const key = `${r.pid}/${r.vcpu ?? '?'}`;
-          let m = this.exits.get(key);
-          if (!m) this.exits.set(key, (m = new Map()));
-          m.set(r.exit.reason, (m.get(r.exit.reason) ?? 0) + 1);
+          const slot = (r.vcpu ?? 0) & 63;
+          let e = this.exitSlots[slot];
+          if (e === undefined || e.pid !== r.pid || e.vcpu !== r.vcpu) {
+            const key = `${r.pid}/${r.vcpu ?? '?'}`;
+            let m = this.exits.get(key);
+            if (!m) this.exits.set(key, (m = new Map()));
+            this.exitSlots[slot] = e = { pid: r.pid, vcpu: r.vcpu, m };
+          }
+          e.m.set(r.exit.reason, (e.m.get(r.exit.reason) ?? 0) + 1);
         }
         return;
       }

@@ -13,6 +13,7 @@ export {
   attachProgram,
   closeObject,
   destroyLink,
+  destroyLinkAsync,
   findMap,
   findProgram,
   linkFd,

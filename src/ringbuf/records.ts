@@ -4,8 +4,9 @@
  * (reader.ts) over the kernel's pages.
  *
  * Layout the kernel gives us: a consumer position (u64, ours to publish), a producer position (u64, the
- * kernel's), and a data area of `size` bytes (a power of two) mapped twice back to back, so a record that
- * wraps past the end is still contiguous in the view. Each record is an 8-byte header — u32 len whose top
+ * kernel's), and a data area of `size` bytes (a power of two). The kernel offers it mapped twice back to
+ * back, so a record that wraps past the end is contiguous; the reader maps it once (the second mapping
+ * counts as `size` more bytes of RSS) and the rare record that wraps is joined in a scratch buffer. Each record is an 8-byte header — u32 len whose top
  * bits are BUSY (1<<31, still being written: stop here) and DISCARD (1<<30, skip it), then a u32 page
  * offset the kernel uses internally — followed by len bytes; the next record starts round_up(len + 8, 8)
  * later. Positions grow forever; `pos & (size - 1)` is the place in the data area.
@@ -63,17 +64,19 @@ export class RingCursor {
   private readonly pos: RingPositionWords;
 
   /**
-   * @param data  the data area: 2 × size bytes (the same `size` bytes mapped twice), 8-byte aligned.
+   * @param data  the data area at `dataOffset`, 8-byte aligned: `size` bytes mapped once, or 2 × size (the
+   *              same bytes mapped twice; records that wrap are then read in place).
    * @param size  ring size in bytes (a power of two).
    */
   constructor(data: ArrayBuffer, dataOffset: number, size: number, positions: RingPositionWords) {
     if (size <= 0 || (size & (size - 1)) !== 0) throw new RangeError(`ring size ${size} is not a power of two`);
     if (dataOffset % 8 !== 0) throw new RangeError('ring data area must be 8-byte aligned');
-    if (data.byteLength < dataOffset + 2 * size) throw new RangeError('ring data area must be mapped twice (2 × size)');
+    if (data.byteLength < dataOffset + size) throw new RangeError(`ring data area must hold the ring's ${size} bytes`);
+    const mapped = data.byteLength >= dataOffset + 2 * size ? 2 * size : size;
     this.size = size;
     this.mask = size - 1;
-    this.view = new DataView(data, dataOffset, 2 * size);
-    this.words = new Uint32Array(data, dataOffset, (2 * size) / 4);
+    this.view = new DataView(data, dataOffset, mapped);
+    this.words = new Uint32Array(data, dataOffset, mapped / 4);
     this.pos = positions;
     this.cons = Number(Atomics.load(positions.consumer, 0));
   }
@@ -114,6 +117,25 @@ export class RingCursor {
     this.commit();
     return skipped;
   }
+}
+
+let scratch = new Uint8Array(0);
+let scratchView = new DataView(scratch.buffer);
+
+/**
+ * A record whose data starts at `dataAt` (≤ size) of a ring mapped once and runs past its end: the two
+ * parts joined in a scratch buffer (valid until the next wrapping record, like the ring memory itself).
+ */
+function joined(view: DataView, dataAt: number, len: number, size: number): DataView {
+  if (scratch.length < len) {
+    scratch = new Uint8Array(Math.max(len, 4096));
+    scratchView = new DataView(scratch.buffer);
+  }
+  const ring = new Uint8Array(view.buffer, view.byteOffset, size);
+  const first = size - dataAt;
+  scratch.set(ring.subarray(dataAt, size), 0);
+  scratch.set(ring.subarray(0, len - first), first);
+  return scratchView;
 }
 
 /**
@@ -170,7 +192,9 @@ export function walkRecords(
         continue;
       }
       records++;
-      onRecord(view, at + RINGBUF_HDR_SZ, len);
+      const dataAt = at + RINGBUF_HDR_SZ;
+      if (dataAt + len <= view.byteLength) onRecord(view, dataAt, len);
+      else onRecord(joined(view, dataAt, len, mask + 1), 0, len); // wraps past the end of a single mapping
     }
   } finally {
     pos.cons = cons;

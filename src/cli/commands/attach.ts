@@ -20,12 +20,17 @@ import { CliError } from '../errors.js';
 import { pidArg } from '../arg-parsers.js';
 import type { CliIo } from '../io.js';
 import { toCaptureError } from './capture-errors.js';
+import { holdYoungGeneration } from '../heap.js';
+import { packageVersion } from '../version.js';
+import { CaptureWriter } from '../../capture/ktcap/writer.js';
+import type { SummaryRecord } from '../../decode/records.js';
 
 interface AttachCliOptions extends OtelCliValues {
   pid: number[];
   comm?: string;
   duration?: number;
   output?: string;
+  write?: string;
   json?: boolean;
   quiet?: boolean;
   strategy: StrategyOption;
@@ -57,6 +62,7 @@ export function register(program: Command, io: CliIo): void {
     .option('-c, --comm <name>', 'trace only processes with this name (≤ 15 characters)')
     .option('--duration <seconds>', 'stop after this many seconds', positive)
     .option('-o, --output <file>', 'write one JSON record per line to FILE')
+    .option('-w, --write <file>', 'record the raw records to a binary capture FILE (cheapest full capture; no live lines): kvm-trace decode FILE turns it into JSONL, kvm-trace report FILE reports it')
     .option('--json', 'print the final summary as one JSON object on stdout (no live lines)')
     .option('-q, --quiet', 'no live lines, only the summary')
     .addOption(new Option('--strategy <s>', 'which programs to use').choices([...STRATEGIES]).default('auto'))
@@ -73,6 +79,7 @@ export function register(program: Command, io: CliIo): void {
     `
 Examples:
   kvm-trace attach -p $(pidof qemu-system-x86_64) -o trace.jsonl
+  kvm-trace attach -p $(pidof qemu-system-x86_64) -w trace.ktcap && kvm-trace decode trace.ktcap -o trace.jsonl
   kvm-trace attach -c firecracker --duration 10 -q --json
   kvm-trace attach -p 1234 --otlp http://127.0.0.1:4318
   kvm-trace attach -p $(pidof firecracker) --aggregate --duration 30`,
@@ -81,7 +88,9 @@ Examples:
     for (const pid of o.pid) {
       if (!existsSync(`/proc/${pid}`)) throw new CliError('input', `no process with id ${pid}`);
     }
+    if (o.write && o.aggregate) throw new CliError('usage', '--write records every raw record; --aggregate records none: choose one');
     const otel = otelOptionsFrom(o);
+    holdYoungGeneration();
     const stop = stopSignal({ durationS: o.duration, signals: true });
     const sinks: RecordSink[] = [];
     const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
@@ -90,8 +99,11 @@ Examples:
       if (jsonl) sinks.push(jsonl);
       const otelSink = otel ? await openOtel({ ...otel, warn }) : undefined;
       if (otelSink) sinks.push(otelSink);
-      if (!o.quiet && !o.json && !o.aggregate) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
-      const res = await capture({
+      if (!o.quiet && !o.json && !o.aggregate && !o.write) sinks.push(new LineSink(io.stdout as NodeJS.WriteStream));
+      const raw = o.write ? await openCapture(o.write) : undefined;
+      // With -w alone nothing is shown or written live: the records are only copied, decoded later.
+      const decode = !raw || sinks.length > 0;
+      await capture({
         pids: o.pid,
         comm: o.comm,
         strategy: o.strategy,
@@ -102,9 +114,20 @@ Examples:
         signal: stop.signal,
         sinks,
         log: warn,
+        raw,
+        decode,
+        version: packageVersion(),
+        // Printed as soon as it exists: the BPF links are detached after it (that takes the kernel a while).
+        onSummary: (summary) => {
+          const file = raw && { path: raw.path, records: raw.records, dropped: raw.dropped, bytes: raw.bytes };
+          if (o.json) io.stdout.write(`${JSON.stringify(file ? { ...summary, capture_file: file } : summary)}\n`);
+          else io.stderr.write(decode ? summaryText(summary) : rawSummaryText(summary));
+          if (file) {
+            io.stderr.write(`${file.records} raw records (${(file.bytes / 1e6).toFixed(1)} MB) written to ${file.path}` +
+              `${file.dropped ? `, ${file.dropped} dropped (the disk could not keep up)` : ''}; decode: kvm-trace decode ${file.path}\n`);
+          }
+        },
       });
-      if (o.json) io.stdout.write(`${JSON.stringify(res.summary)}\n`);
-      else io.stderr.write(summaryText(res.summary));
       if (otelSink) io.stderr.write(`${otelSummaryLine(otelSink.stats())}\n`);
       if (jsonl) {
         if (jsonl.error || jsonl.stats.dropped > 0) {
@@ -120,6 +143,19 @@ Examples:
       stop.dispose();
     }
   });
+}
+
+/** The summary of a capture that was only recorded (-w): counts, no decoded tables. */
+function rawSummaryText(s: SummaryRecord): string {
+  return `--- kvm-trace: ${s.events} records captured in ${s.duration_s.toFixed(2)} s, strategy ${s.strategy}; lost: ${s.lost} ---\n`;
+}
+
+async function openCapture(path: string): Promise<CaptureWriter> {
+  try {
+    return await CaptureWriter.open(path);
+  } catch (err) {
+    throw new CliError('input', `cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
 }
 
 async function openOutput(path: string): Promise<JsonlSink> {

@@ -109,6 +109,16 @@ export function destroyLink(link: BpfLinkPtr): number {
   return c().link_destroy(link) as number;
 }
 
+/**
+ * bpf_link__destroy on a libuv worker thread. Detaching a tracepoint waits for RCU grace periods in the
+ * kernel (28–88 ms per link measured here, ≈0.4 s for seven one after the other); destroyed side by side
+ * the waits overlap. Resolves with the result (0 or -errno); the link must not be used again.
+ */
+export function destroyLinkAsync(link: BpfLinkPtr): Promise<number> {
+  const fn = c().link_destroy as unknown as { async: (link: bigint, cb: (err: unknown, res: number) => void) => void };
+  return new Promise((resolve, reject) => fn.async(link, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
 export function linkFd(link: BpfLinkPtr): number {
   return c().link_fd(link) as number;
 }

@@ -220,14 +220,23 @@ const byDirection: Rule = (c) => {
  * and calls without a user pointer, give an empty list.
  */
 export function deriveCopies(call: IoctlCall, env: RuleEnv): DerivedCopy[] {
-  if (call.ret < 0) return [];
+  if (copiesNothing(call)) return [];
   const arg = parseAddr(call.arg);
   if (arg === undefined) return [];
-  const rule = Object.hasOwn(RULES, call.name) ? RULES[call.name] : byDirection; // a name from a file may be "constructor"
-  const ctx = new RuleCtx(call, arg, env);
   // A NULL argument faults in copy_from_user (EFAULT): a successful call with arg 0 copied nothing, except
   // KVM_SET_SIGNAL_MASK where NULL means "no mask".
   if (arg === 0n && call.name !== 'KVM_SET_SIGNAL_MASK') return [];
+  const rule = Object.hasOwn(RULES, call.name) ? RULES[call.name] : byDirection; // a name from a file may be "constructor"
+  const ctx = new RuleCtx(call, arg, env);
   rule(ctx);
   return ctx.copies;
+}
+
+/**
+ * True when the call certainly copied nothing, decided without parsing anything: it failed, or its argument
+ * is the NULL pointer "0x0" (every KVM_RUN). deriveCopies gives [] for these; the capture's hot path asks
+ * this first.
+ */
+export function copiesNothing(call: Pick<IoctlCall, 'ret' | 'arg' | 'name'>): boolean {
+  return call.ret < 0 || (call.arg === '0x0' && call.name !== 'KVM_SET_SIGNAL_MASK');
 }
