@@ -1,10 +1,12 @@
 /**
  * The fuzz target for raw records: every record goes through what a capture does with it — the decoder
  * (argument and exit decoders included), the flag analyzer, the ABI explainer, the exit-path analysis, the
- * summary, the JSONL writer (whose line must parse back) and the live line formatter. A record on which any
- * stage throws is a finding, grouped by stage and where it was thrown. Independently of the decoder, an
- * oracle says which records are structurally bad (too short for their type or their declared data, or of
- * no known type): each of those must be counted as a decode error, and no other record may be.
+ * summary, the JSONL writer and the live line formatter. A record on which any stage throws is a finding,
+ * grouped by stage and where it was thrown. Independently of the decoder, an oracle says which records are
+ * structurally bad (too short for their type or their declared data, or of no known type): each of those
+ * must be counted as a decode error, and no other record may be. The JSONL writer is the sink's own
+ * long-lived byte encoder (with its per-record caches): every line it writes must parse back to the same
+ * value as JSON.stringify of the record.
  */
 import { HDR, IOCTL, KT_EV_IOCTL, MIN_LEN } from '../../src/bpf/event-layout.js';
 import type { Btf } from '../../src/btf/index.js';
@@ -15,7 +17,7 @@ import { FlagAnalyzer } from '../../src/analysis/flags.js';
 import { Decoder } from '../../src/decode/decoder.js';
 import { hexDump, type DecodeErrorSample } from '../../src/decode/decode-errors.js';
 import { formatRecord } from '../../src/decode/format.js';
-import { recordJson } from '../../src/decode/json.js';
+import { JsonlEncoder } from '../../src/decode/json.js';
 import type { TraceRecord } from '../../src/decode/records.js';
 import { SummaryBuilder } from '../../src/decode/summary.js';
 import { ioctlByName } from '../../src/kvm/abi/ioctl-table.js';
@@ -48,6 +50,13 @@ function stage<T>(name: string, fn: () => T): T {
   } catch (e) {
     throw new StageError(name, e);
   }
+}
+
+/** JSON text of a parsed value with object keys sorted: equal for equal values whatever the key order. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
 }
 
 /** Structurally bad, as the record contract (bpf/kvm_trace.h) defines it: the oracle. */
@@ -85,6 +94,9 @@ export class RecordFuzzTarget {
   readonly decoder: Decoder;
   private readonly seenLines = new Set<string>();
   private threwOnThis = false;
+  /** The sink's encoder; what each record written through it should read back as, until its chunk comes. */
+  private readonly encoder = new JsonlEncoder((bytes) => this.checkChunk(bytes), 1 << 16);
+  private written: string[] = [];
 
   constructor(
     private readonly btf: Btf,
@@ -105,13 +117,15 @@ export class RecordFuzzTarget {
       }
       stage('exit path', () => exitPath.write(r));
       stage('summary', () => summary.write(r));
-      const line = stage('JSONL writer', () => recordJson(r));
-      stage('JSONL writer (line parses back)', () => JSON.parse(line));
-      stage('line formatter', () => formatRecord(r));
-      if (this.jsonLines.length < this.maxJsonLines && !this.seenLines.has(line)) {
-        this.seenLines.add(line);
-        this.jsonLines.push(line);
+      // Expected first: the encoder may hand over the chunk holding this very line before write() returns.
+      this.written.push(stage('JSON.stringify', () => canonical(JSON.parse(JSON.stringify(r)))));
+      try {
+        stage('JSONL writer', () => this.encoder.write(r));
+      } catch (e) {
+        this.written.pop(); // the encoder wrote nothing
+        throw e;
       }
+      stage('line formatter', () => formatRecord(r));
     };
     this.decoder = new Decoder({
       emit,
@@ -145,6 +159,35 @@ export class RecordFuzzTarget {
   /** Close the trace: the end-of-trace records go through the same stages. */
   finish(): void {
     this.decoder.finish();
+    this.encoder.flush();
+  }
+
+  /** A chunk of the encoder's lines: each must be JSON equal to JSON.stringify of its record. */
+  private checkChunk(bytes: Buffer): void {
+    const lines = bytes.toString('utf8').split('\n');
+    lines.pop(); // after the last newline
+    const want = this.written;
+    this.written = want.slice(lines.length);
+    lines.forEach((line, i) => {
+      let got: string;
+      try {
+        got = canonical(JSON.parse(line));
+      } catch (e) {
+        this.findLine('JSONL writer: a line that is not JSON', e, line);
+        return;
+      }
+      if (got !== want[i]) this.findLine('JSONL writer: a line that reads back differently from JSON.stringify of its record', undefined, `${line}\nexpected ${want[i]}`);
+      else if (this.jsonLines.length < this.maxJsonLines && !this.seenLines.has(line)) {
+        this.seenLines.add(line);
+        this.jsonLines.push(line);
+      }
+    });
+  }
+
+  private findLine(key: string, e: unknown, text: string): void {
+    const f = this.findings.get(key);
+    if (f) f.count++;
+    else this.findings.set(key, { key, message: e instanceof Error ? e.message : key, count: 1, type: -1, len: text.length, hex: text.slice(0, 800) });
   }
 
   private onDecodeError(s: DecodeErrorSample): void {
