@@ -32,6 +32,7 @@ import {
   KT_F_RUN,
   MIN_LEN,
 } from '../bpf/event-layout.js';
+import { COPY_HOOKS } from '../bpf/programs.js';
 import { hex64, s64n, u64n } from '../cdata/values.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
@@ -77,6 +78,10 @@ export interface DecoderStats {
 const EXIT_INTR = KVM_EXIT.INTR;
 /** kvm_create_device.flags bit: only test whether the device type exists, create nothing. */
 const KVM_CREATE_DEVICE_TEST = 1;
+
+/** enum kt_copy_hook → the kernel function the copy was seen in. */
+const HOOK_NAMES = new Map(COPY_HOOKS.map((h) => [h.id, h.hook]));
+const hookName = (id: number): string => HOOK_NAMES.get(id) ?? `hook_${id}`;
 
 export class Decoder {
   readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0, threw: 0 };
@@ -321,6 +326,7 @@ export class Decoder {
       cmd: c.cmdHex,
       name: c.name,
       fd,
+      hook: hookName(dv.getUint32(off + COPY.hook, true)),
     };
     this.emit(rec);
   }
