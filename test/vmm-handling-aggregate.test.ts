@@ -35,6 +35,13 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const SKEW_NS = 10_000;
 /** … and the samples by this much on average (sum of differences / count). */
 const MEAN_SKEW_NS = 1_000;
+/**
+ * The largest sample is the one most exposed: the thread preempted between the two programs (a context switch
+ * of this process was counted) makes that sample, and so the max, longer in one capture only — by the time it
+ * was off the CPU, up to this much on a shared 2-CPU machine.
+ */
+const PREEMPTED_NS = 1_000_000;
+let preempted = false;
 /** Bucket midpoint (≤ 1/8 off) plus the full capture's own histogram (≤ 1.6 %), with a little room. */
 const PCT_TOL = 0.15;
 
@@ -50,6 +57,7 @@ async function bothCaptures(work: () => void | Promise<void>): Promise<{ agg: Ca
   const fullStop = stopSignal();
   let aggAttached: () => void = () => {};
   const aggReady = new Promise<void>((r) => (aggAttached = r));
+  const before = process.resourceUsage().involuntaryContextSwitches;
   const aggRun = capture({ pids: [process.pid], aggregate: true, signal: aggStop.signal, sinks: [new CollectSink()], onAttached: () => aggAttached() });
   const full = await capture({
     pids: [process.pid],
@@ -68,6 +76,7 @@ async function bothCaptures(work: () => void | Promise<void>): Promise<{ agg: Ca
   const agg = await aggRun;
   aggStop.dispose();
   fullStop.dispose();
+  preempted = process.resourceUsage().involuntaryContextSwitches > before;
   return { agg, full };
 }
 
@@ -75,7 +84,7 @@ function compareStats(a: DurationStats, f: DurationStats, what: string): void {
   expect(a.count, `${what} count`).toBe(f.count);
   expect(Math.abs(a.min_ns - f.min_ns), `${what} min`).toBeLessThanOrEqual(SKEW_NS);
   // The largest sample is the one most likely to have had the thread preempted between the two programs.
-  expect(Math.abs(a.max_ns - f.max_ns), `${what} max`).toBeLessThanOrEqual(Math.max(SKEW_NS, f.max_ns * PCT_TOL));
+  expect(Math.abs(a.max_ns - f.max_ns), `${what} max`).toBeLessThanOrEqual(Math.max(SKEW_NS, f.max_ns * PCT_TOL, preempted ? PREEMPTED_NS : 0));
   expect(Math.abs(a.sum_ns - f.sum_ns), `${what} sum`).toBeLessThanOrEqual(MEAN_SKEW_NS * f.count);
   skews.push(Math.abs(a.min_ns - f.min_ns), Math.abs(a.max_ns - f.max_ns), Math.abs(a.sum_ns - f.sum_ns) / f.count);
   close(a.p50_ns, f.p50_ns, `${what} p50`);
