@@ -76,6 +76,9 @@ static __always_inline void resolve_vcpu(struct enter_info *in, __u32 tgid)
 	in->vcpu = vcpu;
 	in->run = (__u64)kt_load(struct kvm_vcpu, vcpu, run);
 	in->vcpu_id = kt_load(struct kvm_vcpu, vcpu, vcpu_id);
+	/* The VM: only the per-vCPU counters (aggregate mode, hardware exits) are keyed by it. */
+	if (aggregate_only || hw_hooks)
+		in->kvm = (__u64)kt_load(struct kvm_vcpu, vcpu, kvm);
 }
 
 /* Everything about in->fd a record needs, at enter (or at exit for a call seen without its enter). */
@@ -84,6 +87,7 @@ static __always_inline void resolve_fd(struct enter_info *in, __u32 tgid)
 	in->fd_kind = KT_FD_UNKNOWN;
 	in->vcpu = 0;
 	in->run = 0;
+	in->kvm = 0;
 	in->vcpu_id = -1;
 	if (in->cmd == KT_KVM_RUN)
 		resolve_vcpu(in, tgid);

@@ -22,7 +22,6 @@ import {
   destroyLinkAsync,
   linkFd,
   mapFd,
-  mapLookup,
   numPossibleCpus,
   objectMaps,
   objectPrograms,
@@ -31,8 +30,9 @@ import {
   setLibbpfLogger,
   setMapMaxEntries,
 } from '../ffi/libbpf.js';
-import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_UNAVAILABLE } from './event-layout.js';
+import { readStats, type TracerStats } from './stats.js';
 import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
+import { attachHw, type HwAttach, hwLine, hwNotLoadedReason, HW_PROGRAMS } from './hw-exits.js';
 import { attachHooks, explicitHooks, type HookResult, hookLine, hookProgramsToLoad, planHooks } from './hooks.js';
 import { type LoadedObject, loadWithRetry } from './load.js';
 import { attachError } from './load-errors.js';
@@ -55,6 +55,8 @@ import { ensureTracefs } from './tracefs.js';
 
 export { BpfLoadError } from './load-errors.js';
 export type { HookResult } from './hooks.js';
+export type { HwAttach } from './hw-exits.js';
+export type { TracerStats } from './stats.js';
 export { chooseStrategy } from './strategy.js';
 
 export interface TracerOptions {
@@ -87,18 +89,16 @@ export interface TracerOptions {
    * still come through the ring.
    */
   aggregate?: boolean;
+  /**
+   * Load the hardware-exit hook set (kvm:kvm_entry / kvm:kvm_exit): KVM_RUN counts its in-kernel exits and
+   * guest time, and each exit's time in KVM per reason is kept in the kernel (hwAggregate()). Attached on its
+   * own: where it cannot, `hwExits` says why and the rest runs.
+   */
+  hwExits?: boolean;
+  /** Aggregate mode: MMIO exits key handling time by aligned ranges of this many bytes (a power of two; 4096). */
+  mmioGranule?: number;
 }
 
-export interface TracerStats {
-  /** Records dropped because the ring was full. */
-  lost: number;
-  /** Records submitted to the ring. */
-  events: number;
-  /** ioctl exits seen without their enter (attached mid-call); still recorded, flagged KT_F_NO_ENTER. */
-  noEnter: number;
-  /** KVM ioctls whose per-thread state could not be had (task storage not allocatable, or its lock busy): not recorded. */
-  stateUnavailable: number;
-}
 
 /** Kernel ids of everything the tracer holds: compare with kernelBpfIds() to prove teardown. */
 export interface BpfIds {
@@ -133,13 +133,16 @@ export class KvmTracer {
   readonly ringBytes: number;
   /** The ioctls whose flexible-array entries are captured (the flex_arrays map), by name. */
   readonly flexArrays: string[];
+  /** The hardware-exit hook set: attached or not, and why. */
+  readonly hwExits: HwAttach;
 
   #obj: BpfObjectPtr | null;
   #links: BpfLinkPtr[];
   #stats: BpfMapPtr;
   #ncpu: number;
   #final: TracerStats | undefined;
-  #agg: AggregateMaps | undefined;
+  #agg: AggregateMaps;
+  #aggregateOnly: boolean;
   #finalAgg: KernelAggregate | undefined;
 
   private constructor(init: {
@@ -153,7 +156,9 @@ export class KvmTracer {
     ringBytes: number;
     stats: BpfMapPtr;
     flexArrays: string[];
-    agg: AggregateMaps | undefined;
+    agg: AggregateMaps;
+    aggregateOnly: boolean;
+    hwExits: HwAttach;
   }) {
     this.#obj = init.obj;
     this.#links = init.links;
@@ -166,12 +171,14 @@ export class KvmTracer {
     this.#stats = init.stats;
     this.flexArrays = init.flexArrays;
     this.#agg = init.agg;
+    this.#aggregateOnly = init.aggregateOnly;
+    this.hwExits = init.hwExits;
     this.#ncpu = numPossibleCpus();
   }
 
   /** True when opened with `aggregate`: counters in the kernel, no ioctl records. */
   get aggregateOnly(): boolean {
-    return this.#agg !== undefined;
+    return this.#aggregateOnly;
   }
 
   /** Load and attach. Throws NotSupportedError / SyscallError / BpfLoadError / RangeError with one clear line. */
@@ -200,13 +207,19 @@ export class KvmTracer {
     const path = opts.objectPath ?? prebuiltObjectPath();
     const aggregate = opts.aggregate === true;
     const rdonlyCast = rdonlyCastUsable(log);
+    const mmioShift = checkMmioGranule(opts.mmioGranule ?? 4096);
     const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
+    const hwSkip = (): string | undefined => {
+      const failed = HW_PROGRAMS.map((p) => plan.notLoaded.get(p)).find((x) => x !== undefined);
+      return opts.programs ? 'an explicit program list was given' : (hwNotLoadedReason(opts.hwExits === true) ?? failed);
+    };
+    const hwPrograms = (): string[] => (hwSkip() === undefined ? [...HW_PROGRAMS] : []);
     const links: BpfLinkPtr[] = [];
-    const wanted = (): string[] => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan)];
+    const wanted = (): string[] => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan), ...hwPrograms()];
     let loaded: LoadedObject<FlexArrayPlan | undefined> | undefined;
     try {
       loaded = loadWithRetry(path, plan, wanted, libbpfLog, log, (obj) => {
-        writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast });
+        writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast, hwHooks: hwPrograms().length > 0, mmioShift });
         setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
         setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
         return flexArrayPlan(obj, path, log);
@@ -214,10 +227,14 @@ export class KvmTracer {
       const { obj, progs, configured: flex } = loaded;
       fillPids(obj, pids);
       if (flex) fillFlexArrays(flex);
-      const agg: AggregateMaps | undefined = aggregate
-        ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
-        : undefined;
-      if (agg) prepareAggregateMaps(agg, numPossibleCpus());
+      const agg: AggregateMaps = {
+        ioctls: requireMap(obj, 'agg_ioctls'),
+        vcpus: requireMap(obj, 'agg_vcpus'),
+        handling: requireMap(obj, 'agg_handling'),
+        hw: requireMap(obj, 'agg_hw'),
+        vms: requireMap(obj, 'agg_vms'),
+      };
+      prepareAggregateMaps(agg, numPossibleCpus());
 
       // The base set (or an explicit program list) must attach whole; hooks attach one by one.
       const must = opts.programs ?? [...BASE_PROGRAMS];
@@ -230,6 +247,8 @@ export class KvmTracer {
       }
       const hooks = opts.programs ? explicitHooks(opts.programs) : attachHooks(plan, progs, links);
       for (const h of hooks) log(hookLine(h));
+      const hwExits = attachHw(progs, hwSkip(), links);
+      if (hwExits.requested) log(hwLine(hwExits));
       let { strategy, reason } = choice;
       if (!opts.programs && strategy !== 'tracepoint' && !hooks.some((h) => h.attached)) {
         // Only tracepoints attached: say so, and why.
@@ -243,13 +262,19 @@ export class KvmTracer {
         links,
         strategy,
         reason,
-        programs: [...must, ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!)],
+        programs: [
+          ...must,
+          ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!),
+          ...(hwExits.attached ? HW_PROGRAMS : []),
+        ],
         hooks,
         ringMapFd: mapFd(requireMap(obj, 'events')),
         ringBytes,
         stats: requireMap(obj, 'stats'),
         flexArrays: flex ? flex.rules.map((r) => r.name) : [],
         agg,
+        aggregateOnly: aggregate,
+        hwExits,
       });
       registerOpen(tracer);
       return tracer;
@@ -272,25 +297,14 @@ export class KvmTracer {
       if (!this.#final) throw new Error('KvmTracer closed before its counters could be read');
       return { ...this.#final };
     }
-    const v = new Array<number>(KT_STAT_MAX).fill(0);
-    const key = Buffer.alloc(4);
-    const value = Buffer.alloc(8 * this.#ncpu);
-    for (let slot = 0; slot < KT_STAT_MAX; slot++) {
-      key.writeUInt32LE(slot);
-      if (!mapLookup(this.#stats, key, value)) continue;
-      let sum = 0n;
-      for (let cpu = 0; cpu < this.#ncpu; cpu++) sum += value.readBigUInt64LE(cpu * 8);
-      v[slot] = Number(sum);
-    }
-    return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateUnavailable: v[KT_STAT_STATE_UNAVAILABLE] };
+    return readStats(this.#stats, this.#ncpu);
   }
 
   /**
-   * Aggregate-only mode: the kernel's counters summed over CPUs; after close(), their final values (read
-   * once the programs were detached). Throws when the tracer was not opened with `aggregate`.
+   * The kernel's counters summed over CPUs (aggregate mode: everything; a full capture with hardware exits:
+   * those); after close(), their final values (read once the programs were detached).
    */
   aggregate(): KernelAggregate {
-    if (!this.#agg) throw new Error('KvmTracer was not opened in aggregate mode');
     if (!this.#obj) {
       if (!this.#finalAgg) throw new Error('KvmTracer closed before its aggregate counters could be read');
       return this.#finalAgg;
@@ -354,13 +368,19 @@ export class KvmTracer {
     for (const link of links.reverse()) destroyLink(link);
     try {
       this.#final = this.stats();
-      if (this.#agg) this.#finalAgg = this.aggregate();
+      if (this.#aggregateOnly || this.hwExits.requested) this.#finalAgg = this.aggregate();
     } finally {
       this.#obj = null;
       openTracers.delete(this);
       closeObject(obj);
     }
   }
+}
+
+/** log2 of the MMIO granule (a power of two between 1 byte and 1 GiB). */
+function checkMmioGranule(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 1 << 30 || (n & (n - 1)) !== 0) throw new RangeError(`MMIO granule must be a power of two up to 1 GiB (got ${n})`);
+  return Math.log2(n);
 }
 
 function registerOpen(t: KvmTracer): void {
