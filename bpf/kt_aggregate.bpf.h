@@ -105,7 +105,7 @@ static __always_inline void agg_ioctl(struct enter_info *in, __u64 pid_tgid, lon
 		agg_exit_reason(in, ret);
 	} else {
 		a = agg_counters(in->cmd);
-		/* Learn vCPU fds (resolve_vcpu's fallback when the kernel lacks the kvm_vcpu_ioctl symbol). */
+		/* Learn vCPU fds: their mmap and close still become fd records. */
 		if (ret >= 0 && in->cmd == KT_KVM_CREATE_VCPU)
 			track_fd(pid_tgid >> 32, ret, KT_FD_VCPU);
 	}
