@@ -105,6 +105,25 @@ describe.skipIf(skip !== undefined)('copy hooks on this kernel', () => {
     expect(tracer.programs).toEqual([...BASE_PROGRAMS]);
   });
 
+  it('openAsync, fentry forced: a quiet load the kernel refuses is loaded again with the log, as open() does', async () => {
+    const logs: string[] = [];
+    const tracer = await KvmTracer.openAsync({ pids: [process.pid], hookFamilies: ['fentry'], log: (l) => logs.push(l) });
+    const ring = new RingCollector(tracer.ringMapFd);
+    try {
+      runPioGuest();
+      expect(ring.drain().ioctls.filter((e) => e.cmd === KVM_RUN)).toHaveLength(2);
+      if (probeFeature('fentry').status !== 'unsupported') {
+        expect(tracer.hooks.some((h) => h.attached)).toBe(true);
+        return;
+      }
+      expect(logs.filter((l) => /_fentry cannot load here/.test(l)).length).toBeGreaterThan(0);
+      expect(tracer.programs).toEqual([...BASE_PROGRAMS]);
+    } finally {
+      ring.free();
+      tracer.close();
+    }
+  });
+
   it('aggregate mode loads and attaches no copy program, whatever families are asked for', () => {
     const tracer = KvmTracer.open({ pids: [process.pid], aggregate: true, hookFamilies: ['kprobe', 'fentry'] });
     try {

@@ -6,16 +6,17 @@
  *   attach → (the ring-buffer consumer runs elsewhere, on ringMapFd) → close(): destroy every link, close
  *   the object. close() is idempotent; a failure anywhere in open() tears down what was built; a process
  *   'exit' hook closes tracers left open (the kernel would free them with the fds anyway: nothing is pinned).
- * The steps live beside it: strategy.ts (preflight, strategy choice), object-setup.ts (options, rodata,
- * autoload, map sizes and contents), load.ts (load, retried without a hook program the kernel refuses),
- * hooks.ts (copy hooks attached one by one, each with its result), load-errors.ts (one-line failures).
+ * openAsync() is the same with the load on a worker thread (the caller builds its decoder meanwhile).
+ * The steps live beside it: tracer-open.ts (what comes before and after the load), strategy.ts (preflight,
+ * strategy choice), object-setup.ts (options, rodata, autoload, map sizes and contents), load.ts (load,
+ * retried without a hook program the kernel refuses), hooks.ts (copy hooks attached one by one, each with
+ * its result), load-errors.ts (one-line failures).
  */
 import { readFileSync } from 'node:fs';
 import {
   type BpfLinkPtr,
   type BpfMapPtr,
   type BpfObjectPtr,
-  attachProgram,
   bpfObjectId,
   closeObject,
   destroyLink,
@@ -29,65 +30,18 @@ import {
   programFd,
   programName,
   setLibbpfLogger,
-  setMapMaxEntries,
 } from '../ffi/libbpf.js';
 import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_UNAVAILABLE } from './event-layout.js';
-import { type AggregateMaps, type KernelAggregate, prepareAggregateMaps, readAggregate } from './aggregate.js';
-import { attachHooks, explicitHooks, type HookResult, hookLine, hookProgramsToLoad, planHooks } from './hooks.js';
-import { type LoadedObject, loadWithRetry } from './load.js';
-import { attachError } from './load-errors.js';
-import {
-  checkComm,
-  checkPids,
-  checkRingBytes,
-  checkWakeupBytes,
-  fillFlexArrays,
-  fillPids,
-  type FlexArrayPlan,
-  flexArrayPlan,
-  requireMap,
-  writeRodata,
-} from './object-setup.js';
-import { prebuiltObjectPath } from './paths.js';
-import { BASE_PROGRAMS, type HookFamily, type Strategy, type StrategyOption, STRATEGIES } from './programs.js';
-import { chooseStrategy, preflight, rdonlyCastUsable } from './strategy.js';
-import { ensureTracefs } from './tracefs.js';
+import { type AggregateMaps, type KernelAggregate, readAggregate } from './aggregate.js';
+import type { HookResult } from './hooks.js';
+import { loadQuietAsync, loadWithRetry } from './load.js';
+import type { Strategy } from './programs.js';
+import { type AttachedObject, attachLoaded, planOpen, type TracerOptions } from './tracer-open.js';
 
 export { BpfLoadError } from './load-errors.js';
 export type { HookResult } from './hooks.js';
 export { chooseStrategy } from './strategy.js';
-
-export interface TracerOptions {
-  /** Trace only these processes (tgids). Empty/absent: every process. */
-  pids?: number[];
-  /** Trace only processes whose name (thread-group leader's comm, ≤ 15 bytes) equals this. */
-  comm?: string;
-  /** Attach strategy; `auto` (default) picks the richest that works here. */
-  strategy?: StrategyOption;
-  /** Ring buffer size in bytes: a power of two ≥ 4096. Default 8 MiB. */
-  ringBytes?: number;
-  /** Force a consumer wakeup when unconsumed bytes cross this; 0 = never (timed drain only). Default ringBytes/4. */
-  wakeupBytes?: number;
-  /** Progress and diagnostics, one line each (strategy choice, tracefs mount, verifier log on failure). */
-  log?: (line: string) => void;
-  /** Also pass libbpf's info/debug messages to `log`. */
-  verbose?: boolean;
-  /** Another object file (tests); default bpf/prebuilt/kvm_trace.bpf.o. */
-  objectPath?: string;
-  /** Attach exactly these programs instead of the strategy's set (experiments, failure-path tests). */
-  programs?: string[];
-  /**
-   * Try the copy hooks with these program families, in this order, whatever the feature probes say
-   * (tests; diagnosing a kernel). Default: from the strategy (auto: fentry, then kprobe, where they work).
-   */
-  hookFamilies?: HookFamily[];
-  /**
-   * Aggregate-only mode: no ioctl records in the ring; per-CPU counters in the kernel (count, errors,
-   * latency histogram per request, exit reasons per vCPU), read with aggregate(). fd-lifecycle records
-   * still come through the ring.
-   */
-  aggregate?: boolean;
-}
+export { DEFAULT_RING_BYTES, type TracerOptions } from './tracer-open.js';
 
 export interface TracerStats {
   /** Records dropped because the ring was full. */
@@ -114,9 +68,6 @@ export interface ProgramRuntime {
   runTimeNs: number;
 }
 
-export const DEFAULT_RING_BYTES = 8 << 20;
-const PIDS_MAP_MIN = 64;
-
 const openTracers = new Set<KvmTracer>();
 let exitHookInstalled = false;
 
@@ -142,19 +93,7 @@ export class KvmTracer {
   #agg: AggregateMaps | undefined;
   #finalAgg: KernelAggregate | undefined;
 
-  private constructor(init: {
-    obj: BpfObjectPtr;
-    links: BpfLinkPtr[];
-    strategy: Strategy;
-    reason: string;
-    programs: string[];
-    hooks: HookResult[];
-    ringMapFd: number;
-    ringBytes: number;
-    stats: BpfMapPtr;
-    flexArrays: string[];
-    agg: AggregateMaps | undefined;
-  }) {
+  private constructor(init: AttachedObject) {
     this.#obj = init.obj;
     this.#links = init.links;
     this.strategy = init.strategy;
@@ -176,90 +115,35 @@ export class KvmTracer {
 
   /** Load and attach. Throws NotSupportedError / SyscallError / BpfLoadError / RangeError with one clear line. */
   static open(opts: TracerOptions = {}): KvmTracer {
-    const log = opts.log ?? (() => {});
-    const ringBytes = checkRingBytes(opts.ringBytes ?? DEFAULT_RING_BYTES);
-    const wakeupBytes = checkWakeupBytes(opts.wakeupBytes ?? ringBytes / 4, ringBytes);
-    const pids = checkPids(opts.pids ?? []);
-    const comm = checkComm(opts.comm, log);
-    const requested = opts.strategy ?? 'auto';
-    if (!STRATEGIES.includes(requested)) {
-      throw new RangeError(`unknown strategy "${String(requested)}" (one of ${STRATEGIES.join(', ')})`);
-    }
-    preflight();
-    ensureTracefs(log);
-    const choice = chooseStrategy(requested);
-    log(`strategy ${choice.strategy}: ${choice.reason}`);
-
-    const libbpfLog: string[] = [];
-    // Quiet by default: libbpf's messages are kept and shown only when loading or attaching fails.
-    setLibbpfLogger((_level, message) => {
-      libbpfLog.push(message);
-      if (opts.verbose) log(`libbpf: ${message}`);
-    });
-
-    const path = opts.objectPath ?? prebuiltObjectPath();
-    const aggregate = opts.aggregate === true;
-    const rdonlyCast = rdonlyCastUsable(log);
-    const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
-    const links: BpfLinkPtr[] = [];
-    const wanted = (): string[] => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan)];
-    let loaded: LoadedObject<FlexArrayPlan | undefined> | undefined;
+    const p = planOpen(opts);
     try {
-      loaded = loadWithRetry(path, plan, wanted, libbpfLog, log, (obj) => {
-        writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast });
-        setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
-        setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
-        return flexArrayPlan(obj, path, log);
-      });
-      const { obj, progs, configured: flex } = loaded;
-      fillPids(obj, pids);
-      if (flex) fillFlexArrays(flex);
-      const agg: AggregateMaps | undefined = aggregate
-        ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
-        : undefined;
-      if (agg) prepareAggregateMaps(agg, numPossibleCpus());
-
-      // The base set (or an explicit program list) must attach whole; hooks attach one by one.
-      const must = opts.programs ?? [...BASE_PROGRAMS];
-      for (const name of must) {
-        try {
-          links.push(attachProgram(progs.get(name)!));
-        } catch (err) {
-          throw attachError(name, err, libbpfLog);
-        }
-      }
-      const hooks = opts.programs ? explicitHooks(opts.programs) : attachHooks(plan, progs, links);
-      for (const h of hooks) log(hookLine(h));
-      let { strategy, reason } = choice;
-      if (!opts.programs && strategy !== 'tracepoint' && !hooks.some((h) => h.attached)) {
-        // Only tracepoints attached: say so, and why.
-        const why = aggregate ? 'aggregate mode attaches no copy hook' : 'no copy hook could attach';
-        reason = `${reason}; ${why}, so tracepoint only`;
-        strategy = 'tracepoint';
-        if (!aggregate) log(`strategy tracepoint: ${why}`);
-      }
-      const tracer = new KvmTracer({
-        obj,
-        links,
-        strategy,
-        reason,
-        programs: [...must, ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!)],
-        hooks,
-        ringMapFd: mapFd(requireMap(obj, 'events')),
-        ringBytes,
-        stats: requireMap(obj, 'stats'),
-        flexArrays: flex ? flex.rules.map((r) => r.name) : [],
-        agg,
-      });
-      registerOpen(tracer);
-      return tracer;
-    } catch (err) {
-      for (const link of links.reverse()) destroyLink(link);
-      if (loaded) closeObject(loaded.obj);
-      throw err;
+      return KvmTracer.#create(attachLoaded(p, loadWithRetry(p.path, p.plan, p.wanted, p.libbpfLog, p.log, p.configure)));
     } finally {
       setLibbpfLogger(null);
     }
+  }
+
+  /**
+   * open(), with bpf_object__load on a worker thread: everything before the load runs before this returns
+   * its promise, so the caller can build what it needs next (the decoder) while the kernel verifies the
+   * programs. A failed quiet load is done again by open()'s path, with libbpf's log (and --verbose loads
+   * that way from the start, its log shown as it comes).
+   */
+  static async openAsync(opts: TracerOptions = {}): Promise<KvmTracer> {
+    const p = planOpen(opts);
+    try {
+      const quiet = opts.verbose ? undefined : await loadQuietAsync(p.path, p.wanted(), p.configure);
+      const loaded = quiet ?? loadWithRetry(p.path, p.plan, p.wanted, p.libbpfLog, p.log, p.configure);
+      return KvmTracer.#create(attachLoaded(p, loaded));
+    } finally {
+      setLibbpfLogger(null);
+    }
+  }
+
+  static #create(init: AttachedObject): KvmTracer {
+    const tracer = new KvmTracer(init);
+    registerOpen(tracer);
+    return tracer;
   }
 
   get closed(): boolean {
