@@ -118,7 +118,8 @@ export class AggregateSource implements TopSource {
     return { t_ns, entities: [total, ...vcpus], processes, lost, notes };
   }
 
-  close(): void {
+  /** Stop reading the ring, then detach every link side by side (tracer.detach(): one RCU wait, not seven). */
+  async close(): Promise<void> {
     const consumer = this.#consumer;
     const tracer = this.#tracer;
     this.#consumer = null;
@@ -126,7 +127,7 @@ export class AggregateSource implements TopSource {
     try {
       consumer?.close();
     } finally {
-      tracer?.close();
+      await tracer?.detach();
     }
   }
 }
