@@ -10,7 +10,8 @@ import { bufferGeometry, lineSpan, systemLineSize } from '../src/analysis/cachel
 import { parseAddr } from '../src/cdata/values.js';
 import { deriveCopies } from '../src/kvm/abi/copy-rules.js';
 import { CopyJoiner, FlagAnalyzer, flagRecord } from '../src/analysis/flags.js';
-import { kernelTypeSource } from '../src/btf/type-source.js';
+import { kernelTypeSource, type TypeSource } from '../src/btf/type-source.js';
+import { findMember } from '../src/btf/layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 
 describe('cache-line geometry', () => {
@@ -129,9 +130,9 @@ describe.skipIf(!haveBtf)('kernel copy rules (running kernel BTF)', () => {
       ['arg', 'from_user', 8, 0x8000n, 8],
       ['kvm_irq_routing.entries', 'from_user', 96, 0x8008n, 8],
     ]],
-    ['SET_SIGNAL_MASK: header then sigset_t', ioctl('KVM_SET_SIGNAL_MASK', 0x9000, { len: 8 }), [
+    ['SET_SIGNAL_MASK: header then sizeof(sigset_t) bytes of the __u8[] sigset (align 1)', ioctl('KVM_SET_SIGNAL_MASK', 0x9000, { len: 8 }), [
       ['arg', 'from_user', 4, 0x9000n, 4],
-      ['kvm_signal_mask.sigset', 'from_user', 8, 0x9004n, 8],
+      ['kvm_signal_mask.sigset', 'from_user', 8, 0x9004n, 1],
     ]],
     ['SET_SIGNAL_MASK(NULL): nothing copied', ioctl('KVM_SET_SIGNAL_MASK', 0), []],
     ['GET_ONE_REG: u64 value out', ioctl('KVM_GET_ONE_REG', 0xa000, { id: '0x2030000000000001', addr: '0xb008' }), [
@@ -153,6 +154,58 @@ describe.skipIf(!haveBtf)('kernel copy rules (running kernel BTF)', () => {
     ['failed call: not derived', ioctl('KVM_SET_REGS', 0x1000, {}, { ret: -1, errno: 'EFAULT' }), []],
   ])('%s', (_label, rec, want) => {
     expect(derive(rec)).toEqual(want);
+  });
+
+  it.each<[string, IoctlRecord, string[]]>([
+    // What each handler copies through (kvm_main.c / x86.c): it decides which copy hook can see the copy.
+    ['KVM_SET_REGS', ioctl('KVM_SET_REGS', 0x1000), ['memdup_user']],
+    ['KVM_SET_SREGS', ioctl('KVM_SET_SREGS', 0x1000), ['memdup_user']],
+    ['KVM_SET_FPU', ioctl('KVM_SET_FPU', 0x1000), ['memdup_user']],
+    ['KVM_GET_REGS', ioctl('KVM_GET_REGS', 0x1000), ['copy_to_user']],
+    ['KVM_SET_VCPU_EVENTS', ioctl('KVM_SET_VCPU_EVENTS', 0x1000), ['copy_from_user']],
+    ['KVM_GET_MSRS', ioctl('KVM_GET_MSRS', 0x4000, { nmsrs: 1 }), ['copy_from_user', 'memdup_user', 'copy_to_user']],
+    ['KVM_SET_CPUID2', ioctl('KVM_SET_CPUID2', 0x5000, { nent: 1 }), ['copy_from_user', 'vmemdup_user']],
+    ['KVM_SET_GSI_ROUTING', ioctl('KVM_SET_GSI_ROUTING', 0x8000, { nr: 1 }), ['copy_from_user', 'vmemdup_user']],
+    ['KVM_GET_NESTED_STATE', ioctl('KVM_GET_NESTED_STATE', 0x8000), ['get_user', 'copy_to_user']],
+  ])('%s copies through %j', (_n, rec, via) => {
+    expect(deriveCopies(rec, { types: types!, ioctl: lookup(rec.name) }).map((c) => c.via)).toEqual(via);
+  });
+
+  it('KVM_GET_MSR_INDEX_LIST writes its indices in two pieces (msrs_to_save, emulated_msrs); the feature list in one', () => {
+    const list = deriveCopies(ioctl('KVM_GET_MSR_INDEX_LIST', 0x7000, { nmsrs: 5 }, { fd_kind: 'system' }), { types: types!, ioctl: lookup('KVM_GET_MSR_INDEX_LIST') });
+    expect(list[2]).toMatchObject({ what: 'kvm_msr_list.indices', len: 20, pieces: 2, via: 'copy_to_user' });
+    const feat = deriveCopies(ioctl('KVM_GET_MSR_FEATURE_INDEX_LIST', 0x7000, { nmsrs: 5 }, { fd_kind: 'system' }), { types: types!, ioctl: lookup('KVM_GET_MSR_FEATURE_INDEX_LIST') });
+    expect(feat[2].pieces).toBeUndefined();
+  });
+
+  it('KVM_SET_SIGNAL_MASK: a sigset right after the 4-byte header is not misaligned (it is a __u8[])', () => {
+    const { flags } = flagRecord(ioctl('KVM_SET_SIGNAL_MASK', 0x9000, { len: 8 }), { types: types!, lookup, lineSize: 64 });
+    expect(flags.map((f) => [f.what, f.addr, f.len, f.align, f.misaligned])).toEqual([
+      ['arg', '0x9000', 4, 4, false],
+      ['kvm_signal_mask.sigset', '0x9004', 8, 1, false],
+    ]);
+    // Not even at an odd address: copy_from_user takes any alignment, and the type asks for none.
+    expect(flagRecord(ioctl('KVM_SET_SIGNAL_MASK', 0x9001, { len: 8 }), { types: types!, lookup }).flags[1].misaligned).toBe(false);
+  });
+
+  describe('KVM_SET_PMU_EVENT_FILTER follows the running kernel (BTF, not a version number)', () => {
+    const rec = () => ioctl('KVM_SET_PMU_EVENT_FILTER', 0xa000, { action: 0, nevents: 3, fixed_counter_bitmap: 0, flags: 0 }, { fd_kind: 'vm' });
+    const head = types!.struct('kvm_pmu_event_filter')!;
+    const events = findMember(head, 'events')!.offset;
+    it('6.4+ (struct kvm_x86_pmu_event_filter exists): the header, then only the events', () => {
+      const withX86: TypeSource = { type: (n) => types!.type(n), struct: (n) => (n === 'kvm_x86_pmu_event_filter' ? head : types!.struct(n)) };
+      expect(deriveCopies(rec(), { types: withX86, ioctl: lookup('KVM_SET_PMU_EVENT_FILTER') }).map(summary)).toEqual([
+        ['arg', 'from_user', head.size, 0xa000n, head.align],
+        ['kvm_pmu_event_filter.events', 'from_user', 24, 0xa000n + BigInt(events), 8],
+      ]);
+    });
+    it('before 6.4: the header, then header + events again in one copy', () => {
+      const without: TypeSource = { type: (n) => types!.type(n), struct: (n) => (n === 'kvm_x86_pmu_event_filter' ? undefined : types!.struct(n)) };
+      expect(deriveCopies(rec(), { types: without, ioctl: lookup('KVM_SET_PMU_EVENT_FILTER') }).map(summary)).toEqual([
+        ['arg', 'from_user', head.size, 0xa000n, head.align],
+        ['kvm_pmu_event_filter+events', 'from_user', events + 24, 0xa000n, head.align],
+      ]);
+    });
   });
 
   it('REINJECT_CONTROL alignment comes from BTF (u8 members)', () => {
@@ -197,7 +250,10 @@ describe.skipIf(!haveBtf)('kernel copy rules (running kernel BTF)', () => {
     expect(out.unknown).toEqual([]);
     a.analyze(ioctl('KVM_GET_DIRTY_LOG', 0xf000, { slot: 5, dirty_bitmap: '0x10000' }, { fd_kind: 'vm' }));
     // region 32 B + 2 × dirty-log header 16 B + bitmap 32 B; one bitmap of unknown length (slot 5 never set)
-    expect(a.totals).toEqual({ copies: 4, bytes: 96, misaligned: 1, cacheline_cross: 0, unknown: 1, observed: 0 });
+    expect(a.totals).toEqual({
+      copies: 4, bytes: 96, misaligned: 1, cacheline_cross: 0, unknown: 1, observed: 0, derived: 4,
+      by_ioctl: { KVM_SET_USER_MEMORY_REGION: { observed: 0, derived: 1, unknown: 0 }, KVM_GET_DIRTY_LOG: { observed: 0, derived: 3, unknown: 1 } },
+    });
   });
 });
 
@@ -218,7 +274,7 @@ describe.skipIf(!haveBtf)('observed copies (kprobe/fentry CopyRecords, synthetic
     expect(out.flags.map((f) => [f.what, f.dir, f.addr, f.len, f.align, f.source])).toEqual([
       ['arg', 'from_user', '0x4000', 8, 8, 'observed'],
       ['kvm_msrs.entries', 'from_user', '0x4008', 32, 8, 'observed'],
-      ['copy', 'to_user', '0x4024', 32, 8, 'observed'],
+      ['kvm_msrs.entries', 'to_user', '0x4024', 32, 8, 'observed'], // inside the written-back entries
     ]);
     expect(out.flags[2]).toMatchObject({ misaligned: true, cacheline_cross: true });
     // The other thread's copy waits for that thread's ioctl.
@@ -240,6 +296,68 @@ describe.skipIf(!haveBtf)('observed copies (kprobe/fentry CopyRecords, synthetic
     const out = a.analyze(rec)!;
     expect(out.unknown).toEqual([]);
     expect(out.flags[1]).toMatchObject({ what: 'kvm_dirty_log.dirty_bitmap', len: 128, align: 8, source: 'observed' });
+  });
+});
+
+describe.skipIf(!haveBtf)('observed and derived copies complement each other (per-hook coverage)', () => {
+  const copy = (rec: IoctlRecord, i: number, dir: CopyRecord['dir'], addr: string, len: number, hook: string): CopyRecord =>
+    ({ type: 'copy', ts_ns: rec.enter_ns + i, pid: 100, tid: 101, dir, addr, len, cmd: rec.cmd, name: rec.name, fd: 5, hook });
+  const rows = (fl: ReturnType<typeof flagRecord>['flags']) => fl.map((f) => [f.what, f.dir, f.addr, f.source, f.hook ?? f.via]);
+
+  it('only the memdup hooks attached (Debian 6.1/6.12): KVM_GET_MSRS keeps its header and write-back derived', () => {
+    const a = new FlagAnalyzer({ types: types!, lookup, hooks: ['memdup_user', 'vmemdup_user'] });
+    const rec = ioctl('KVM_GET_MSRS', 0x4000, { nmsrs: 2 });
+    a.analyze(copy(rec, 1, 'from_user', '0x4008', 32, 'memdup_user'));
+    const out = a.analyze(rec)!;
+    expect(rows(out.flags)).toEqual([
+      ['arg', 'from_user', '0x4000', 'derived', 'copy_from_user'],
+      ['kvm_msrs.entries', 'from_user', '0x4008', 'observed', 'memdup_user'],
+      ['kvm_msrs.entries', 'to_user', '0x4008', 'derived', 'copy_to_user'],
+    ]);
+    expect(a.totals.by_ioctl.KVM_GET_MSRS).toEqual({ observed: 1, derived: 2, unknown: 0 });
+  });
+
+  it('a copy whose routine an attached hook sees, yet was not observed, was not made: not derived either', () => {
+    const rec = ioctl('KVM_SET_REGS', 0x1000);
+    const out = flagRecord(rec, { types: types!, lookup }, { observed: [], seen: new Set(['memdup_user']) });
+    expect(out.flags).toEqual([]);
+    // Without that hook the same call's copy is derived.
+    expect(rows(flagRecord(rec, { types: types!, lookup }, { observed: [], seen: new Set() }).flags)).toEqual([['arg', 'from_user', '0x1000', 'derived', 'memdup_user']]);
+  });
+
+  it('without the attached hooks, the hooks the call was observed through stand for them', () => {
+    const rec = ioctl('KVM_SET_MSRS', 0x4100, { nmsrs: 1 });
+    const out = flagRecord(rec, { types: types!, lookup }, { observed: [copy(rec, 1, 'from_user', '0x4108', 16, 'memdup_user')] });
+    expect(rows(out.flags)).toEqual([
+      ['arg', 'from_user', '0x4100', 'derived', 'copy_from_user'],
+      ['kvm_msrs.entries', 'from_user', '0x4108', 'observed', 'memdup_user'],
+    ]);
+  });
+
+  it('_copy_from_user hooked sees the memdup family too; zero-length copies flag nothing', () => {
+    const a = new FlagAnalyzer({ types: types!, lookup });
+    a.setHooks(['_copy_from_user', '_copy_to_user']);
+    const rec = ioctl('KVM_SET_MSRS', 0x4100, { nmsrs: 0 });
+    a.analyze(copy(rec, 1, 'from_user', '0x4100', 8, '_copy_from_user'));
+    a.analyze(copy(rec, 2, 'from_user', '0x4108', 0, '_copy_from_user'));
+    expect(rows(a.analyze(rec)!.flags)).toEqual([['arg', 'from_user', '0x4100', 'observed', '_copy_from_user']]);
+  });
+
+  it('the two pieces of KVM_GET_MSR_INDEX_LIST, when observed, are both flagged as the indices', () => {
+    const rec = ioctl('KVM_GET_MSR_INDEX_LIST', 0x7000, { nmsrs: 5 }, { fd_kind: 'system' });
+    const observed = [
+      copy(rec, 1, 'from_user', '0x7000', 4, '_copy_from_user'),
+      copy(rec, 2, 'to_user', '0x7000', 4, '_copy_to_user'),
+      copy(rec, 3, 'to_user', '0x7004', 12, '_copy_to_user'),
+      copy(rec, 4, 'to_user', '0x7010', 8, '_copy_to_user'),
+    ];
+    const out = flagRecord(rec, { types: types!, lookup }, { observed, seen: new Set(['copy_from_user', 'copy_to_user']) });
+    expect(out.flags.map((f) => [f.what, f.addr, f.len, f.source])).toEqual([
+      ['arg', '0x7000', 4, 'observed'],
+      ['arg', '0x7000', 4, 'observed'],
+      ['kvm_msr_list.indices', '0x7004', 12, 'observed'],
+      ['kvm_msr_list.indices', '0x7010', 8, 'observed'],
+    ]);
   });
 });
 

@@ -5,6 +5,10 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   KT_COPY_FROM_USER,
+  KT_HOOK_COPY_FROM_USER,
+  KT_HOOK_COPY_TO_USER,
+  KT_HOOK_MEMDUP_USER,
+  KT_HOOK_VMEMDUP_USER,
   KT_FD_CLOSE,
   KT_FD_OPEN,
   KT_FD_SYSTEM,
@@ -225,10 +229,21 @@ describe('decoder edge cases', () => {
     ]);
   });
 
-  it('copy records carry the ioctl they happened in', () => {
+  it('copy records carry the ioctl they happened in and the hook that saw them', () => {
     const h = new Harness();
-    const [c] = h.feed(encodeCopy({ ts_ns: 9, pid: 1, tid: 2, uaddr: 0x7ffd1001n, len: 144, dir: KT_COPY_FROM_USER, cmd: cmdOf('KVM_SET_REGS'), fd: 5 }));
-    expect(c).toEqual({ type: 'copy', ts_ns: 9, pid: 1, tid: 2, dir: 'from_user', addr: '0x7ffd1001', len: 144, cmd: '0x4090ae82', name: 'KVM_SET_REGS', fd: 5 });
+    const [c] = h.feed(encodeCopy({ ts_ns: 9, pid: 1, tid: 2, uaddr: 0x7ffd1001n, len: 144, dir: KT_COPY_FROM_USER, cmd: cmdOf('KVM_SET_REGS'), fd: 5, hook: KT_HOOK_MEMDUP_USER }));
+    expect(c).toEqual({ type: 'copy', ts_ns: 9, pid: 1, tid: 2, dir: 'from_user', addr: '0x7ffd1001', len: 144, cmd: '0x4090ae82', name: 'KVM_SET_REGS', fd: 5, hook: 'memdup_user' });
+  });
+
+  it.each([
+    [KT_HOOK_COPY_FROM_USER, '_copy_from_user'],
+    [KT_HOOK_COPY_TO_USER, '_copy_to_user'],
+    [KT_HOOK_MEMDUP_USER, 'memdup_user'],
+    [KT_HOOK_VMEMDUP_USER, 'vmemdup_user'],
+    [99, 'hook_99'],
+  ])('copy hook id %i is %s', (hook, name) => {
+    const [c] = new Harness().feed(encodeCopy({ ts_ns: 9, pid: 1, tid: 2, uaddr: 0x1000n, len: 8, dir: KT_COPY_FROM_USER, cmd: cmdOf('KVM_SET_MSRS'), fd: 5, hook }));
+    expect(c).toMatchObject({ type: 'copy', hook: name });
   });
 
   it('mmap of a vCPU fd at a non-zero offset or a failed mmap is not the kvm_run mapping', () => {

@@ -1,7 +1,7 @@
 /**
  * A synthetic but shape-true capture for the report tests: two processes' worth of records as
- * `kvm-trace attach -o` writes them (ioctl records with decoded args and exits, kvm_run, fd, lost and
- * summary records). Deterministic: a seeded generator, no clock.
+ * `kvm-trace attach -o` writes them (ioctl records with decoded args and exits, copies seen by the
+ * memdup_user hook, kvm_run, fd, lost and summary records). Deterministic: a seeded generator, no clock.
  */
 import type { TraceRecord, IoctlRecord } from '../src/decode/records.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
@@ -29,6 +29,11 @@ export function sampleTrace(opts: { runs?: number; seed?: number } = {}): TraceR
       arg: `0x${BigInt(arg).toString(16)}`, ret: 0, errno: null, latency_ns: lat, ...extra,
     };
   };
+  // A copy the next ioctl of `tid` makes, seen by the memdup_user hook (inside that ioctl's window).
+  const memdup = (tid: number, fd: number, name: string, addr: bigint, len: number): TraceRecord => {
+    const d = ioctlByName(name);
+    return { type: 'copy', ts_ns: t + 1000, pid, tid, dir: 'from_user', addr: `0x${addr.toString(16)}`, len, cmd: `0x${d.cmd.toString(16)}`, name, fd, hook: 'memdup_user' };
+  };
   out.push({ type: 'fd', ts_ns: t, pid, tid: pid, op: 'open', fd: 3, fd_kind: 'system', vm: null, vcpu: null });
   out.push(io('KVM_GET_API_VERSION', pid, 3, 'system', 0, { ret: 12 }));
   out.push(io('KVM_CREATE_VM', pid, 3, 'system', 0, { ret: 4, fd_kind: 'system' }));
@@ -45,11 +50,13 @@ export function sampleTrace(opts: { runs?: number; seed?: number } = {}): TraceR
     const tid = pid + 1 + v;
     const fd = 10 + v;
     // Deliberately placed register buffers: aligned, misaligned, line-crossing.
+    out.push(memdup(tid, fd, 'KVM_SET_REGS', 0x7f4410000000n + BigInt(v * 0x1000), 144));
     out.push(io('KVM_SET_REGS', tid, fd, 'vcpu', 0x7f4410000000n + BigInt(v * 0x1000)));
     out.push(io('KVM_SET_REGS', tid, fd, 'vcpu', 0x7f4410000104n + BigInt(v * 0x1000)));
     out.push(io('KVM_GET_REGS', tid, fd, 'vcpu', 0x7f4410000238n + BigInt(v * 0x1000)));
     out.push(io('KVM_GET_SREGS', tid, fd, 'vcpu', 0x7f441000033cn + BigInt(v * 0x1000)));
     out.push(io('KVM_SET_SREGS', tid, fd, 'vcpu', 0x7f441000033cn + BigInt(v * 0x1000)));
+    out.push(memdup(tid, fd, 'KVM_SET_MSRS', 0x7f4410000808n, 32));
     out.push(io('KVM_SET_MSRS', tid, fd, 'vcpu', 0x7f4410000800n, { args: { nmsrs: 2, pad: 0 }, ret: 2 }));
     out.push(io('KVM_GET_DIRTY_LOG', pid, 4, 'vm', 0x7ffd0000c000n, { args: { slot: 0, padding1: 0, dirty_bitmap: '0x7f4420000004' } }));
     const runs = opts.runs ?? 200;
@@ -72,6 +79,12 @@ export function sampleTrace(opts: { runs?: number; seed?: number } = {}): TraceR
   out.push({
     type: 'summary', strategy: 'tracepoint', events: out.length, lost: 3, unknown_ioctls: 0, duration_s: 1.25,
     ioctls: {}, exits: {}, kvm_run: [], fds: { opened: 4, closed: 1, leaked: 1 },
+    hooks: {
+      _copy_from_user: { attached: false, reason: 'fentry: EBUSY; kprobe: EINVAL' },
+      _copy_to_user: { attached: false, reason: 'fentry: EBUSY; kprobe: EINVAL' },
+      memdup_user: { attached: true, program: 'kt_memdup_user_fentry', reason: 'fentry' },
+      vmemdup_user: { attached: true, program: 'kt_vmemdup_user_fentry', reason: 'fentry' },
+    },
   });
   return out;
 }

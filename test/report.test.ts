@@ -90,6 +90,25 @@ describe('report model', () => {
     expect(model.vcpus[1].lines.IO).toMatchObject({ lines: [0, 64], user_lines: ['0x7f441233000', '0x7f441234000'] });
   });
 
+  it.skipIf(!types)('per ioctl, copies observed by a hook and derived for the rest; per hook, attached or not and why', () => {
+    const byName = (n: string) => model.ioctls.find((i) => i.name === n)!;
+    // KVM_SET_REGS: the aligned call per vCPU was seen by memdup_user, the +4 one was not (derived).
+    expect([byName('KVM_SET_REGS').observed_copies, byName('KVM_SET_REGS').derived_copies]).toEqual([2, 2]);
+    // KVM_SET_MSRS: entries observed (memdup_user); the header goes through copy_from_user: derived.
+    expect([byName('KVM_SET_MSRS').observed_copies, byName('KVM_SET_MSRS').derived_copies]).toEqual([2, 2]);
+    expect(byName('KVM_GET_REGS')).toMatchObject({ observed_copies: 0, derived_copies: 2 });
+    expect(model.totals.observed_copies).toBe(4);
+    expect(model.hooks).toMatchObject({ memdup_user: { attached: true }, _copy_from_user: { attached: false, reason: 'fentry: EBUSY; kprobe: EINVAL' } });
+    const text = renderText(model);
+    expect(text).toContain('copy hooks: memdup_user, vmemdup_user attached');
+    expect(text).toContain('  _copy_to_user: not attached (fentry: EBUSY; kprobe: EINVAL)');
+    expect(text).toMatch(/^  KVM_SET_MSRS\s+2\s+2\s+0$/m);
+    const html = renderHtml(model);
+    expect(html).toContain('<section id="copy-sources">');
+    expect(html).toMatch(/<code>_copy_from_user<\/code><\/td><td class="l"><b>not attached<\/b><\/td><td class="l mono">fentry: EBUSY; kprobe: EINVAL/);
+    expect(JSON.parse(renderJson(model)).hooks.vmemdup_user).toEqual({ attached: true, program: 'kt_vmemdup_user_fentry', reason: 'fentry' });
+  });
+
   it('uses the flags the capture attached when records carry them', () => {
     const recs = sampleTrace({ runs: 3 }).map((r) =>
       r.type === 'ioctl' && r.name === 'KVM_SET_REGS'
@@ -120,10 +139,21 @@ function countsFromText(text: string): Record<string, number> {
   num(/ closed (\d+)/, 'fds.closed');
   num(/ leaked (\d+)/, 'fds.leaked');
   num(/ observed (\d+)/, 'total.observed_copies');
+  num(/ derived (\d+)/, 'total.derived_copies');
   const cols = ['calls', 'errors', 'copies', 'bytes_copied', 'misaligned', 'cacheline_cross', 'unknown_copies'];
   for (const line of text.split('\n')) {
     const row = line.match(/^(KVM_\w+|total)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/);
     if (row) cols.forEach((k, i) => (c[row[1] === 'total' ? `total.${k}` : `ioctl.${row[1]}.${k}`] = Number(row[i + 2])));
+  }
+  let inSources = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('copies per ioctl, by source:')) inSources = true;
+    else if (!line.startsWith('  ')) inSources = false;
+    const row = inSources && line.match(/^  (KVM_\w+)\s+(\d+)\s+(\d+)\s+(\d+)$/);
+    if (row) {
+      c[`ioctl.${row[1]}.observed_copies`] = Number(row[2]);
+      c[`ioctl.${row[1]}.derived_copies`] = Number(row[3]);
+    }
   }
   let vcpu = '';
   for (const line of text.split('\n')) {

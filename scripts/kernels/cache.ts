@@ -15,7 +15,10 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync }
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-/** Debian 12's stock kernel and the 6.12 line Debian 12 ships in its updates. */
+/**
+ * Debian 12's stock kernel and the 6.12 line Debian 12 ships in its updates. Pinned, so runs compare; when
+ * the mirror has dropped one (and it is not cached), resolve.ts takes the newest of its line instead.
+ */
 export const DEFAULT_KERNELS = ['linux-image-6.1.0-47-amd64', 'linux-image-6.12.111+deb12-amd64'];
 
 export class KernelFetchError extends Error {}
@@ -43,6 +46,11 @@ export function checkPackageName(pkg: string): void {
   if (!/^linux-image-[a-z0-9][a-z0-9.+~-]*$/.test(pkg)) {
     throw new KernelFetchError(`'${pkg}' is not a Debian kernel image package name (linux-image-…)`);
   }
+}
+
+/** The package is in the cache: unpacked, or its .deb downloaded. */
+export function isCached(pkg: string, dir = cacheDir()): boolean {
+  return existsSync(join(dir, 'trees', pkg, '.kt-complete')) || findDeb(join(dir, 'debs'), pkg) !== undefined;
 }
 
 function findDeb(debs: string, pkg: string): string | undefined {

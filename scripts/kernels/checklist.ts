@@ -1,7 +1,8 @@
 /**
  * The checklist, run inside each kernel (or here, for the host row) through kvm-trace's own CLI, as a user
  * would: `demo --json` against the reference guest's ground truth, the capture's observed vs derived copies
- * and the copy rules checked against the observed ones (rule-check.ts), `abi --check`, a cross-check of
+ * and the copy rules checked against the observed ones (rule-check.ts; plus a capture of a few ioctls the
+ * guest does not issue, made by this script's own build: extra-ioctls.ts), `abi --check`, a cross-check of
  * the BTF reader with bpftool, and `attach` stopped by SIGINT with the BPF objects listed before, during
  * and after (bpf-objects.ts). Writes one KernelResult as JSON.
  *
@@ -16,7 +17,8 @@ import type { TraceRecord } from '../../src/decode/records.js';
 import { countIds, describeIds, processBpfIds, remainingAfter, type BpfIdSet } from './bpf-objects.js';
 import { attachedCopyHooks, hooksFromJson, parseStrategyLines, type Hooks } from './hooks.js';
 import type { DemoStats, KernelResult, KvmInfo } from './result.js';
-import { checkCopyRules } from './rule-check.js';
+import { checkCopyRules, mergeRuleChecks, ruleCoverage, type RuleCheck } from './rule-check.js';
+import { runExtraIoctls } from './extra-ioctls.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
 import { repoRoot } from '../bench/paths.js';
 
@@ -140,9 +142,21 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
     const hooks: Hooks = hooksFromJson(summary, demoJson) ?? lines.dropped;
     const flags = records.flatMap((r) => (r.type === 'ioctl' ? (r.flags ?? []) : []));
     const types = kernelTypes();
-    const rules = types.types
+    let rules: RuleCheck = types.types
       ? checkCopyRules(records, { types: types.types, lookup: types.lookup })
-      : { compared_calls: 0, mismatches: 0, details: [] };
+      : { compared_calls: 0, mismatches: 0, details: [`kernel BTF unreadable: ${types.error}`], hooks: [], by_ioctl: {} };
+    // The copy rules of ioctls the reference guest does not issue, compared the same way.
+    let extraCalls: string[] = [];
+    if (types.types && demoJson) {
+      try {
+        const extra = await runExtraIoctls(types.types);
+        extraCalls = extra.calls;
+        rules = mergeRuleChecks(rules, checkCopyRules(extra.records, { types: types.types, lookup: types.lookup }));
+      } catch (err) {
+        extraCalls = [`extra ioctls failed: ${(err as Error).message}`];
+      }
+    }
+    const totals = summary?.flags as { observed?: number; derived?: number } | undefined;
 
     const abi = cli(CLI, ['abi', '--check'], 300);
     const attach = await attachAndStop(CLI);
@@ -158,12 +172,17 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
       copy_hooks: attachedCopyHooks(hooks),
       demo: demoJson ? demoStats(demoJson) : null,
       ...(demoJson ? {} : { demo_error: demoError(demoRun, attach.stderr) }),
-      observed_copies: records.filter((r) => r.type === 'copy').length,
-      derived_copies: flags.filter((f) => f.source === 'derived').length,
+      // The capture's own counts (its summary), else the flags the records carry.
+      observed_copies: totals?.observed ?? flags.filter((f) => f.source === 'observed').length,
+      derived_copies: totals?.derived ?? flags.filter((f) => f.source === 'derived').length,
       unknown_copies: Number(summary?.flags?.unknown ?? 0),
       rule_mismatches: rules.mismatches,
       rule_compared_calls: rules.compared_calls,
       rule_details: rules.details,
+      rule_hooks: rules.hooks,
+      rule_by_ioctl: rules.by_ioctl,
+      rule_coverage: ruleCoverage(rules.by_ioctl),
+      rule_extra_calls: extraCalls,
       btf_check: btfCrossCheck(kvm.module_btf),
       abi_check: abi.status === 0 ? 'ok' : lastLine(abi.stderr) || `exit ${abi.status}`,
       leaked_bpf_objects: leakedCount,

@@ -16,8 +16,9 @@ import { repoRoot } from '../bench/paths.js';
 import { shQuote } from './exec.js';
 import { failedRow, kernelOk, type KernelResult } from './result.js';
 import { markdownTable, textTable } from './table.js';
-import { cacheDir, KernelFetchError, prepareKernel } from './cache.js';
+import { cacheDir, KernelFetchError, prepareKernel, type KernelTree } from './cache.js';
 import { jobScript } from './exec.js';
+import { preparePinned } from './resolve.js';
 import { parseOptions, UsageError, type MatrixOptions } from './options.js';
 import { killAllGuests, runInGuest, type BootOptions, type GuestRun } from './qemu.js';
 
@@ -29,11 +30,17 @@ function bootOptions(o: MatrixOptions, pkg: string): BootOptions {
   return { smp: o.smp, memMb: o.memMb, bootTimeoutS: o.bootTimeoutS, jobTimeoutS: o.jobTimeoutS, log, consoleLog: join(logs, `${pkg}.console.log`) };
 }
 
+/** The kernel tree for `pkg`: exact with --kernel, a pinned default resolved (resolve.ts) otherwise. */
+function kernelTree(o: MatrixOptions, pkg: string): { tree: KernelTree; note?: string } {
+  return o.pinned ? preparePinned(pkg, log) : { tree: prepareKernel(pkg, log) };
+}
+
 /** --exec: the command's output as it printed it, its status as our exit status (the first non-zero). */
 async function execMode(o: MatrixOptions, cmd: string): Promise<number> {
   let exit = 0;
-  for (const pkg of o.kernels) {
-    const tree = prepareKernel(pkg, log);
+  for (const wanted of o.kernels) {
+    const { tree } = kernelTree(o, wanted);
+    const pkg = tree.pkg;
     log(`${pkg}: booting (TCG, ${o.smp} vCPUs) and running: ${cmd}`);
     const run: GuestRun = await runInGuest(tree, jobScript(cmd, o.cwd), bootOptions(o, pkg));
     process.stdout.write(run.stdout);
@@ -71,18 +78,21 @@ async function main(): Promise<number> {
 const CHECKLIST = join(dirname(fileURLToPath(import.meta.url)), 'checklist.js');
 
 /** One kernel: boot it, run the checklist inside, read its result (or describe why there is none). */
-async function checkKernel(o: MatrixOptions, pkg: string): Promise<KernelResult> {
-  let tree;
+async function checkKernel(o: MatrixOptions, wanted: string): Promise<KernelResult> {
+  let tree: KernelTree;
+  let note: string | undefined;
   try {
-    tree = prepareKernel(pkg, log);
+    ({ tree, note } = kernelTree(o, wanted));
   } catch (err) {
-    if (err instanceof KernelFetchError) return failedRow(pkg, err.message);
+    if (err instanceof KernelFetchError) return failedRow(wanted, err.message);
     throw err;
   }
+  const pkg = tree.pkg;
+  const chosen = note ? { package_note: note } : {};
   log(`${pkg}: booting (TCG, ${o.smp} vCPUs) and running the checklist`);
   const cmd = `node ${shQuote(CHECKLIST)} --kernel ${shQuote(pkg)} --exits ${o.exits} --checkout ${shQuote(o.checkout)} --out "$KT_OUT/result.json"`;
   const run = await runInGuest(tree, jobScript(cmd, o.cwd), bootOptions(o, pkg));
-  const timing = { boot_s: run.bootS, checklist_s: run.jobS, wall_s: run.wallS, ...(run.retried ? { retried: run.retried } : {}) };
+  const timing = { boot_s: run.bootS, checklist_s: run.jobS, wall_s: run.wallS, ...(run.retried ? { retried: run.retried } : {}), ...chosen };
   const raw = run.files['result.json'];
   if (raw && !run.failure) {
     try {

@@ -12,6 +12,8 @@ export class UsageError extends Error {}
 
 export interface MatrixOptions {
   kernels: string[];
+  /** No --kernel: the pinned defaults, each replaced by the newest of its line when the mirror dropped it. */
+  pinned: boolean;
   /** Run this shell command inside each kernel instead of the checklist. */
   exec?: string;
   /** Folder the command runs in (inside the guest the host's paths are the same). */
@@ -55,7 +57,11 @@ export function matrixCommand(): Command {
       "Boot Debian's kernels under QEMU (TCG; KVM as modules inside) and check kvm-trace on each: strategy, hooks, the demo " +
         'against ground truth, observed vs derived copies, abi --check, BPF objects left behind. Or run any command there (--exec).',
     )
-    .option('--kernel <pkg>', `Debian kernel package (repeatable; default ${DEFAULT_KERNELS.join(', ')})`, kernelArg)
+    .option(
+      '--kernel <pkg>',
+      `Debian kernel package, exactly (repeatable; default ${DEFAULT_KERNELS.join(', ')}, each replaced by the newest of its line when neither cached nor downloadable)`,
+      kernelArg,
+    )
     .option('--exec <cmd>', "run this shell command inside each kernel (cwd as here); print its output, exit with its status")
     .option('--cwd <dir>', 'folder --exec runs in', process.cwd())
     .option('--json', 'print one JSON object on stdout instead of the table')
@@ -103,6 +109,7 @@ export function parseOptions(argv: string[]): MatrixOptions {
   if (o.json && o.markdown) throw new UsageError('--json and --markdown exclude each other');
   return {
     kernels: o.kernel ?? DEFAULT_KERNELS,
+    pinned: o.kernel === undefined,
     exec: o.exec,
     cwd: o.cwd,
     json: !!o.json,

@@ -3,6 +3,19 @@
  * which checks pass. Pure: the table, the JSON and test/kernels.test.ts all read the same checks.
  */
 import { COPY_HOOK, type Hooks } from './hooks.js';
+import type { IoctlRuleCheck } from './rule-check.js';
+
+/** Which ioctls of the demo had their copy rules checked against observed copies, and which could not. */
+export interface RuleCoverage {
+  /** Every predicted copy goes through a routine an attached hook observes: all compared. */
+  checked: string[];
+  /** Some predicted copies compared, others through routines no attached hook sees. */
+  partly: string[];
+  /** No predicted copy observable here: ioctl → through which routines. */
+  unobservable: Record<string, string>;
+  /** The rules predict no copy (and none was observed). */
+  nothing: string[];
+}
 
 export interface KvmInfo {
   /** /dev/kvm exists. */
@@ -32,6 +45,8 @@ export interface DemoStats {
 export interface KernelResult {
   /** Debian package name, or "host" for the running kernel. */
   kernel: string;
+  /** How the package was chosen when it is not the one asked for (a pinned default no longer on the mirror). */
+  package_note?: string;
   /** uname -r */
   release: string;
   kvm: KvmInfo;
@@ -50,6 +65,13 @@ export interface KernelResult {
   rule_mismatches: number;
   rule_compared_calls: number;
   rule_details: string[];
+  /** The attached copy hooks the rule check compared with (kernel functions). */
+  rule_hooks?: string[];
+  /** Per ioctl of the demo: calls, copies compared, observed, not observable, mismatches. */
+  rule_by_ioctl?: Record<string, IoctlRuleCheck>;
+  rule_coverage?: RuleCoverage;
+  /** The ioctls issued beyond the reference guest's for the rule check (extra-ioctls.ts): "NAME ok" or why not. */
+  rule_extra_calls?: string[];
   /** Layouts of KVM structs read by kvm-trace's BTF reader (vmlinux + kvm module BTF) = bpftool's. */
   btf_check: string;
   abi_check: string;

@@ -1,23 +1,28 @@
 /**
- * Buffer flags for every KVM ioctl record: which user buffers the kernel copied (derived by
- * src/kvm/abi/copy-rules.ts,
- * or observed by kprobe/fentry programs on the copy routines when the kernel allows them), each with
- * `misaligned` (address not a multiple of its type's natural alignment, from BTF) and `cacheline_cross`
- * (touches more cache lines than its length needs).
+ * Buffer flags for every KVM ioctl record: which user buffers the kernel copied — observed by the copy
+ * hooks (kprobe/fentry on _copy_{from,to}_user, memdup_user, vmemdup_user; each attached or not on its own)
+ * or derived by src/kvm/abi/copy-rules.ts — each with `misaligned` (address not a multiple of its type's
+ * natural alignment, from BTF) and `cacheline_cross` (touches more cache lines than its length needs).
+ *
+ * Observed and derived complement each other per copy, not per call: a derived copy is replaced by the
+ * observed one at its address; one whose routine an attached hook sees but that was not observed was not
+ * made; every other derived copy stays (on Debian's kernels only the memdup hooks attach, so KVM_GET_MSRS's
+ * header and write-back stay derived while its entries are observed).
  *
  * `flagRecord` is the pure per-record function; `FlagAnalyzer` runs it over a record stream in order,
  * keeping the little state the rules need: memory-slot sizes (for dirty-log bitmaps) and the observed
  * CopyRecords of each thread until its ioctl record arrives (copies are emitted inside the syscall, the
  * ioctl record at its exit, so they come first).
  */
-import type { BufferFlag, CopyRecord, FlagSource, IoctlRecord, TraceRecord } from '../decode/records.js';
+import type { BufferFlag, CopyRecord, FlagSource, FlagTotals, IoctlRecord, TraceRecord } from '../decode/records.js';
 import { fieldNumber, hexAddr, parseAddr } from '../cdata/values.js';
 import { bufferGeometry, DEFAULT_LINE_SIZE } from './cacheline.js';
 import type { TypeSource } from '../btf/type-source.js';
-import { copiesNothing, deriveCopies, type DerivedCopy, type SlotSizes } from '../kvm/abi/copy-rules.js';
+import { copiesNothing, type CopyRoutine, deriveCopies, type DerivedCopy, routinesSeen, ROUTINES_SEEN_BY, type SlotSizes } from '../kvm/abi/copy-rules.js';
 import type { IoctlDef } from '../kvm/abi/ioctl-table.js';
 
 export type { DerivedCopy } from '../kvm/abi/copy-rules.js';
+export type { CopySourceCounts, FlagTotals } from '../decode/records.js';
 
 /** The ioctl table by name (ioctlByName): the argument type of each call. */
 export type IoctlLookup = (name: string) => IoctlDef | undefined;
@@ -29,6 +34,12 @@ export interface FlagOptions {
   /** Cache line size in bytes; default 64 (callers pass systemLineSize() or the user's override). */
   lineSize?: number;
   pageSize?: number;
+  /**
+   * The copy hooks attached during the capture (kernel function names: "memdup_user", "_copy_from_user"):
+   * copies through the routines they see are observed, never derived. Absent: taken per call from the
+   * hooks its observed copies name.
+   */
+  hooks?: readonly string[];
 }
 
 export interface IoctlAnalysis {
@@ -36,14 +47,19 @@ export interface IoctlAnalysis {
   flags: BufferFlag[];
   /** Copies the kernel made whose length the capture does not reveal (not flagged). */
   unknown: DerivedCopy[];
-  /** 'observed' when CopyRecords of the copy routines were joined to this call, else 'derived'. */
+  /** 'observed' when at least one flag is an observed copy, else 'derived'. */
   source: FlagSource;
 }
 
-/** The BufferFlag of one copy of known length. */
-export function flagCopy(copy: Pick<DerivedCopy, 'what' | 'dir' | 'addr' | 'align'> & { len: number }, lineSize: number, source: FlagSource): BufferFlag {
+/** The BufferFlag of one copy of known length: observed (by `hook`) or derived (through `via`). */
+export function flagCopy(
+  copy: Pick<DerivedCopy, 'what' | 'dir' | 'addr' | 'align'> & { len: number },
+  lineSize: number,
+  source: FlagSource,
+  by: { hook?: string; via?: CopyRoutine } = {},
+): BufferFlag {
   const g = bufferGeometry(copy.addr, copy.len, copy.align, lineSize);
-  return {
+  const f: BufferFlag = {
     what: copy.what,
     dir: copy.dir,
     addr: hexAddr(copy.addr),
@@ -55,6 +71,18 @@ export function flagCopy(copy: Pick<DerivedCopy, 'what' | 'dir' | 'addr' | 'alig
     min_lines: g.min_lines,
     source,
   };
+  if (by.hook !== undefined) f.hook = by.hook;
+  if (by.via !== undefined) f.via = by.via;
+  return f;
+}
+
+/**
+ * The routines whose copies a call's observed copies prove hooked, when the capture did not say which hooks
+ * were attached. A copy without a hook (a capture older than per-hook records) stands for every routine.
+ */
+export function routinesOf(observed: readonly CopyRecord[]): Set<CopyRoutine> {
+  if (observed.some((o) => o.hook === undefined)) return new Set(Object.values(ROUTINES_SEEN_BY).flat());
+  return routinesSeen(observed.map((o) => o.hook!));
 }
 
 function lookupSafe(lookup: IoctlLookup | undefined, name: string) {
@@ -67,35 +95,43 @@ function lookupSafe(lookup: IoctlLookup | undefined, name: string) {
 }
 
 /**
- * Flags for one ioctl record. With `observed` CopyRecords (already joined to this call) the flags are the
- * observed copies, labelled and typed by the derived copy at the same address and direction; otherwise the
- * derived copies.
+ * Flags for one ioctl record. Each observed copy (CopyRecords already joined to this call) is flagged as
+ * observed, labelled and typed by the derived copy at the same address and direction (or the derived
+ * buffer containing it); each derived copy no observed one matched stays derived unless `seen` (the
+ * routines the attached hooks observe) includes its routine — then the kernel did not make it.
  */
-export function flagRecord(rec: IoctlRecord, opts: FlagOptions, ctx: { slots?: SlotSizes; observed?: readonly CopyRecord[] } = {}): IoctlAnalysis {
+export function flagRecord(
+  rec: IoctlRecord,
+  opts: FlagOptions,
+  ctx: { slots?: SlotSizes; observed?: readonly CopyRecord[]; seen?: ReadonlySet<CopyRoutine> } = {},
+): IoctlAnalysis {
   const lineSize = opts.lineSize ?? DEFAULT_LINE_SIZE;
   const derived = deriveCopies(rec, { types: opts.types, ioctl: lookupSafe(opts.lookup, rec.name), slots: ctx.slots, pageSize: opts.pageSize });
-  const observed = ctx.observed ?? [];
-  if (observed.length === 0) {
-    const flags: BufferFlag[] = [];
-    const unknown: DerivedCopy[] = [];
-    for (const c of derived) {
-      if (c.len === null) unknown.push(c);
-      else flags.push(flagCopy({ ...c, len: c.len }, lineSize, 'derived'));
-    }
-    return { flags, unknown, source: 'derived' };
-  }
+  // A zero-length copy (memdup_user of 0 entries) touches no memory: nothing to flag.
+  const observed = (ctx.observed ?? []).filter((o) => o.len > 0 && parseAddr(o.addr) !== undefined);
+  const seen = ctx.seen ?? routinesOf(observed);
   const flags: BufferFlag[] = [];
-  const matched = new Set<DerivedCopy>();
+  const unknown: DerivedCopy[] = [];
+  const matched = new Map<DerivedCopy, BufferFlag>();
+  const extra: BufferFlag[] = [];
   for (const o of observed) {
-    const addr = parseAddr(o.addr);
-    if (addr === undefined) continue;
+    const addr = parseAddr(o.addr)!;
     const d = derived.find((c) => c.dir === o.dir && c.addr === addr && !matched.has(c));
-    if (d) matched.add(d);
     // A copy no rule predicted keeps the alignment of the derived buffer containing it, else 1 (type unknown).
-    const around = d ?? derived.find((c) => c.len !== null && addr >= c.addr && addr < c.addr + BigInt(c.len));
-    flags.push(flagCopy({ what: d?.what ?? 'copy', dir: o.dir, addr, len: o.len, align: around?.align ?? 1 }, lineSize, 'observed'));
+    const around = d ?? derived.find((c) => c.dir === o.dir && c.len !== null && addr >= c.addr && addr < c.addr + BigInt(c.len));
+    const f = flagCopy({ what: around?.what ?? 'copy', dir: o.dir, addr, len: o.len, align: around?.align ?? 1 }, lineSize, 'observed', { hook: o.hook });
+    if (d) matched.set(d, f);
+    else extra.push(f);
   }
-  return { flags, unknown: derived.filter((c) => c.len === null && !matched.has(c)), source: 'observed' };
+  for (const c of derived) {
+    const f = matched.get(c);
+    if (f) flags.push(f);
+    else if (seen.has(c.via)) continue;
+    else if (c.len === null) unknown.push(c);
+    else flags.push(flagCopy({ ...c, len: c.len }, lineSize, 'derived', { via: c.via }));
+  }
+  flags.push(...extra);
+  return { flags, unknown, source: observed.length > 0 ? 'observed' : 'derived' };
 }
 
 const NO_COPIES: readonly CopyRecord[] = Object.freeze([]);
@@ -154,17 +190,6 @@ export class CopyJoiner {
   }
 }
 
-/** Counts over every analyzed ioctl, for the capture summary. */
-export interface FlagTotals {
-  copies: number;
-  bytes: number;
-  misaligned: number;
-  cacheline_cross: number;
-  /** Copies whose length the capture does not reveal (not flagged). */
-  unknown: number;
-  observed: number;
-}
-
 /**
  * Runs flagRecord over a record stream in order. In a capture: `const a = analyzer.analyze(rec); if (a?.flags.length)
  * rec.flags = a.flags;` for every record (copy records included), then `analyzer.totals` for the summary.
@@ -172,9 +197,16 @@ export interface FlagTotals {
 export class FlagAnalyzer {
   readonly slots: MemorySlots;
   readonly copies = new CopyJoiner();
-  readonly totals: FlagTotals = { copies: 0, bytes: 0, misaligned: 0, cacheline_cross: 0, unknown: 0, observed: 0 };
+  readonly totals: FlagTotals = { copies: 0, bytes: 0, misaligned: 0, cacheline_cross: 0, unknown: 0, observed: 0, derived: 0, by_ioctl: {} };
+  private seen: ReadonlySet<CopyRoutine> | undefined;
   constructor(private readonly opts: FlagOptions) {
     this.slots = new MemorySlots(opts.pageSize);
+    if (opts.hooks) this.seen = routinesSeen(opts.hooks);
+  }
+
+  /** The copy hooks that attached (kernel function names), once the tracer knows: see FlagOptions.hooks. */
+  setHooks(hooks: readonly string[]): void {
+    this.seen = routinesSeen(hooks);
   }
 
   /** Feed every record in stream order; returns the analysis for ioctl records, undefined for others. */
@@ -190,17 +222,26 @@ export class FlagAnalyzer {
       this.slots.observe(rec);
       return NOTHING_COPIED;
     }
-    const out = flagRecord(rec, this.opts, { slots: this.slots, observed });
+    const out = flagRecord(rec, this.opts, { slots: this.slots, observed, seen: this.seen });
     this.slots.observe(rec);
     const t = this.totals;
+    if (out.flags.length === 0 && out.unknown.length === 0) return out;
+    const per = (t.by_ioctl[rec.name] ??= { observed: 0, derived: 0, unknown: 0 });
     for (const f of out.flags) {
       t.copies++;
       t.bytes += f.len;
       if (f.misaligned) t.misaligned++;
       if (f.cacheline_cross) t.cacheline_cross++;
-      if (f.source === 'observed') t.observed++;
+      if (f.source === 'observed') {
+        t.observed++;
+        per.observed++;
+      } else {
+        t.derived++;
+        per.derived++;
+      }
     }
     t.unknown += out.unknown.length;
+    per.unknown += out.unknown.length;
     return out;
   }
 }

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { runGuest, type GuestResult, type GtRecord } from '../guest/index.js';
-import type { TraceRecord } from '../decode/records.js';
+import type { HookStatus, TraceRecord } from '../decode/records.js';
 import { JsonlSink } from '../decode/jsonl-sink.js';
 import type { RecordSink } from '../decode/sink.js';
 import { scoreFlags, type ScoreResult } from '../analysis/score.js';
@@ -42,6 +42,10 @@ export interface DemoResult {
   ground_truth: GroundTruthMatch;
   perfect: boolean;
   strategy: string;
+  /** Per copy hook (the kernel function it observes): attached or not, and why. */
+  hooks: Record<string, HookStatus>;
+  /** Copied buffers of the capture by source: seen by a hook, derived from the copy rules (unknown: length not known). */
+  copies: { observed: number; derived: number; unknown: number };
   attach_ms: number;
   guest: Pick<GuestResult, 'vcpus' | 'exits' | 'ioctls' | 'long_mode' | 'elapsed_s' | 'scenarios'>;
   files: { capture: string; ground_truth: string; report_html: string };
@@ -122,6 +126,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     ground_truth: gt,
     perfect: isPerfectMatch(gt),
     strategy: cap.summary.strategy,
+    hooks: cap.attach.hooks,
+    copies: { observed: cap.summary.flags?.observed ?? 0, derived: cap.summary.flags?.derived ?? 0, unknown: cap.summary.flags?.unknown ?? 0 },
     attach_ms: cap.attach.attachMs,
     guest: {
       vcpus: guest.vcpus,
@@ -137,6 +143,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   };
 }
 
+const attachedHooks = (hooks: Record<string, HookStatus>): string => {
+  const on = Object.entries(hooks).filter(([, h]) => h.attached).map(([n]) => n);
+  return on.length ? `${on.join(', ')} attached` : 'none attached';
+};
+
 /** The demo's terminal output. */
 export function demoText(d: DemoResult): string {
   const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
@@ -146,6 +157,7 @@ export function demoText(d: DemoResult): string {
     `  issued ${d.issued} ioctls, captured ${d.captured}, matched ${d.matched} (same tid, request, fd, argument, return value)` +
       `${d.ground_truth.missing ? `, missing ${d.ground_truth.missing}` : ''}${d.ground_truth.mismatches.length ? `, ${d.ground_truth.mismatches.length} mismatched` : ''}`,
     `  lost records: ${d.lost}`,
+    `  copied buffers: ${d.copies.observed} observed by copy hooks (${attachedHooks(d.hooks)}), ${d.copies.derived} derived from the copy rules`,
     ...d.ground_truth.kvm_run.map(
       (r) => `  kvm_run vcpu ${r.vcpu} (fd ${r.fd}): user ${r.captured_user_addr ?? '?'} ${r.ok ? '= guest’s' : `≠ guest’s ${r.issued_user_addr}`}, kernel ${r.kernel_addr ?? '?'}`,
     ),

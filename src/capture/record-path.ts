@@ -15,7 +15,7 @@
 import type { Btf } from '../btf/index.js';
 import { Decoder } from '../decode/decoder.js';
 import { SummaryBuilder } from '../decode/summary.js';
-import type { SummaryRecord, TraceRecord } from '../decode/records.js';
+import type { HookStatus, SummaryRecord, TraceRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
 import { FlagAnalyzer } from '../analysis/flags.js';
 import { btfTypeSource } from '../btf/type-source.js';
@@ -59,6 +59,7 @@ export class RecordPath {
   private readonly sinks: RecordSink[];
   private readonly btf: Btf;
   private readonly aggregate: boolean;
+  private hooks: Record<string, HookStatus> | undefined;
 
   constructor(opts: RecordPathOptions) {
     this.btf = opts.btf;
@@ -67,6 +68,15 @@ export class RecordPath {
     this.lineSize = opts.lineSize;
     this.analyzer = new FlagAnalyzer({ types: btfTypeSource(opts.btf), lookup: ioctlByName, lineSize: opts.lineSize });
     this.decoder = new Decoder({ emit: (r) => this.deliver(r), btf: opts.btf, lean: opts.lean });
+  }
+
+  /**
+   * The copy hooks of the run, attached or not (the tracer's, or a binary capture's META): copies through
+   * the routines the attached ones see are observed, never derived; the summary lists them.
+   */
+  setHooks(hooks: Record<string, HookStatus>): void {
+    this.hooks = hooks;
+    this.analyzer.setHooks(Object.entries(hooks).filter(([, h]) => h.attached).map(([n]) => n));
   }
 
   /** Seed the fd table of processes running before the capture (their /proc state, read at attach). */
@@ -114,6 +124,7 @@ export class RecordPath {
         rejected: d.rejected + f.ringRejected,
         no_enter: f.noEnter,
         state_unavailable: f.stateUnavailable,
+        ...(this.hooks ? { hooks: this.hooks } : {}),
         flags: this.analyzer.totals,
         attach_ms: f.attachMs,
         ...this.exitPath.fields(),

@@ -16,10 +16,10 @@
  */
 import { Btf } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
-import { KvmTracer, type BpfIds, type TracerOptions } from '../bpf/tracer.js';
+import { KvmTracer, type BpfIds, type HookResult, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import { HDR } from '../bpf/event-layout.js';
-import type { SummaryRecord } from '../decode/records.js';
+import type { HookStatus, SummaryRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
 import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes.js';
 import { systemLineSize } from '../analysis/cacheline.js';
@@ -66,6 +66,8 @@ export interface AttachInfo {
   strategy: string;
   reason: string;
   programs: string[];
+  /** Per copy hook (kernel function): attached or not, and why. */
+  hooks: Record<string, HookStatus>;
   attachMs: number;
   /** Kernel ids of the loaded programs, maps and links (to prove teardown). */
   ids: BpfIds;
@@ -83,6 +85,11 @@ const LOST_POLL_MS = 1000;
  * What /proc shows of processes that were already running when we attached: their fd kinds and kvm_run
  * mappings, since their KVM_CREATE_* and mmap calls happened before the programs existed.
  */
+/** The summary's `hooks`: the tracer's per-hook results keyed by the kernel function each observes. */
+export function hookStatus(hooks: readonly HookResult[]): Record<string, HookStatus> {
+  return Object.fromEntries(hooks.map((h) => [h.hook, h.program ? { attached: h.attached, program: h.program, reason: h.reason } : { attached: h.attached, reason: h.reason }]));
+}
+
 function runningSeeds(opts: CaptureOptions): ProcSeed[] {
   const pids = opts.pids ?? [];
   if (pids.length > 0) return pids.map((pid) => readProcSeed(pid));
@@ -174,6 +181,9 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
     });
+    // Copies through routines an attached hook sees are observed from here on, never derived.
+    const hooks = hookStatus(tracer.hooks);
+    path.setHooks(hooks);
     const seeds = runningSeeds(opts);
     path.seed(seeds);
     raw?.begin(
@@ -185,6 +195,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         clock: { monotonic_ns: String(process.hrtime.bigint()), realtime_ns: String(BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6))) },
         strategy: tracer.strategy,
         programs: tracer.programs,
+        hooks,
         options: { pids: opts.pids ?? [], comm: opts.comm ?? null, lean: opts.lean === true },
         line_size: path.lineSize,
         layout: layoutFingerprint(),
@@ -199,6 +210,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       strategy: tracer.strategy,
       reason: tracer.reason,
       programs: tracer.programs,
+      hooks,
       attachMs: Number(process.hrtime.bigint() - started) / 1e6,
       ids: tracer.ids(),
     };
@@ -257,7 +269,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       await detached.catch(() => {});
       tracer?.close();
     }
-    result = { summary: sumRec!, attach: attach ?? { strategy: 'none', reason: '', programs: [], attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
+    result = { summary: sumRec!, attach: attach ?? { strategy: 'none', reason: '', programs: [], hooks: {}, attachMs: 0, ids: { progs: [], maps: [], links: [] } } };
   }
   if (failure) throw failure;
   return result;

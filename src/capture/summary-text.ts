@@ -1,11 +1,13 @@
 /**
  * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, the
  * KVM_RUN table per exit reason and the VMM handling time (full capture), where each vCPU's kvm_run
- * lives, fd lifecycle, and what was lost or rejected — the numbers a user checks first.
+ * lives, fd lifecycle, the copy hooks (attached or not, why) and copies observed / derived per ioctl, and
+ * what was lost or rejected — the numbers a user checks first.
  */
 import { formatDuration } from '../decode/format.js';
 import type { SummaryRecord } from '../decode/records.js';
 import { exitPathText, textTable as table } from '../report/exit-path-section.js';
+import { copySourcesText, hooksText } from '../report/buffers-section.js';
 
 export function summaryText(s: SummaryRecord): string {
   const out: string[] = [];
@@ -34,9 +36,14 @@ export function summaryText(s: SummaryRecord): string {
     out.push(`kvm_run pid ${r.pid} vcpu ${r.vcpu} (fd ${r.fd}): kernel ${r.kernel_addr ?? '?'}  user ${r.user_addr ?? '?'}`);
   }
   out.push(`fds: ${s.fds.opened} opened, ${s.fds.closed} closed, ${s.fds.leaked} leaked`);
-  const flags = s.flags as { copies?: number; misaligned?: number; cacheline_cross?: number } | undefined;
-  if (flags?.copies) {
-    out.push(`copied buffers: ${flags.copies} (${flags.misaligned ?? 0} misaligned, ${flags.cacheline_cross ?? 0} crossing a cache line; derived)`);
+  out.push(...hooksText(s.hooks));
+  const flags = s.flags;
+  if (flags?.copies || flags?.unknown) {
+    out.push(
+      `copied buffers: ${flags.copies} (${flags.misaligned} misaligned, ${flags.cacheline_cross} crossing a cache line): ` +
+        `${flags.observed} observed, ${flags.derived} derived${flags.unknown ? `, ${flags.unknown} more of unknown length` : ''}`,
+    );
+    out.push(...copySourcesText(Object.entries(flags.by_ioctl ?? {}).map(([name, c]) => ({ name, ...c }))));
   }
   out.push(`lost: ${s.lost}  rejected: ${Number(s.rejected ?? 0)}  unknown ioctls: ${s.unknown_ioctls}`);
   return out.join('\n') + '\n';

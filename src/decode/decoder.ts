@@ -31,6 +31,7 @@ import {
   KT_F_RUN,
   MMAP,
 } from '../bpf/event-layout.js';
+import { COPY_HOOKS } from '../bpf/programs.js';
 import { hex64, s64n, u64n } from '../cdata/values.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
@@ -69,6 +70,9 @@ const EBADF = constants.errno.EBADF;
 const KVM_CREATE_DEVICE_TEST = 1;
 
 const KERNEL_KINDS: FdKind[] = ['unknown', 'system', 'vm', 'vcpu', 'device'];
+/** enum kt_copy_hook → the kernel function the copy was seen in. */
+const HOOK_NAMES = new Map(COPY_HOOKS.map((h) => [h.id, h.hook]));
+const hookName = (id: number): string => HOOK_NAMES.get(id) ?? `hook_${id}`;
 const kernelKind = (k: number): FdKind => KERNEL_KINDS[k] ?? 'unknown';
 
 export class Decoder {
@@ -354,6 +358,7 @@ export class Decoder {
       cmd: c.cmdHex,
       name: c.name,
       fd,
+      hook: hookName(dv.getUint32(off + COPY.hook, true)),
     };
     this.emit(rec);
   }

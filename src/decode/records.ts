@@ -6,7 +6,7 @@
 
 export type FdKind = 'system' | 'vm' | 'vcpu' | 'device' | 'unknown';
 
-/** Where a copied user buffer came from: seen by a kprobe/fentry on the copy routine, or derived. */
+/** Where a copied user buffer came from: seen by a copy hook (kprobe/fentry), or derived from the copy rules. */
 export type FlagSource = 'observed' | 'derived';
 
 export interface BufferFlag {
@@ -22,6 +22,13 @@ export interface BufferFlag {
   lines: number;
   min_lines: number;
   source: FlagSource;
+  /** Observed: the copy hook that saw it (the kernel function: "memdup_user", "_copy_from_user", …). */
+  hook?: string;
+  /**
+   * Derived: the routine the copy rules say the handler copies through ("copy_to_user", "memdup_user", …),
+   * which no attached hook observes.
+   */
+  via?: string;
 }
 
 export interface ExitInfo {
@@ -113,6 +120,8 @@ export interface CopyRecord {
   cmd: string;
   name: string;
   fd: number;
+  /** The copy hook that saw it: the kernel function ("memdup_user", "_copy_from_user", …). */
+  hook?: string;
 }
 
 export interface LatencyStats {
@@ -192,6 +201,40 @@ export interface VmmHandlingSummary {
   overlapped: number;
 }
 
+/** Summary `hooks`, per copy hook (keyed by the kernel function it observes): attached or not, and why. */
+export interface HookStatus {
+  attached: boolean;
+  /** The program attached (its family in the name: `_fentry` / `_kprobe`). */
+  program?: string;
+  /** How it attached (`fentry`, `kprobe`), or every reason it did not, one line. */
+  reason: string;
+}
+
+/** Copies of one ioctl by where they come from. */
+export interface CopySourceCounts {
+  /** Seen by a copy hook. */
+  observed: number;
+  /** Derived from the copy rules: no attached hook sees the routine they go through. */
+  derived: number;
+  /** Derived, but of a length the capture does not reveal (not flagged). */
+  unknown: number;
+}
+
+/** Summary `flags`: the copied buffers of the capture. */
+export interface FlagTotals {
+  /** Flagged copies (observed + derived). */
+  copies: number;
+  bytes: number;
+  misaligned: number;
+  cacheline_cross: number;
+  /** Copies whose length the capture does not reveal (not flagged). */
+  unknown: number;
+  observed: number;
+  derived: number;
+  /** Per ioctl name (ioctls that copied anything): observed, derived and unknown-length copies. */
+  by_ioctl: Record<string, CopySourceCounts>;
+}
+
 export interface SummaryRecord {
   type: 'summary';
   strategy: string;
@@ -208,6 +251,10 @@ export interface SummaryRecord {
   exit_stats?: ExitReasonStats[];
   /** Full capture only (absent with --aggregate): the VMM's handling time per vCPU and exit. */
   vmm_handling?: VmmHandlingSummary;
+  /** Per copy hook: attached or not, and why (absent when no tracer was opened). */
+  hooks?: Record<string, HookStatus>;
+  /** Full capture only: copied buffers, observed and derived, in total and per ioctl. */
+  flags?: FlagTotals;
   [extra: string]: unknown;
 }
 

@@ -2,7 +2,7 @@
  * The shape of the one report model (model.ts builds it; render-text, render-json and render-html draw it).
  * `kvm-trace report --format json` prints exactly this object.
  */
-import type { BufferFlag, ExitReasonStats, VmmHandlingSummary } from '../decode/records.js';
+import type { BufferFlag, ExitReasonStats, HookStatus, VmmHandlingSummary } from '../decode/records.js';
 import type { RunMapBlock } from '../analysis/kvm-run-lines.js';
 import type { HistogramJson, LatencySummary } from './histogram.js';
 
@@ -27,6 +27,10 @@ export interface IoctlSummary {
   cacheline_cross: number;
   /** Copies the kernel made whose length the capture does not reveal. */
   unknown_copies: number;
+  /** Of `copies`: seen by a copy hook. */
+  observed_copies: number;
+  /** Of `copies`: derived from the copy rules (no attached hook sees their routine). */
+  derived_copies: number;
   latency: LatencySummary;
   histogram: HistogramJson;
   /** Flagged buffers, worst first (most extra lines, then misaligned). */
@@ -85,8 +89,11 @@ export interface ReportModel {
     cacheline_cross: number;
     unknown_copies: number;
     observed_copies: number;
+    derived_copies: number;
     exits: number;
   };
+  /** Per copy hook (the kernel function it observes), from the capture's summary: attached or not, and why. */
+  hooks: Record<string, HookStatus> | null;
   ioctls: IoctlSummary[];
   vcpus: VcpuSummary[];
   kvm_run: KvmRunMap | null;

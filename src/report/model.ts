@@ -45,6 +45,8 @@ interface IoctlAcc {
   misaligned: number;
   cross: number;
   unknown: number;
+  observed: number;
+  derived: number;
   hist: LatencyHistogram;
   worst: FlagExample[];
 }
@@ -73,7 +75,7 @@ export class ReportBuilder {
   private readonly lineSize: number;
   private flagsFromRecords = 0;
   private flagsDerived = 0;
-  private observed = 0;
+  private hooks: ReportModel['hooks'] = null;
   private lostRecords = 0;
   private summaryLost = 0;
   private summaryFds?: { opened: number; closed: number; leaked: number };
@@ -127,6 +129,7 @@ export class ReportBuilder {
         };
         this.summaryLost = Math.max(this.summaryLost, r.lost ?? 0);
         if (r.fds) this.summaryFds = r.fds;
+        if (r.hooks && typeof r.hooks === 'object') this.hooks = r.hooks;
         for (const k of r.kvm_run ?? []) {
           const key = `${k.pid}/${k.vcpu}`;
           this.runs.set(key, { ...k, ...this.runs.get(key) });
@@ -138,7 +141,7 @@ export class ReportBuilder {
   private addIoctl(r: IoctlRecord): void {
     let a = this.ioctls.get(r.name);
     if (!a) {
-      a = { name: r.name, calls: 0, errors: 0, errnos: new Map(), copies: 0, bytes: 0, misaligned: 0, cross: 0, unknown: 0, hist: new LatencyHistogram(), worst: [] };
+      a = { name: r.name, calls: 0, errors: 0, errnos: new Map(), copies: 0, bytes: 0, misaligned: 0, cross: 0, unknown: 0, observed: 0, derived: 0, hist: new LatencyHistogram(), worst: [] };
       this.ioctls.set(r.name, a);
     }
     a.calls++;
@@ -162,7 +165,8 @@ export class ReportBuilder {
     for (const f of flags) {
       a.copies++;
       a.bytes += f.len;
-      if (f.source === 'observed') this.observed++;
+      if (f.source === 'observed') a.observed++;
+      else a.derived++;
       if (f.misaligned) a.misaligned++;
       if (f.cacheline_cross) a.cross++;
       if (f.misaligned || f.cacheline_cross) this.keepWorst(a, { ...f, pid: r.pid, tid: r.tid, comm: r.comm, ts_ns: r.ts_ns, arg: r.arg });
@@ -222,6 +226,8 @@ export class ReportBuilder {
         misaligned: a.misaligned,
         cacheline_cross: a.cross,
         unknown_copies: a.unknown,
+        observed_copies: a.observed,
+        derived_copies: a.derived,
         latency: a.hist.summary(),
         histogram: a.hist.toJSON(),
         worst: a.worst,
@@ -253,7 +259,7 @@ export class ReportBuilder {
 
     const totals = {
       calls: 0, errors: 0, copies: 0, bytes_copied: 0, misaligned: 0, cacheline_cross: 0, unknown_copies: 0,
-      observed_copies: this.observed, exits: 0,
+      observed_copies: 0, derived_copies: 0, exits: 0,
     };
     for (const i of ioctls) {
       totals.calls += i.calls;
@@ -263,6 +269,8 @@ export class ReportBuilder {
       totals.misaligned += i.misaligned;
       totals.cacheline_cross += i.cacheline_cross;
       totals.unknown_copies += i.unknown_copies;
+      totals.observed_copies += i.observed_copies;
+      totals.derived_copies += i.derived_copies;
     }
     for (const v of vcpus) for (const n of Object.values(v.exits)) totals.exits += n;
 
@@ -282,6 +290,7 @@ export class ReportBuilder {
       line_size: L,
       flags_from,
       totals,
+      hooks: this.hooks,
       ioctls,
       vcpus,
       kvm_run: this.runMap(vcpus),
@@ -354,6 +363,11 @@ export function reportCounts(m: ReportModel): Record<string, number> {
   for (const i of m.ioctls) {
     for (const k of ['calls', 'errors', 'copies', 'bytes_copied', 'misaligned', 'cacheline_cross', 'unknown_copies'] as const) {
       c[`ioctl.${i.name}.${k}`] = i[k];
+    }
+    // The copies-by-source table lists the ioctls that copied something.
+    if (i.copies + i.unknown_copies > 0) {
+      c[`ioctl.${i.name}.observed_copies`] = i.observed_copies;
+      c[`ioctl.${i.name}.derived_copies`] = i.derived_copies;
     }
   }
   for (const v of m.vcpus) {

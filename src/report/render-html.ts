@@ -12,6 +12,7 @@
 import type { IoctlSummary, KvmRunMap, ReportModel } from './model-types.js';
 import { fmtNs } from './render-text.js';
 import { exitPathHtml } from './exit-path-section.js';
+import { copySourcesHtml, flagBarsHtml } from './buffers-section.js';
 
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -261,29 +262,6 @@ function histogram(i: IoctlSummary): string {
 <svg class="histogram" width="100%" viewBox="0 0 ${plotWidth} ${plotHeight + 14}">${bars}${mark(i.latency.p50_ns, 'p50')}${mark(i.latency.p99_ns, 'p99')}<line class="axis" x1="0" x2="${plotWidth}" y1="${plotHeight + 0.5}" y2="${plotHeight + 0.5}"/><text class="tick" x="0" y="${plotHeight + 12}">${fmtNs(b[0])}</text><text class="tick" x="${plotWidth}" y="${plotHeight + 12}" text-anchor="end">${fmtNs(b[b.length - 1])}</text></svg></div>`;
 }
 
-function flagBars(m: ReportModel): string {
-  const rows = m.ioctls.filter((i) => i.copies > 0);
-  if (!rows.length) return '<p class="empty">No copied buffers with a known length in this trace.</p>';
-  const maxC = Math.max(...rows.map((i) => i.copies));
-  const barWidth = 360;
-  const rowH = 22;
-  const nameW = 230;
-  const h = rows.length * rowH + 8;
-  const bars = rows
-    .map((i, k) => {
-      const y = 4 + k * rowH;
-      const sw = (n: number) => (n / maxC) * barWidth;
-      return `<text class="rlabel" x="0" y="${y + 13}">${esc(i.name)}</text>
-<rect x="${nameW}" y="${y + 2}" width="${sw(i.copies).toFixed(1)}" height="6" rx="2" fill="#d0d5dd"><title>${i.copies} copies</title></rect>
-<rect x="${nameW}" y="${y + 9}" width="${sw(i.cacheline_cross).toFixed(1)}" height="5" rx="2" fill="#e8590c"><title>${i.cacheline_cross} crossing</title></rect>
-<rect x="${nameW}" y="${y + 15}" width="${sw(i.misaligned).toFixed(1)}" height="5" rx="2" fill="#c2255c"><title>${i.misaligned} misaligned</title></rect>
-<text class="tick" x="${nameW + sw(i.copies) + 6}" y="${y + 13}">${num(i.copies)} copied · ${num(i.cacheline_cross)} crossing · ${num(i.misaligned)} misaligned</text>`;
-    })
-    .join('');
-  return `<svg id="flagbars" width="${nameW + barWidth + 220}" height="${h}" viewBox="0 0 ${nameW + barWidth + 220} ${h}">${bars}</svg>
-<p class="legend"><span><span class="swatch" style="background:#d0d5dd"></span>buffers copied</span><span><span class="swatch" style="background:#e8590c"></span>crossing a ${m.line_size}-byte line more than needed</span><span><span class="swatch" style="background:#c2255c"></span>misaligned for its type</span></p>`;
-}
-
 function ioctlTable(m: ReportModel): string {
   const rows = m.ioctls
     .map((i) => {
@@ -302,7 +280,7 @@ function worstTable(m: ReportModel): string {
   const rows = m.ioctls.flatMap((i) =>
     i.worst.map(
       (f) =>
-        `<tr><td><code>${esc(i.name)}</code></td><td class="l">${esc(f.what)}</td><td class="l">${esc(f.dir)}</td><td class="l"><code>${esc(f.addr)}</code></td><td>${f.len}</td><td>${f.align}</td><td>${f.lines} / ${f.min_lines}</td><td class="l">${f.misaligned ? '<b style="color:#c2255c">misaligned</b> ' : ''}${f.cacheline_cross ? '<b style="color:#e8590c">crossing</b>' : ''}</td><td class="l">${esc(f.source)}</td><td class="l mono" title="pid ${f.pid}">${f.tid} ${esc(f.comm)}</td></tr>`,
+        `<tr><td><code>${esc(i.name)}</code></td><td class="l">${esc(f.what)}</td><td class="l">${esc(f.dir)}</td><td class="l"><code>${esc(f.addr)}</code></td><td>${f.len}</td><td>${f.align}</td><td>${f.lines} / ${f.min_lines}</td><td class="l">${f.misaligned ? '<b style="color:#c2255c">misaligned</b> ' : ''}${f.cacheline_cross ? '<b style="color:#e8590c">crossing</b>' : ''}</td><td class="l">${esc(f.source)}${f.hook || f.via ? ` <span class="mono">${esc(f.hook ?? f.via)}</span>` : ''}</td><td class="l mono" title="pid ${f.pid}">${f.tid} ${esc(f.comm)}</td></tr>`,
     ),
   );
   if (!rows.length) return '<p class="empty">No misaligned or line-crossing buffers.</p>';
@@ -385,12 +363,13 @@ ${m.ioctls.length ? ioctlTable(m) : '<p class="empty">No ioctl records.</p>'}
 </section>
 <section id="latency"><h2>Latency per ioctl</h2><p class="lede">Histograms on a log scale (bucket width ≤ 6.25% of its value); dashed lines mark p50 and p99.</p>
 <div class="grid">${hists || '<p class="empty">No latencies.</p>'}</div></section>
-<section id="crossing"><h2>Buffer flags per ioctl</h2>${flagBars(m)}</section>
+<section id="crossing"><h2>Buffer flags per ioctl</h2>${flagBarsHtml(m, { esc, count, num })}</section>
+${copySourcesHtml(m, { esc, count })}
 <section id="worst"><h2>Worst buffers</h2><p class="lede">Per ioctl, the copied buffers with the most extra cache lines, then misaligned ones, with the thread that passed them.</p>${worstTable(m)}</section>
 <section id="vcpus"><h2>vCPUs</h2><p class="lede">Where each vCPU's <code>struct kvm_run</code> lives in the kernel and in the VMM, its exits, and the kvm_run lines each exit reason touched.</p>${vcpuTable(m)}</section>${exitPathHtml(m, { esc, count })}
 <section id="health"><h2>Capture health</h2>
 <p>Records lost: ${count('lost', m.lost, m.lost ? 'hot' : '')} · records read: ${count('records', m.source.records)} · fds opened ${count('fds.opened', m.fds.opened)}, closed ${count('fds.closed', m.fds.closed)}, leaked ${count('fds.leaked', m.fds.leaked, m.fds.leaked ? 'hot' : '')}${m.capture.unknown_ioctls !== null ? ` · unknown ioctls ${num(m.capture.unknown_ioctls)}` : ''}</p>
-<p>Totals: ${count('total.unknown_copies', m.totals.unknown_copies)} copies of unknown length, ${count('total.observed_copies', m.totals.observed_copies)} observed by probes on the copy routines.</p>
+<p>Totals: ${count('total.unknown_copies', m.totals.unknown_copies)} copies of unknown length.</p>
 ${leaked ? `<p>Leaked fds (still open when the process exited or the capture stopped):</p><ul>${leaked}</ul>` : ''}${notes}</section>
 <footer>kvm-trace · generated from ${esc(m.source.file)} · self-contained page, nothing loaded from the network</footer>
 </main>

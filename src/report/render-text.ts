@@ -5,6 +5,7 @@
  */
 import type { ReportModel } from './model-types.js';
 import { exitPathText } from './exit-path-section.js';
+import { copySourcesText, hooksText } from './buffers-section.js';
 
 /** "812ns", "8.1µs", "3.20ms", "1.50s". */
 export function fmtNs(ns: number): string {
@@ -31,7 +32,7 @@ export function renderText(m: ReportModel, opts: TextOptions = {}): string {
     (m.capture.duration_s !== null ? `   duration ${m.capture.duration_s.toFixed(2)}s` : '') +
     `   lost ${m.lost}   KVM_RUN exits ${m.totals.exits}`);
   w(`  cache line ${m.line_size} B   buffer flags: ${m.flags_from}   copies ${m.totals.copies} (${m.totals.bytes_copied} bytes)` +
-    `   misaligned ${m.totals.misaligned}   crossing ${m.totals.cacheline_cross}   unknown-length ${m.totals.unknown_copies}   observed ${m.totals.observed_copies}`);
+    `   misaligned ${m.totals.misaligned}   crossing ${m.totals.cacheline_cross}   unknown-length ${m.totals.unknown_copies}   observed ${m.totals.observed_copies}   derived ${m.totals.derived_copies}`);
   w();
 
   const nameW = Math.max(24, ...m.ioctls.map((i) => i.name.length + 2));
@@ -49,13 +50,19 @@ export function renderText(m: ReportModel, opts: TextOptions = {}): string {
     for (const i of errs) w(`  ${i.name}: ${Object.entries(i.errnos).map(([e, n]) => `${e} ×${n}`).join(', ')}`);
   }
 
+  const sources = [...hooksText(m.hooks), ...copySourcesText(m.ioctls.map((i) => ({ name: i.name, observed: i.observed_copies, derived: i.derived_copies, unknown: i.unknown_copies })))];
+  if (sources.length) {
+    w();
+    for (const l of sources) w(l);
+  }
+
   const worst = m.ioctls.flatMap((i) => i.worst.slice(0, opts.worstPerIoctl).map((f) => ({ name: i.name, f })));
   if (worst.length) {
     w();
     w('worst buffers (per ioctl, most extra cache lines first):');
     for (const { name, f } of worst) {
       const what = [f.misaligned ? `misaligned (align ${f.align})` : '', f.cacheline_cross ? `crosses: ${f.lines} lines for ${f.min_lines}` : ''].filter(Boolean).join(', ');
-      w(`  ${padR(name, nameW)}${padR(f.dir, 10)}${padR(f.what, 28)} ${f.addr} len ${f.len}  ${what}  [${f.source}]  pid ${f.pid} tid ${f.tid} ${f.comm}`);
+      w(`  ${padR(name, nameW)}${padR(f.dir, 10)}${padR(f.what, 28)} ${f.addr} len ${f.len}  ${what}  [${f.source}${f.hook ? ` by ${f.hook}` : f.via ? `, ${f.via}` : ''}]  pid ${f.pid} tid ${f.tid} ${f.comm}`);
     }
   }
 

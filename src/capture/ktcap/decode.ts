@@ -43,6 +43,7 @@ export async function decodeCapture(file: string, opts: DecodeCaptureOptions): P
       lean: opts.lean ?? meta.options.lean,
       lineSize: opts.lineSize ?? meta.line_size,
     });
+    if (meta.hooks) path.setHooks(meta.hooks);
     path.seed(reader.seeds);
     let records = 0;
     let summary: SummaryRecord | undefined;

@@ -19,6 +19,7 @@
  * says so.
  */
 import { COPY, EXIT, FD, HDR, IOCTL, MMAP } from '../../bpf/event-layout.js';
+import type { HookStatus } from '../../decode/records.js';
 
 export const MAGIC = 'KVMTRCAP';
 export const VERSION = 1;
@@ -50,6 +51,8 @@ export interface CaptureMeta {
   clock: { monotonic_ns: string; realtime_ns: string };
   strategy: string;
   programs: string[];
+  /** Per copy hook, attached or not and why (absent in captures of older kvm-trace versions). */
+  hooks?: Record<string, HookStatus>;
   options: { pids: number[]; comm: string | null; lean: boolean };
   line_size: number;
   /** The kt_* record layout the records were written with (decoding refuses a different one). */

@@ -12,6 +12,32 @@ import type { IoctlDef } from './ioctl-table.js';
 
 export type CopyDir = 'from_user' | 'to_user';
 
+/**
+ * The kernel routine a handler copies through. It decides which copy hook can see the copy: a hook on
+ * `_copy_from_user` sees copy_from_user and the memdup family (they copy through it), one on memdup_user
+ * or vmemdup_user only that function's copies, one on `_copy_to_user` copy_to_user; get_user / put_user are
+ * inlined single moves no hook sees.
+ */
+export type CopyRoutine = 'copy_from_user' | 'copy_to_user' | 'memdup_user' | 'vmemdup_user' | 'get_user' | 'put_user';
+
+/** For each hooked kernel function (a copy hook's name), the routines whose copies it observes. */
+export const ROUTINES_SEEN_BY: Readonly<Record<string, readonly CopyRoutine[]>> = {
+  _copy_from_user: ['copy_from_user', 'memdup_user', 'vmemdup_user'],
+  _copy_to_user: ['copy_to_user'],
+  memdup_user: ['memdup_user'],
+  vmemdup_user: ['vmemdup_user'],
+};
+
+/** The routines the attached hooks (kernel function names) observe. */
+export function routinesSeen(hooks: Iterable<string>): Set<CopyRoutine> {
+  const out = new Set<CopyRoutine>();
+  for (const h of hooks) for (const r of ROUTINES_SEEN_BY[h] ?? []) out.add(r);
+  return out;
+}
+
+/** The plain copy routine of a direction, the default of every rule verb. */
+export const plainCopy = (dir: CopyDir): CopyRoutine => (dir === 'from_user' ? 'copy_from_user' : 'copy_to_user');
+
 export interface DerivedCopy {
   /** "arg", or the nested buffer, e.g. "kvm_msrs.entries", "kvm_signal_mask.sigset", "kvm_dirty_log.dirty_bitmap". */
   what: string;
@@ -23,6 +49,13 @@ export interface DerivedCopy {
   align: number;
   /** C type of the buffer, e.g. "struct kvm_regs", "struct kvm_msr_entry[3]". */
   type: string;
+  /** The routine the handler copies it through. */
+  via: CopyRoutine;
+  /**
+   * The handler makes this copy in this many consecutive pieces whose boundaries the capture does not reveal
+   * (KVM_GET_MSR_INDEX_LIST writes msrs_to_save, then emulated_msrs); absent: one copy.
+   */
+  pieces?: number;
   /** Why `len` is null. */
   unknown?: string;
   /** A condition the derived length rests on. */
@@ -95,25 +128,28 @@ export class RuleCtx {
   }
 
   /** The whole fixed-size argument at `arg`. */
-  whole(dir: CopyDir): void {
+  whole(dir: CopyDir, via: CopyRoutine = plainCopy(dir)): void {
     const a = this.argType();
-    if (a.size > 0) this.push({ what: 'arg', dir, addr: this.arg, len: a.size, align: a.align, type: a.type });
+    if (a.size > 0) this.push({ what: 'arg', dir, addr: this.arg, len: a.size, align: a.align, type: a.type, via });
   }
 
   /** sizeof(struct `name`) at `arg`: the header of a variable-length argument. */
-  header(name: string, dir: CopyDir): void {
+  header(name: string, dir: CopyDir, via: CopyRoutine = plainCopy(dir)): void {
     const s = this.struct(name);
-    if (s) this.push({ what: 'arg', dir, addr: this.arg, len: s.size, align: s.align, type: `struct ${name}` });
-    else this.unknown('arg', dir, this.arg, `struct ${name}`, `struct ${name} is not in the kernel BTF`);
+    if (s) this.push({ what: 'arg', dir, addr: this.arg, len: s.size, align: s.align, type: `struct ${name}`, via });
+    else this.unknown('arg', dir, this.arg, `struct ${name}`, `struct ${name} is not in the kernel BTF`, via);
   }
 
-  /** `count` elements of the flexible array member `member` of struct `name`, at arg + offsetof(member). */
-  flex(name: string, member: string, count: number | undefined, dir: CopyDir): void {
+  /**
+   * `count` elements of the flexible array member `member` of struct `name`, at arg + offsetof(member).
+   * The alignment is the member's own (its element type's, from BTF).
+   */
+  flex(name: string, member: string, count: number | undefined, dir: CopyDir, via: CopyRoutine = plainCopy(dir), pieces?: number): void {
     const what = `${name}.${member}`;
     const s = this.struct(name);
     const hit = s && findMember(s, member);
     if (!hit) {
-      this.unknown(what, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`);
+      this.unknown(what, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`, via);
       return;
     }
     const m = hit.member;
@@ -121,14 +157,14 @@ export class RuleCtx {
     const elem = this.elemSize(m.elemSize, elemType);
     const addr = this.arg + BigInt(hit.offset);
     if (count === undefined) {
-      this.unknown(what, dir, addr, `${elemType}[]`, `the element count was not captured`);
+      this.unknown(what, dir, addr, `${elemType}[]`, `the element count was not captured`, via);
       return;
     }
     if (count <= 0 || elem === undefined) {
-      if (elem === undefined) this.unknown(what, dir, addr, `${elemType}[${count}]`, `size of ${elemType} unknown`);
+      if (elem === undefined) this.unknown(what, dir, addr, `${elemType}[${count}]`, `size of ${elemType} unknown`, via);
       return;
     }
-    this.push({ what, dir, addr, len: count * elem.size, align: elem.align || m.align, type: `${elemType}[${count}]` });
+    this.push({ what, dir, addr, len: count * elem.size, align: elem.align || m.align, type: `${elemType}[${count}]`, via, ...(pieces && pieces > 1 ? { pieces } : {}) });
   }
 
   private elemSize(btfSize: number | undefined, elemType: string): { size: number; align: number } | undefined {
@@ -137,35 +173,36 @@ export class RuleCtx {
     return btfSize ? { size: btfSize, align: 1 } : undefined;
   }
 
-  /** One member of struct `name` at arg + offsetof(member) (get_user/put_user of a single field). */
+  /** One member of struct `name` at arg + offsetof(member): get_user/put_user of a single field. */
   member(name: string, member: string, dir: CopyDir): void {
+    const via: CopyRoutine = dir === 'from_user' ? 'get_user' : 'put_user';
     const s = this.struct(name);
     const hit = s && findMember(s, member);
     if (!hit) {
-      this.unknown(`${name}.${member}`, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`);
+      this.unknown(`${name}.${member}`, dir, this.arg, `${name}.${member}`, `${name}.${member} is not in the kernel BTF`, via);
       return;
     }
     const m = hit.member;
-    this.push({ what: `${name}.${member}`, dir, addr: this.arg + BigInt(hit.offset), len: m.size, align: m.align, type: m.typeName });
+    this.push({ what: `${name}.${member}`, dir, addr: this.arg + BigInt(hit.offset), len: m.size, align: m.align, type: m.typeName, via });
   }
 
   /** A buffer elsewhere in memory (a pointer field) of a named type. */
-  at(what: string, dir: CopyDir, addr: bigint | undefined, typeName: string, len?: number, count?: number): void {
+  at(what: string, dir: CopyDir, addr: bigint | undefined, typeName: string, len?: number, via: CopyRoutine = plainCopy(dir)): void {
     if (addr === undefined) {
-      this.unknown(what, dir, 0n, typeName, `${what} was not captured`);
+      this.unknown(what, dir, 0n, typeName, `${what} was not captured`, via);
       return;
     }
     const t = this.env.types.type(stripStruct(typeName)) ?? this.env.types.type(typeName);
     if (!t) {
-      this.unknown(what, dir, addr, typeName, `${typeName} is not in the kernel BTF`);
+      this.unknown(what, dir, addr, typeName, `${typeName} is not in the kernel BTF`, via);
       return;
     }
-    const n = len ?? t.size * (count ?? 1);
-    if (n > 0) this.push({ what, dir, addr, len: n, align: t.align, type: count !== undefined ? `${typeName}[${count}]` : typeName });
+    const n = len ?? t.size;
+    if (n > 0) this.push({ what, dir, addr, len: n, align: t.align, type: typeName, via });
   }
 
-  unknown(what: string, dir: CopyDir, addr: bigint, type: string, why: string): void {
-    this.copies.push({ what, dir, addr, len: null, align: this.env.types.type(stripStruct(type))?.align ?? 1, type, unknown: why });
+  unknown(what: string, dir: CopyDir, addr: bigint, type: string, why: string, via: CopyRoutine = plainCopy(dir)): void {
+    this.copies.push({ what, dir, addr, len: null, align: this.env.types.type(stripStruct(type))?.align ?? 1, type, via, unknown: why });
   }
 
   push(c: DerivedCopy): void {

@@ -9,34 +9,45 @@
  * direction bits of the number say: KVM_SET_IRQCHIP and KVM_SET_PIT are _IOR yet the kernel copies *from*
  * the user, KVM_REINJECT_CONTROL is _IO yet copies a struct, KVM_GET_DIRTY_LOG is _IOW yet writes a bitmap.
  * Sizes and member offsets come from the TypeSource (kernel BTF); nothing here is a typed-in offset.
+ * Each copy also names the routine the handler copies through (copy_from_user, memdup_user, …: `via`),
+ * which decides whether a copy hook can observe it; where a handler changed between kernels, the rule
+ * asks the running kernel's BTF which version it is (KVM_SET_PMU_EVENT_FILTER).
  *
  * Only successful calls are derived: after a failure the errno alone does not say how far the handler got
  * (every handler validates between its copies), so claiming a copy would be a guess.
  */
 import { findMember } from '../../btf/layout.js';
 import { fieldNumber, parseAddr } from '../../cdata/values.js';
-import { RuleCtx, type CopyDir, type DerivedCopy, type IoctlCall, type RuleEnv } from './copy-rule-context.js';
+import { plainCopy, RuleCtx, type CopyDir, type DerivedCopy, type IoctlCall, type RuleEnv } from './copy-rule-context.js';
 
-export type { CopyDir, DerivedCopy, IoctlCall, RuleEnv, SlotSizes } from './copy-rule-context.js';
+export type { CopyDir, CopyRoutine, DerivedCopy, IoctlCall, RuleEnv, SlotSizes } from './copy-rule-context.js';
+export { plainCopy, ROUTINES_SEEN_BY, routinesSeen } from './copy-rule-context.js';
 
 type Rule = (c: RuleCtx) => void;
 
 const bitsPerLong = (c: RuleCtx): number => 8 * (c.env.types.type('long unsigned int')?.size ?? 8);
 const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 
-/** KVM_GET_MSRS / KVM_SET_MSRS: msr_io() copies the 8-byte header, then nmsrs entries; GET writes them back. */
+/**
+ * KVM_GET_MSRS / KVM_SET_MSRS: msr_io() copies the 8-byte header (copy_from_user), then nmsrs entries
+ * (memdup_user); GET writes them back (copy_to_user).
+ */
 const msrIo = (writeback: boolean): Rule => (c) => {
   c.header('kvm_msrs', 'from_user');
   const n = c.num('nmsrs');
-  c.flex('kvm_msrs', 'entries', n, 'from_user');
+  c.flex('kvm_msrs', 'entries', n, 'from_user', 'memdup_user');
   if (writeback) c.flex('kvm_msrs', 'entries', n, 'to_user');
 };
 
-/** KVM_GET_MSR_INDEX_LIST and the feature list: header in, header (with the kernel's count) out, indices out. */
-const msrList: Rule = (c) => {
+/**
+ * KVM_GET_MSR_INDEX_LIST and the feature list: header in, header (with the kernel's count) out, indices
+ * out. kvm_arch_dev_ioctl() writes the index list in `pieces` copies: msrs_to_save, then emulated_msrs
+ * (their split is the kernel's, not in the capture); the feature list is one copy of msr_based_features.
+ */
+const msrList = (pieces: number): Rule => (c) => {
   c.header('kvm_msr_list', 'from_user');
   c.header('kvm_msr_list', 'to_user');
-  c.flex('kvm_msr_list', 'indices', c.num('nmsrs'), 'to_user');
+  c.flex('kvm_msr_list', 'indices', c.num('nmsrs'), 'to_user', 'copy_to_user', pieces);
 };
 
 /** KVM_GET_SUPPORTED_CPUID & co.: header in, entries out (the kernel's nent), header out. */
@@ -69,7 +80,11 @@ const clearDirtyLog: Rule = (c) => {
     alignUp(pages, bitsPerLong(c)) / 8);
 };
 
-/** KVM_SET_SIGNAL_MASK: with a non-NULL argument, the 4-byte header and sizeof(sigset_t) bytes of sigset. */
+/**
+ * KVM_SET_SIGNAL_MASK: with a non-NULL argument, the 4-byte header and sizeof(sigset_t) bytes of sigset.
+ * The user's buffer is kvm_signal_mask.sigset, a `__u8[]`: its alignment is the member's (1), not
+ * sigset_t's (8) — the kernel copies into its own sigset_t with copy_from_user, at any user alignment.
+ */
 const signalMask: Rule = (c) => {
   if (c.arg === 0n) return;
   c.header('kvm_signal_mask', 'from_user');
@@ -80,7 +95,10 @@ const signalMask: Rule = (c) => {
     c.unknown('kvm_signal_mask.sigset', 'from_user', c.arg, 'sigset_t', 'sigset_t or kvm_signal_mask.sigset not in BTF');
     return;
   }
-  c.push({ what: 'kvm_signal_mask.sigset', dir: 'from_user', addr: c.arg + BigInt(m.offset), len: sigset.size, align: sigset.align, type: 'sigset_t' });
+  c.push({
+    what: 'kvm_signal_mask.sigset', dir: 'from_user', addr: c.arg + BigInt(m.offset), len: sigset.size, align: m.member.align,
+    type: `${m.member.typeName.replace(/\[\d*\]$/, '')}[${sigset.size}] (sigset_t)`, via: 'copy_from_user',
+  });
 };
 
 /** KVM_GET/SET_ONE_REG: the 16-byte kvm_one_reg, then the value at .addr, sized by the id's KVM_REG_SIZE field. */
@@ -94,7 +112,7 @@ const oneReg = (dir: CopyDir): Rule => (c) => {
   }
   // KVM_REG_SIZE(id) = 1 << ((id & KVM_REG_SIZE_MASK) >> KVM_REG_SIZE_SHIFT): bits 52..55 (uapi kvm.h).
   const size = 1 << Number((id >> 52n) & 0xfn);
-  c.push({ what: 'kvm_one_reg.addr', dir, addr, len: size, align: Math.min(size, 8), type: `${size}-byte register` });
+  c.push({ what: 'kvm_one_reg.addr', dir, addr, len: size, align: Math.min(size, 8), type: `${size}-byte register`, via: plainCopy(dir) });
 };
 
 /** KVM_GET_REG_LIST: n in, n (the kernel's count) out, then n u64 ids out. */
@@ -115,7 +133,7 @@ const deviceAttr = (op: 'get' | 'set' | 'has'): Rule => (c) => {
   // x86: /dev/kvm attributes (group 0, KVM_X86_XCOMP_GUEST_SUPP) are put_user(u64); vCPU group
   // KVM_VCPU_TSC_CTRL (0) attribute KVM_VCPU_TSC_OFFSET (0) is get_user/put_user(u64). Devices vary.
   const u64 = (c.call.fd_kind === 'system' && op === 'get' && group === 0) || (c.call.fd_kind === 'vcpu' && group === 0 && attr === 0);
-  if (u64) c.at('kvm_device_attr.addr', dir, addr, '__u64');
+  if (u64) c.at('kvm_device_attr.addr', dir, addr, '__u64', undefined, op === 'get' ? 'put_user' : 'get_user');
   else c.unknown('kvm_device_attr.addr', dir, addr ?? 0n, 'void', `attribute size depends on the device (group ${group}, attr ${attr})`);
 };
 
@@ -128,39 +146,73 @@ const msrFilter: Rule = (c) => {
     const n = fieldNumber(r?.nmsrs);
     if (!n) return;
     c.at(`kvm_msr_filter.ranges[${i}].bitmap`, 'from_user', parseAddr(r.bitmap), 'long unsigned int',
-      Math.ceil(n / (8 * long)) * long);
+      Math.ceil(n / (8 * long)) * long, 'memdup_user');
   });
 };
 
-/** KVM_SET_XSAVE / KVM_GET_XSAVE2 copy guest_fpu.uabi_size bytes: sizeof(kvm_xsave) unless XFD features were granted. */
+/**
+ * KVM_SET_XSAVE (memdup_user) / KVM_GET_XSAVE2 (copy_to_user) copy guest_fpu.uabi_size bytes:
+ * sizeof(kvm_xsave) unless XFD features were granted.
+ */
 const xsaveUabi = (dir: CopyDir): Rule => (c) => {
-  c.whole(dir);
+  c.whole(dir, dir === 'from_user' ? 'memdup_user' : 'copy_to_user');
   const last = c.copies[c.copies.length - 1];
   if (last) last.assumes = 'guest_fpu.uabi_size == sizeof(struct kvm_xsave): no dynamic xfeature permission (ARCH_REQ_XCOMP_GUEST_PERM)';
+};
+
+/**
+ * kvm_vm_ioctl_set_pmu_event_filter(): the header first; then, up to 6.3, header + events again in one copy
+ * (struct_size(filter, events, nevents)); from 6.4 (the kernel keeps its own struct
+ * kvm_x86_pmu_event_filter) only the events, at offsetof(events). Which one runs is read from the running
+ * kernel's BTF, not from a version number.
+ */
+const pmuEventFilter: Rule = (c) => {
+  c.header('kvm_pmu_event_filter', 'from_user');
+  const s = c.struct('kvm_pmu_event_filter');
+  const ev = s && findMember(s, 'events');
+  const n = c.num('nevents');
+  const u64 = c.env.types.type('__u64');
+  if (!s || !ev || !u64 || n === undefined) {
+    c.unknown('kvm_pmu_event_filter.events', 'from_user', c.arg, 'struct kvm_pmu_event_filter', 'nevents or the struct not known');
+    return;
+  }
+  if (c.struct('kvm_x86_pmu_event_filter')) {
+    c.flex('kvm_pmu_event_filter', 'events', n, 'from_user');
+    return;
+  }
+  c.push({ what: 'kvm_pmu_event_filter+events', dir: 'from_user', addr: c.arg, len: ev.offset + n * u64.size, align: s.align, type: `struct kvm_pmu_event_filter + __u64[${n}]`, via: 'copy_from_user' });
 };
 
 const RULES: Record<string, Rule> = {
   KVM_RUN: () => {},
   KVM_GET_MSRS: msrIo(true),
   KVM_SET_MSRS: msrIo(false),
-  KVM_GET_MSR_INDEX_LIST: msrList,
-  KVM_GET_MSR_FEATURE_INDEX_LIST: msrList,
+  KVM_GET_MSR_INDEX_LIST: msrList(2),
+  KVM_GET_MSR_FEATURE_INDEX_LIST: msrList(1),
   KVM_GET_SUPPORTED_CPUID: cpuidOut,
   KVM_GET_EMULATED_CPUID: cpuidOut,
   KVM_GET_CPUID2: cpuidOut,
   KVM_GET_SUPPORTED_HV_CPUID: cpuidOut,
+  // The header by copy_from_user, the entries by vmemdup_user (vmemdup_array_user on newer kernels).
   KVM_SET_CPUID2: (c) => {
     c.header('kvm_cpuid2', 'from_user');
-    c.flex('kvm_cpuid2', 'entries', c.num('nent'), 'from_user');
+    c.flex('kvm_cpuid2', 'entries', c.num('nent'), 'from_user', 'vmemdup_user');
   },
   KVM_SET_CPUID: (c) => {
     c.header('kvm_cpuid', 'from_user');
-    c.flex('kvm_cpuid', 'entries', c.num('nent'), 'from_user');
+    c.flex('kvm_cpuid', 'entries', c.num('nent'), 'from_user', 'vmemdup_user');
   },
   KVM_SET_GSI_ROUTING: (c) => {
     c.header('kvm_irq_routing', 'from_user');
-    c.flex('kvm_irq_routing', 'entries', c.num('nr'), 'from_user');
+    c.flex('kvm_irq_routing', 'entries', c.num('nr'), 'from_user', 'vmemdup_user');
   },
+  // kvm_vcpu_ioctl / kvm_arch_vcpu_ioctl take these whole arguments with memdup_user.
+  KVM_SET_REGS: (c) => c.whole('from_user', 'memdup_user'),
+  KVM_SET_SREGS: (c) => c.whole('from_user', 'memdup_user'),
+  KVM_SET_FPU: (c) => c.whole('from_user', 'memdup_user'),
+  KVM_SET_SREGS2: (c) => c.whole('from_user', 'memdup_user'),
+  KVM_SET_LAPIC: (c) => c.whole('from_user', 'memdup_user'),
+  KVM_SET_XCRS: (c) => c.whole('from_user', 'memdup_user'),
   KVM_SET_SIGNAL_MASK: signalMask,
   KVM_GET_DIRTY_LOG: getDirtyLog,
   KVM_CLEAR_DIRTY_LOG: clearDirtyLog,
@@ -171,20 +223,7 @@ const RULES: Record<string, Rule> = {
   KVM_SET_DEVICE_ATTR: deviceAttr('set'),
   KVM_HAS_DEVICE_ATTR: deviceAttr('has'),
   KVM_X86_SET_MSR_FILTER: msrFilter,
-  // kvm_vm_ioctl_set_pmu_event_filter(): the header, then header + events again in one copy
-  // (struct_size(filter, events, nevents)), re-checked against the first copy.
-  KVM_SET_PMU_EVENT_FILTER: (c) => {
-    c.header('kvm_pmu_event_filter', 'from_user');
-    const s = c.struct('kvm_pmu_event_filter');
-    const ev = s && findMember(s, 'events');
-    const n = c.num('nevents');
-    const u64 = c.env.types.type('__u64');
-    if (!s || !ev || !u64 || n === undefined) {
-      c.unknown('kvm_pmu_event_filter.events', 'from_user', c.arg, 'struct kvm_pmu_event_filter', 'nevents or the struct not known');
-      return;
-    }
-    c.push({ what: 'kvm_pmu_event_filter+events', dir: 'from_user', addr: c.arg, len: ev.offset + n * u64.size, align: s.align, type: `struct kvm_pmu_event_filter + __u64[${n}]` });
-  },
+  KVM_SET_PMU_EVENT_FILTER: pmuEventFilter,
   KVM_SET_XSAVE: xsaveUabi('from_user'),
   KVM_GET_XSAVE2: xsaveUabi('to_user'),
   // Direction bits that disagree with the handler: _IOR numbers whose handler copies from the user.
