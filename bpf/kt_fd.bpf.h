@@ -113,7 +113,8 @@ static long forget_tgid_fd(struct bpf_map *map, struct fd_key *key, __u32 *kind,
 }
 
 /* A process that held KVM fds exited: report it (user space lists what it never closed) and forget
- * its fds. Fires for every thread exit of the system: one hash lookup, then out. */
+ * its fds. Fires for every thread exit of the system: one hash lookup, then out. A thread that is not the
+ * last of such a process is reported too (KT_EV_THREAD_EXIT): user space drops its per-thread state. */
 SEC("tracepoint/sched/sched_process_exit")
 int kt_process_exit(struct trace_event_raw_sched_process_exit *ctx)
 {
@@ -130,8 +131,13 @@ int kt_process_exit(struct trace_event_raw_sched_process_exit *ctx)
 		group_dead = BPF_CORE_READ(ctx, group_dead);
 	else
 		group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
-	if (!group_dead)
+	if (!group_dead) {
+		fill_hdr(&e.hdr, KT_EV_THREAD_EXIT, pid_tgid);
+		e.exit_code = BPF_CORE_READ(task, exit_code);
+		bpf_get_current_comm(&e.comm, sizeof(e.comm));
+		rb_output(&e, sizeof(e));
 		return 0;
+	}
 	fill_hdr(&e.hdr, KT_EV_EXIT, pid_tgid);
 	e.exit_code = BPF_CORE_READ(task, exit_code);
 	BPF_CORE_READ_STR_INTO(&e.comm, task, group_leader, comm);

@@ -21,7 +21,9 @@
  *
  * Programs (user side toggles autoload and attaches each on its own, src/bpf/):
  *   always:      kt_ioctl_enter, kt_ioctl_exit, kt_openat_exit, kt_open_exit, kt_mmap_exit, kt_close_exit,
- *                kt_process_exit (tracepoints)
+ *                kt_process_exit (tracepoints), and the rest of the fd lifecycle in kt_fd_track.bpf.h:
+ *                kt_dup{,2,3}_exit, kt_fcntl_exit, kt_close_range_exit, kt_execve{,at}_exit, kt_openat2_exit
+ *                (tracepoints), kt_process_fork (tp_btf)
  *   copy hooks:  kt_{copy_from_user,copy_to_user,memdup_user,vmemdup_user}_{kprobe,fentry}, per hook the
  *                sibling the kernel lets attach (kprobe and fentry strategies; none in aggregate-only mode)
  *
@@ -34,6 +36,7 @@
  *   kt_run.bpf.h        the KVM_RUN record: kvm_run snapshot, PIO data
  *   kt_aggregate.bpf.h  aggregate-only counters
  *   kt_fd.bpf.h         kt_open(at)_exit, kt_mmap_exit, kt_close_exit, kt_process_exit: the fd lifecycle
+ *   kt_fd_track.bpf.h   dup family, close_range, execve, openat2, fork: the fd table kept exact
  *   kt_copy.bpf.h       kt_*_kprobe / kt_*_fentry: copy observers
  * kvm_trace.h is the event layout shared with user space, and nothing else.
  */
@@ -47,6 +50,7 @@
 #include "kt_vcpu.bpf.h"
 #include "kt_ioctl.bpf.h"
 #include "kt_fd.bpf.h"
+#include "kt_fd_track.bpf.h"
 #include "kt_copy.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

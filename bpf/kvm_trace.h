@@ -22,6 +22,8 @@ enum kt_event_type {
 	KT_EV_MMAP = 3,  /* mmap of a tracked KVM fd (a vCPU's kvm_run) */
 	KT_EV_EXIT = 4,  /* a process that held KVM fds exited */
 	KT_EV_COPY = 5,  /* a user copy observed inside a KVM ioctl (kprobe/fentry hooks, enum kt_copy_hook) */
+	KT_EV_FORK = 6,  /* a process holding KVM fds forked: the child holds copies of them */
+	KT_EV_THREAD_EXIT = 7, /* a thread (not the last) of a process holding KVM fds exited: kt_exit_event */
 };
 
 enum kt_flags {
@@ -44,6 +46,12 @@ enum kt_fd_kind {
 enum kt_fd_op {
 	KT_FD_OPEN = 1,  /* openat("/dev/kvm") returned */
 	KT_FD_CLOSE = 2, /* close() of a tracked fd returned */
+	/* dup/dup2/dup3/fcntl(F_DUPFD, F_DUPFD_CLOEXEC) returned with a tracked fd on either side: fd is the
+	 * old fd, ret the new one, kind the old fd's kind — KT_FD_UNKNOWN when an untracked file replaced the
+	 * tracked fd `ret` (dup2 onto a tracked number closes it). */
+	KT_FD_DUP = 3,
+	KT_FD_CLOSE_RANGE = 4, /* close_range() closed this tracked fd (one record per fd; ret: its return) */
+	KT_FD_EXEC_CLOSE = 5,  /* a successful execve closed this O_CLOEXEC tracked fd */
 };
 
 enum kt_copy_dir {
@@ -153,6 +161,13 @@ struct kt_copy_event {
 	__u32 cmd; /* the KVM ioctl this thread is inside */
 	__s32 fd;
 	__u32 hook; /* enum kt_copy_hook: where it was observed */
+};
+
+struct kt_fork_event {
+	struct kt_hdr hdr; /* pid, tid: the parent */
+	__u32 child_pid;   /* the child's tgid */
+	__u32 inherited;   /* 1: the child inherited tracked fds (copied in the fds map); user space has the list */
+	char comm[KT_TASK_COMM_LEN];
 };
 
 /* ---- aggregate-only mode (rodata aggregate_only): counters kept in the kernel, no per-ioctl records ---- */

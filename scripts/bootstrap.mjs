@@ -19,8 +19,9 @@ const PACKAGES = {
   // ioctl stream must decode with no unknown names; clang compiles the BTF reader's test object (BTF kinds
   // gcc does not emit); tmux runs `kvm-trace top` in a real terminal (send-keys, capture-pane); prometheus
   // evaluates every dashboard query against a real capture (the test starts its own server: no systemd here);
-  // pahole (dwarves) makes real split BTF over vmlinux, as for kernel modules.
-  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'prometheus', 'dwarves'],
+  // pahole (dwarves) makes real split BTF over vmlinux, as for kernel modules; llvm and libbpf-dev complete
+  // the toolchain the prebuilt BPF object is rebuilt with and compared against (test/bpf-prebuilt.test.ts).
+  test: ['libbpf1', 'chromium', 'gcc', 'libc6-dev', 'bpftool', 'qemu-system-x86', 'clang', 'tmux', 'prometheus', 'dwarves', 'llvm', 'libbpf-dev'],
   // The kernel matrix (npm run test:kernels, also run by npm test): QEMU boots Debian's kernels, downloaded
   // with apt-get download and given a modules.dep by depmod (kmod); busybox-static is the initramfs; xz
   // unpacks .ko.xz modules; bpftool inside the guest lists BPF objects left behind.

@@ -10,7 +10,10 @@
  *                                   [--hooks fentry,kprobe] [--aggregate] [--throw-after-attach]
  * stdout: one JSON line {"attached":…,"strategy","programs","hooks","ids"} once attached, one {"stats":…} at
  * the end.
+ * Importing it runs nothing: `run(argv)` does (the teardown test imports it as root, then drops root).
  */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { RingBufferConsumer } from '../src/ringbuf/index.js';
 import type { HookFamily, StrategyOption } from '../src/bpf/programs.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
@@ -78,8 +81,8 @@ function parse(argv: string[]): Args {
   return a;
 }
 
-function main(): void {
-  const args = parse(process.argv.slice(2));
+function main(argv: string[]): void {
+  const args = parse(argv);
   const tracer = KvmTracer.open({
     pids: args.pids,
     comm: args.comm,
@@ -130,10 +133,15 @@ function main(): void {
   });
 }
 
-try {
-  main();
-} catch (err) {
-  // Failing to attach: one line, non-zero exit.
-  process.stderr.write(`kvm-trace bpf: ${(err as Error).message}\n`);
-  process.exitCode = 1;
+/** Attach with these arguments; a failure to attach is one line on stderr and exit code 1. */
+export function run(argv: string[]): void {
+  try {
+    main(argv);
+  } catch (err) {
+    process.stderr.write(`kvm-trace bpf: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
 }
+
+// Run when started as a script; imported (the teardown test drops root after loading it), only export.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) run(process.argv.slice(2));

@@ -105,6 +105,15 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
       'kt_mmap_exit',
       'kt_close_exit',
       'kt_process_exit',
+          'kt_dup_exit',
+      'kt_dup2_exit',
+      'kt_dup3_exit',
+      'kt_fcntl_exit',
+      'kt_close_range_exit',
+      'kt_execve_exit',
+      'kt_execveat_exit',
+      'kt_openat2_exit',
+      'kt_process_fork',
     ]);
     expect(logs.some((l) => l.startsWith('strategy tracepoint'))).toBe(true);
     expect(tracer.ringBytes).toBe(8 << 20);
@@ -214,8 +223,8 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
   });
 
   it('lists its kernel objects, and none remains after close (nor any fd)', async () => {
-    expect(ids.progs).toHaveLength(7);
-    expect(ids.links).toHaveLength(7);
+    expect(ids.progs).toHaveLength(16);
+    expect(ids.links).toHaveLength(16);
     expect(ids.maps.length).toBeGreaterThanOrEqual(8);
     expect(inKernel(ids)).toEqual(ids);
     const before = tracer.stats();

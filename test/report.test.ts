@@ -239,7 +239,7 @@ describe('bad input', () => {
     ['empty', '', /empty\.jsonl:1: empty file/],
     ['array', '[1,2,3]\n', /array\.jsonl:1: not a kvm-trace record/],
     ['blank', '\n\n\n', /blank\.jsonl:3: no records in 3 lines/],
-    ['missing-field', '{"type":"ioctl","pid":1}\n', /missing-field\.jsonl:1: ioctl record without a string "name"/],
+    ['missing-field', '{"type":"ioctl","pid":1}\n', /missing-field\.jsonl:1: ioctl record without "name"/],
   ];
 
   it.each(cases)('%s input → CliError input naming file:line', async (name, body, re) => {

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, RingCursor, recordStride } from '../src/ringbuf/records.js';
 import { FrameWriter, forEachRecord, frameRecords } from '../src/ringbuf/stream.js';
+import { StallGuard } from '../src/ringbuf/stall-guard.js';
 
 const SIZE = 256;
 
@@ -184,7 +185,15 @@ describe('RingCursor', () => {
     r.write(10, 1);
     r.producer[0] = 8n; // producer claims only the header was written
     const step = r.cursor().drain(() => {});
-    expect(step).toEqual({ records: 0, discarded: 0, busy: true });
+    expect(step).toEqual({ records: 0, discarded: 0, busy: true, stall: { kind: 'short', pos: 0, len: 10 } });
+  });
+
+  it('stops at a length no record of the ring can have (bad_length)', () => {
+    const r = new FakeRing();
+    r.write(10, 1);
+    r.commit(0, SIZE); // a header longer than the whole data area
+    const step = r.cursor().drain(() => {});
+    expect(step.stall).toEqual({ kind: 'bad_length', pos: 0, len: SIZE });
   });
 
   it.each([
@@ -231,5 +240,72 @@ describe('a recorded ring laid flat (stream.ts), read by the same walk', () => {
     for (const r of [rec(1, 1), rec(8, 8), rec(13, 13), rec(0, 0)]) w.add(new DataView(r.buffer), 0, r.length);
     expect(w.records).toBe(4);
     expect(w.bytes()).toEqual(framed);
+  });
+});
+
+describe('StallGuard: a stuck or impossible header is corruption, the ring resynchronises', () => {
+  /** Drain with the guard's verdict, the way RingBufferConsumer does; returns the fills seen and the verdicts. */
+  function drainGuarded(r: FakeRing, c: RingCursor, g: StallGuard): { fills: number[]; why: string[]; skipped: number } {
+    const fills: number[] = [];
+    const why: string[] = [];
+    let skipped = 0;
+    for (;;) {
+      const step = c.drain((view, off) => void fills.push(view.getUint8(off)));
+      c.commit();
+      if (!step.stall) {
+        g.clear();
+        break;
+      }
+      const w = g.check(step.stall, c.available(), SIZE);
+      if (w === undefined) break;
+      why.push(w);
+      skipped += c.skipToProducer();
+    }
+    return { fills, why, skipped };
+  }
+
+  it('a busy header with data after it: waited for, then skipped after stallMs; later records decode', () => {
+    let now = 0;
+    const g = new StallGuard(2000, () => now);
+    const r = new FakeRing();
+    const c = r.cursor();
+    r.write(10, 1);
+    r.write(12, 2, RINGBUF_BUSY_BIT); // never committed
+    r.write(14, 3);
+    expect(drainGuarded(r, c, g)).toEqual({ fills: [1], why: [], skipped: 0 });
+    now = 1999;
+    expect(drainGuarded(r, c, g).why).toEqual([]);
+    now = 2500;
+    const d = drainGuarded(r, c, g);
+    expect(d.why).toEqual(['stayed busy for 2.5 s with 24 bytes written after it']);
+    expect(d.skipped).toBe(recordStride(12) + recordStride(14));
+    r.write(9, 4);
+    expect(drainGuarded(r, c, g).fills).toEqual([4]);
+  });
+
+  it('a busy header with nothing after it is a producer at work, never corruption', () => {
+    let now = 0;
+    const g = new StallGuard(100, () => now);
+    const r = new FakeRing();
+    const c = r.cursor();
+    r.write(12, 2, RINGBUF_BUSY_BIT);
+    drainGuarded(r, c, g);
+    now = 1e9;
+    expect(drainGuarded(r, c, g)).toEqual({ fills: [], why: [], skipped: 0 });
+  });
+
+  it('a length past the ring is corruption at once: skipped to the producer position', () => {
+    const g = new StallGuard(2000, () => 0);
+    const r = new FakeRing();
+    const c = r.cursor();
+    r.write(10, 1);
+    const bad = r.write(16, 2);
+    r.write(20, 3);
+    r.commit(bad, 0x3fffffff);
+    const d = drainGuarded(r, c, g);
+    expect(d.fills).toEqual([1]);
+    expect(d.why).toEqual([`has length ${0x3fffffff}, which does not fit in a ${SIZE}-byte ring`]);
+    expect(d.skipped).toBe(recordStride(16) + recordStride(20));
+    expect(c.cons).toBe(r.prod);
   });
 });

@@ -21,8 +21,11 @@ const SYS_bpf = 321; // x86_64
 
 export const BPF_MAP_CREATE = 0;
 export const BPF_MAP_LOOKUP_ELEM = 1;
+export const BPF_MAP_UPDATE_ELEM = 2;
 export const BPF_PROG_LOAD = 5;
 export const BPF_PROG_TEST_RUN = 10;
+export const BPF_MAP_GET_FD_BY_ID = 14;
+export const BPF_OBJ_GET_INFO_BY_FD = 15;
 
 export const BPF_MAP_TYPE_ARRAY = 2;
 export const BPF_MAP_TYPE_RINGBUF = 27;
@@ -102,6 +105,35 @@ export function bpfMapLookup(mapFd: number, key: Buffer, value: Buffer): void {
     attrOf(mapElemAttr, { map_fd: mapFd, key: koffi.address(key), value: koffi.address(value) }),
     'bpf(BPF_MAP_LOOKUP_ELEM)',
   );
+}
+
+/** Write one element of a map (BPF_ANY). */
+export function bpfMapUpdate(mapFd: number, key: Buffer, value: Buffer): void {
+  bpf(
+    BPF_MAP_UPDATE_ELEM,
+    attrOf(mapElemAttr, { map_fd: mapFd, key: koffi.address(key), value: koffi.address(value), flags: 0 }),
+    'bpf(BPF_MAP_UPDATE_ELEM)',
+  );
+}
+
+/** A new fd for the map with kernel id `id` (root). */
+export function bpfMapFdById(id: number): number {
+  const attr = Buffer.alloc(ATTR_SIZE);
+  attr.writeUInt32LE(id, 0); // map_id
+  return bpf(BPF_MAP_GET_FD_BY_ID, attr, 'bpf(BPF_MAP_GET_FD_BY_ID)');
+}
+
+/** struct bpf_map_info's first fields: type, id, sizes, name. */
+export function bpfMapInfo(fd: number): { type: number; id: number; maxEntries: number; name: string } {
+  const info = Buffer.alloc(88);
+  const attr = Buffer.alloc(ATTR_SIZE);
+  attr.writeUInt32LE(fd, 0); // bpf_fd
+  attr.writeUInt32LE(info.length, 4); // info_len
+  attr.writeBigUInt64LE(BigInt(koffi.address(info)), 8); // info
+  bpf(BPF_OBJ_GET_INFO_BY_FD, attr, 'bpf(BPF_OBJ_GET_INFO_BY_FD)');
+  const name = info.subarray(24, 40);
+  const end = name.indexOf(0);
+  return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), maxEntries: info.readUInt32LE(16), name: name.subarray(0, end < 0 ? 16 : end).toString('latin1') };
 }
 
 /**

@@ -6,6 +6,10 @@
  * bpf_ringbuf_output; with `discard`, every seq with (seq & 7) == 7 is instead reserved and discarded
  * (bpf_ringbuf_discard), leaving a real DISCARD record in the ring. A full ring makes the output fail:
  * the program counts that in `fails` and does not advance seq — exactly the "lost" case of the tracer.
+ *
+ * RingRecordInjector is the same idea pointed at someone else's ring: a program that writes given bytes as
+ * one record into an existing ring-buffer map (kvm-trace's own, mid-capture), to prove a capture survives
+ * records no BPF program of ours would write.
  */
 import {
   BPF_MAP_TYPE_ARRAY,
@@ -14,6 +18,7 @@ import {
   bpfClose,
   bpfMapCreate,
   bpfMapLookup,
+  bpfMapUpdate,
   bpfProgLoad,
   bpfProgTestRun,
 } from './bpf-syscall.js';
@@ -26,7 +31,7 @@ const LD = 0x00, LDX = 0x01, ST = 0x02, STX = 0x03, JMP = 0x05, ALU64 = 0x07;
 const W = 0x00, DW = 0x18, IMM = 0x00, MEM = 0x60;
 const K = 0x00, X = 0x08;
 const ADD = 0x00, AND = 0x50, MOV = 0xb0;
-const JA = 0x00, JEQ = 0x10, JNE = 0x50, CALL = 0x80, EXIT = 0x90;
+const JA = 0x00, JEQ = 0x10, JGT = 0x20, JNE = 0x50, CALL = 0x80, EXIT = 0x90;
 const PSEUDO_MAP_FD = 1;
 const FN_map_lookup_elem = 1, FN_ringbuf_output = 130, FN_ringbuf_reserve = 131, FN_ringbuf_discard = 133;
 
@@ -56,6 +61,7 @@ class Asm {
   }
   jeqImm(dst: number, imm: number, to: string): this { return this.emit(JMP | JEQ | K, dst, 0, to, imm); }
   jneImm(dst: number, imm: number, to: string): this { return this.emit(JMP | JNE | K, dst, 0, to, imm); }
+  jgtImm(dst: number, imm: number, to: string): this { return this.emit(JMP | JGT | K, dst, 0, to, imm); }
   ja(to: string): this { return this.emit(JMP | JA, 0, 0, to, 0); }
   call(fn: number): this { return this.emit(JMP | CALL, 0, 0, 0, fn); }
   exit(): this { return this.emit(JMP | EXIT, 0, 0, 0, 0); }
@@ -168,5 +174,57 @@ export class TestRingProducer {
     bpfClose(this.progFd);
     bpfClose(this.stateFd);
     bpfClose(this.ringFd);
+  }
+}
+
+/** Most bytes one injected record may have. */
+export const INJECT_MAX = 2048;
+
+/** payload map value: u64 length, then up to INJECT_MAX bytes; the program outputs them as one record. */
+function injectProgram(payloadFd: number, ringFd: number, flags: number): Buffer {
+  const a = new Asm();
+  const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4, R6 = 6, FP = 10;
+  a.stW(FP, -4, 0).movReg(R2, FP).addImm(R2, -4).ldMapFd(R1, payloadFd).call(FN_map_lookup_elem);
+  a.jeqImm(R0, 0, 'out').movReg(R6, R0).ldxDw(R3, R6, 0);
+  a.jgtImm(R3, INJECT_MAX, 'out'); // the verifier needs the length bounded by the value's size
+  a.movReg(R2, R6).addImm(R2, 8).ldMapFd(R1, ringFd).movImm(R4, flags).call(FN_ringbuf_output);
+  a.label('out').movImm(R0, 0).exit();
+  return a.assemble();
+}
+
+/** Writes chosen bytes as records into an existing ring-buffer map (by its fd), through a real BPF program. */
+export class RingRecordInjector {
+  private readonly payloadFd: number;
+  private readonly progFd: number;
+  private readonly packet = Buffer.alloc(64);
+  private readonly value = Buffer.alloc(8 + INJECT_MAX);
+  private closed = false;
+
+  /** `flags`: bpf_ringbuf_output flags (default BPF_RB_NO_WAKEUP, as kvm-trace's own programs submit). */
+  constructor(ringFd: number, flags = BPF_RB_NO_WAKEUP) {
+    this.payloadFd = bpfMapCreate(BPF_MAP_TYPE_ARRAY, 4, 8 + INJECT_MAX, 1);
+    try {
+      this.progFd = bpfProgLoad(BPF_PROG_TYPE_SOCKET_FILTER, injectProgram(this.payloadFd, ringFd, flags), 'kt_rb_inject');
+    } catch (e) {
+      bpfClose(this.payloadFd);
+      throw e;
+    }
+  }
+
+  /** Output `bytes` as one record, `times` times. */
+  inject(bytes: Uint8Array, times = 1): void {
+    if (bytes.length > INJECT_MAX) throw new RangeError(`an injected record holds at most ${INJECT_MAX} bytes`);
+    this.value.fill(0);
+    this.value.writeBigUInt64LE(BigInt(bytes.length), 0);
+    this.value.set(bytes, 8);
+    bpfMapUpdate(this.payloadFd, Buffer.alloc(4), this.value);
+    if (times > 0) bpfProgTestRun(this.progFd, this.packet, times);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    bpfClose(this.progFd);
+    bpfClose(this.payloadFd);
   }
 }

@@ -108,7 +108,8 @@ export function flagRecord(
   const lineSize = opts.lineSize ?? DEFAULT_LINE_SIZE;
   const derived = deriveCopies(rec, { types: opts.types, ioctl: lookupSafe(opts.lookup, rec.name), slots: ctx.slots, pageSize: opts.pageSize });
   // A zero-length copy (memdup_user of 0 entries) touches no memory: nothing to flag.
-  const observed = (ctx.observed ?? []).filter((o) => o.len > 0 && parseAddr(o.addr) !== undefined);
+  // Lengths that are not whole numbers come only from an edited file: not a copy a kernel makes.
+  const observed = (ctx.observed ?? []).filter((o) => Number.isSafeInteger(o.len) && o.len > 0 && parseAddr(o.addr) !== undefined);
   const seen = ctx.seen ?? routinesOf(observed);
   const flags: BufferFlag[] = [];
   const unknown: DerivedCopy[] = [];
@@ -127,7 +128,7 @@ export function flagRecord(
     const f = matched.get(c);
     if (f) flags.push(f);
     else if (seen.has(c.via)) continue;
-    else if (c.len === null) unknown.push(c);
+    else if (c.len === null || !Number.isFinite(c.len)) unknown.push(c);
     else flags.push(flagCopy({ ...c, len: c.len }, lineSize, 'derived', { via: c.via }));
   }
   flags.push(...extra);
@@ -146,7 +147,7 @@ export class MemorySlots implements SlotSizes {
   observe(rec: IoctlRecord): void {
     if (rec.ret < 0 || !rec.name.startsWith('KVM_SET_USER_MEMORY_REGION')) return;
     const slot = fieldNumber(rec.args?.slot);
-    const size = parseAddr(rec.args?.memory_size) ?? (typeof rec.args?.memory_size === 'number' ? BigInt(rec.args.memory_size) : undefined);
+    const size = parseAddr(rec.args?.memory_size); // a number or "0x…", exact and not negative
     if (slot === undefined || size === undefined) return;
     const key = `${rec.pid}/${rec.vm}/${slot}`;
     if (size === 0n) this.pages.delete(key);
@@ -156,20 +157,39 @@ export class MemorySlots implements SlotSizes {
   slotPages(pid: number, vm: number | null, slot: number): number | undefined {
     return this.pages.get(`${pid}/${vm}/${slot}`);
   }
+
+  /** Forget the slots of process `pid` (it exited). */
+  forgetProcess(pid: number): void {
+    const prefix = `${pid}/`;
+    for (const k of this.pages.keys()) if (k.startsWith(prefix)) this.pages.delete(k);
+  }
 }
 
 /**
  * Holds observed CopyRecords per thread until that thread's ioctl record arrives, then hands over those
- * inside the call's [enter_ns, ts_ns] window. Bounded: at most `perThread` pending copies per thread.
+ * inside the call's [enter_ns, ts_ns] window. Bounded: at most `perThread` pending copies per thread, and
+ * at most `threads` threads with pending copies (the oldest thread's go first); a thread's or process's
+ * pending copies also go when it exits (forgetThread / forgetProcess), since no ioctl record will come.
  */
 export class CopyJoiner {
   private readonly pending = new Map<number, CopyRecord[]>();
   dropped = 0;
-  constructor(private readonly perThread = 4096) {}
+  constructor(
+    private readonly perThread = 4096,
+    private readonly threads = 4096,
+  ) {}
+
+  /** Threads with pending copies. */
+  get size(): number {
+    return this.pending.size;
+  }
 
   add(c: CopyRecord): void {
     let list = this.pending.get(c.tid);
-    if (!list) this.pending.set(c.tid, (list = []));
+    if (!list) {
+      if (this.pending.size >= this.threads) this.drop(this.pending.keys().next().value!);
+      this.pending.set(c.tid, (list = []));
+    }
     list.push(c);
     if (list.length > this.perThread) {
       list.shift();
@@ -187,6 +207,21 @@ export class CopyJoiner {
     if (later.length) this.pending.set(rec.tid, later);
     else this.pending.delete(rec.tid);
     return inside;
+  }
+
+  /** Thread `tid` exited: its pending copies will never be joined (counted as dropped). */
+  forgetThread(tid: number): void {
+    this.drop(tid);
+  }
+
+  /** Process `pid` exited: the pending copies of all its threads go. */
+  forgetProcess(pid: number): void {
+    for (const [tid, list] of this.pending) if (list[0]?.pid === pid) this.drop(tid);
+  }
+
+  private drop(tid: number): void {
+    this.dropped += this.pending.get(tid)?.length ?? 0;
+    this.pending.delete(tid);
   }
 }
 
@@ -207,6 +242,17 @@ export class FlagAnalyzer {
   /** The copy hooks that attached (kernel function names), once the tracer knows: see FlagOptions.hooks. */
   setHooks(hooks: readonly string[]): void {
     this.seen = routinesSeen(hooks);
+  }
+
+  /** A thread exited: drop what is kept for it. */
+  forgetThread(tid: number): void {
+    this.copies.forgetThread(tid);
+  }
+
+  /** A process exited: drop what is kept for it (pending copies, memory-slot sizes). */
+  forgetProcess(pid: number): void {
+    this.copies.forgetProcess(pid);
+    this.slots.forgetProcess(pid);
   }
 
   /** Feed every record in stream order; returns the analysis for ioctl records, undefined for others. */

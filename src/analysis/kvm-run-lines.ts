@@ -16,6 +16,9 @@ export const EXIT_HEADER_FIELDS = ['exit_reason', 'ready_for_interrupt_injection
 
 export { EXIT_UNION_MEMBER };
 
+/** PIO data lives in the vCPU mapping's PIO page (page 1 on x86); allow a generous 16 pages. */
+const PIO_DATA_END = 16 * 4096;
+
 export interface RunField {
   /** "exit_reason", "io.port", "hypercall.args", "internal.data[0..3]", "io data". */
   name: string;
@@ -125,7 +128,11 @@ export function kvmRunLines(reason: string, run: StructLayout, opts: KvmRunLines
   if (reason === 'IO' && opts.exit) {
     const off = typeof opts.exit.data_offset === 'number' ? opts.exit.data_offset : Number(parseAddr(opts.exit.data_offset) ?? NaN);
     const len = Number(opts.exit.size) * Number(opts.exit.count);
-    if (Number.isFinite(off) && Number.isFinite(len) && len > 0) fields.push(field('io data', off, len, 'data', L));
+    // KVM puts PIO data in the vCPU's mapping, one page after kvm_run (KVM_PIO_PAGE_OFFSET): an extent
+    // that does not fit in the first PIO_DATA_END bytes is not a real exit's (a garbled record's) — skipped.
+    if (Number.isInteger(off) && Number.isInteger(len) && off >= 0 && len > 0 && off + len <= PIO_DATA_END) {
+      fields.push(field('io data', off, len, 'data', L));
+    }
   }
   const lineSet = new Set<number>();
   for (const f of fields) for (let i = f.firstLine; i <= f.lastLine; i++) lineSet.add(i);

@@ -16,6 +16,19 @@ export const KT_EV_FD = 2;
 export const KT_EV_MMAP = 3;
 export const KT_EV_EXIT = 4;
 export const KT_EV_COPY = 5;
+export const KT_EV_FORK = 6;
+export const KT_EV_THREAD_EXIT = 7;
+
+/** Record type names (kt_event_type without KT_EV_, lower case), for messages about a record. */
+export const EVENT_TYPE_NAMES: Record<number, string> = {
+  [KT_EV_IOCTL]: 'ioctl',
+  [KT_EV_FD]: 'fd',
+  [KT_EV_MMAP]: 'mmap',
+  [KT_EV_EXIT]: 'exit',
+  [KT_EV_COPY]: 'copy',
+  [KT_EV_FORK]: 'fork',
+  [KT_EV_THREAD_EXIT]: 'thread_exit',
+};
 
 export const KT_F_IN_FAULT = 1 << 0;
 export const KT_F_OUT_FAULT = 1 << 1;
@@ -32,6 +45,9 @@ export const KT_FD_DEVICE = 4;
 
 export const KT_FD_OPEN = 1;
 export const KT_FD_CLOSE = 2;
+export const KT_FD_DUP = 3;
+export const KT_FD_CLOSE_RANGE = 4;
+export const KT_FD_EXEC_CLOSE = 5;
 
 export const KT_COPY_FROM_USER = 1;
 export const KT_COPY_TO_USER = 2;
@@ -118,6 +134,13 @@ export const kt_copy_event = struct('kt_copy_event', [
   ['hook', u32],
 ]);
 
+export const kt_fork_event = struct('kt_fork_event', [
+  ['hdr', kt_hdr],
+  ['child_pid', u32],
+  ['inherited', u32],
+  ['comm', comm],
+]);
+
 // Aggregate-only mode: map values, not records (read per CPU by src/bpf/aggregate.ts).
 export const kt_agg_ioctl = struct('kt_agg_ioctl', [
   ['count', u64],
@@ -138,6 +161,7 @@ export const EVENT_STRUCTS: Record<string, RecordType> = {
   kt_mmap_event,
   kt_exit_event,
   kt_copy_event,
+  kt_fork_event,
   kt_agg_ioctl,
   kt_agg_exits,
 };
@@ -224,6 +248,13 @@ export const COPY = {
   size: kt_copy_event.size,
 } as const;
 
+export const FORK = {
+  child_pid: at(kt_fork_event, 'child_pid'),
+  inherited: at(kt_fork_event, 'inherited'),
+  comm: at(kt_fork_event, 'comm'),
+  size: kt_fork_event.size,
+} as const;
+
 /** Smallest valid length of each record type (ioctl records may end right after their data bytes). */
 export const MIN_LEN: Record<number, number> = {
   [KT_EV_IOCTL]: IOCTL.data,
@@ -231,4 +262,6 @@ export const MIN_LEN: Record<number, number> = {
   [KT_EV_MMAP]: MMAP.size,
   [KT_EV_EXIT]: EXIT.size,
   [KT_EV_COPY]: COPY.size,
+  [KT_EV_FORK]: FORK.size,
+  [KT_EV_THREAD_EXIT]: EXIT.size,
 };

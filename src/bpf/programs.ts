@@ -21,6 +21,16 @@ export const BASE_PROGRAMS = [
   'kt_mmap_exit',
   'kt_close_exit',
   'kt_process_exit',
+  // the rest of the fd lifecycle (bpf/kt_fd_track.bpf.h)
+  'kt_dup_exit',
+  'kt_dup2_exit',
+  'kt_dup3_exit',
+  'kt_fcntl_exit',
+  'kt_close_range_exit',
+  'kt_execve_exit',
+  'kt_execveat_exit',
+  'kt_openat2_exit',
+  'kt_process_fork',
 ] as const;
 
 export interface CopyHook {

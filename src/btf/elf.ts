@@ -10,6 +10,10 @@ export interface ElfSection {
   type: number;
   offset: number;
   size: number;
+  /** sh_flags (SHF_EXECINSTR = 4: program code), sh_link and sh_info (a relocation section's target). */
+  flags: number;
+  link: number;
+  info: number;
 }
 
 const SHN_XINDEX = 0xffff;
@@ -41,7 +45,15 @@ export function elfSections(bytes: Uint8Array, what = 'file'): ElfSection[] {
   if (shoff + shnum * shentsize > bytes.length) throw new BtfError(`${what}: ELF section headers run past the end of the file`);
   const raw = Array.from({ length: shnum }, (_, i) => {
     const h = shoff + i * shentsize;
-    return { nameOff: dv.getUint32(h, le), type: dv.getUint32(h + 4, le), offset: u64(h + 24), size: u64(h + 32) };
+    return {
+      nameOff: dv.getUint32(h, le),
+      type: dv.getUint32(h + 4, le),
+      flags: Number(dv.getBigUint64(h + 8, le) & 0xffffffffn),
+      offset: u64(h + 24),
+      size: u64(h + 32),
+      link: dv.getUint32(h + 40, le),
+      info: dv.getUint32(h + 44, le),
+    };
   });
   const strtab = raw[shstrndx];
   if (!strtab) throw new BtfError(`${what}: ELF section-name table index ${shstrndx} out of range`);
@@ -55,7 +67,7 @@ export function elfSections(bytes: Uint8Array, what = 'file'): ElfSection[] {
     if (s.type !== SHT_NOBITS && s.offset + s.size > bytes.length) {
       throw new BtfError(`${what}: ELF section ${name(s.nameOff)} runs past the end of the file`);
     }
-    return { name: name(s.nameOff), type: s.type, offset: s.offset, size: s.size };
+    return { name: name(s.nameOff), type: s.type, offset: s.offset, size: s.size, flags: s.flags, link: s.link, info: s.info };
   });
 }
 

@@ -11,6 +11,11 @@
  *
  * Aggregate-only (`aggregate`): the ring carries only the fd lifecycle; it feeds the summary, the sinks get
  * only the summary record.
+ *
+ * A record a stage throws on — the decoder, the analysis, a sink's per-record formatting — is skipped and
+ * counted by the decoder (decode_errors, with the records too short or of an unknown type), the first few
+ * logged with their type and a hex dump; a sink that throws does not keep the record from the sinks after it.
+ * Threads and processes that exit take their per-thread and per-process analysis state with them.
  */
 import type { Btf } from '../btf/index.js';
 import { Decoder } from '../decode/decoder.js';
@@ -23,6 +28,7 @@ import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import type { ProcSeed } from '../decode/processes.js';
+import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
 
 export interface RecordPathOptions {
   btf: Btf;
@@ -32,6 +38,8 @@ export interface RecordPathOptions {
   aggregate?: boolean;
   /** Cache line size for the crossing flags. */
   lineSize: number;
+  /** Where the first bad records are described (one line, then the hex dump). */
+  log?: (line: string) => void;
 }
 
 /** What only the live run knew, which the summary reports (kept in a binary capture's trailer). */
@@ -45,6 +53,9 @@ export interface CaptureFacts {
   noEnter: number;
   stateUnavailable: number;
   attachMs: number | null;
+  /** Times the ring was resynchronised after a corrupt header, and the bytes that skipped. */
+  ringResyncs?: number;
+  ringSkippedBytes?: number;
   error?: string;
 }
 
@@ -67,7 +78,16 @@ export class RecordPath {
     this.aggregate = opts.aggregate === true;
     this.lineSize = opts.lineSize;
     this.analyzer = new FlagAnalyzer({ types: btfTypeSource(opts.btf), lookup: ioctlByName, lineSize: opts.lineSize });
-    this.decoder = new Decoder({ emit: (r) => this.deliver(r), btf: opts.btf, lean: opts.lean });
+    const log = opts.log;
+    let errors = 0;
+    this.decoder = new Decoder({
+      emit: (r) => this.deliver(r),
+      btf: opts.btf,
+      lean: opts.lean,
+      onDecodeError: log ? (sample) => formatDecodeError(sample, ++errors).forEach((l) => log(l)) : undefined,
+      onThreadExit: (_pid, tid) => this.analyzer.forgetThread(tid),
+      onProcessExit: (pid) => this.analyzer.forgetProcess(pid),
+    });
   }
 
   /**
@@ -103,7 +123,24 @@ export class RecordPath {
     }
     this.summary.write(r);
     this.exitPath.write(r);
-    for (const s of this.sinks) s.write(r);
+    let sinkError: unknown;
+    for (const s of this.sinks) {
+      try {
+        s.write(r);
+      } catch (err) {
+        sinkError ??= err;
+      }
+    }
+    if (sinkError !== undefined) throw sinkError; // the decoder counts the record (decode_errors)
+  }
+
+  /** deliver() for a record built outside the decoder (lost counts): a throw is counted, not raised. */
+  deliverSafely(r: TraceRecord): void {
+    try {
+      this.deliver(r);
+    } catch (err) {
+      this.decoder.errors.add('threw', `${errorLine(err)} (${r.type} record)`, undefined, 0, 0, err);
+    }
   }
 
   /** End of the records: the kvm_run joins still open are emitted. */
@@ -121,6 +158,10 @@ export class RecordPath {
       events: d.events,
       unknown_ioctls: d.unknownIoctls,
       extra: {
+        decode_errors: this.decoder.errors.count + f.ringRejected,
+        decode_error_causes: { ...this.decoder.errors.byCause, short: this.decoder.errors.byCause.short + f.ringRejected },
+        ring_resyncs: f.ringResyncs ?? 0,
+        ring_skipped_bytes: f.ringSkippedBytes ?? 0,
         rejected: d.rejected + f.ringRejected,
         no_enter: f.noEnter,
         state_unavailable: f.stateUnavailable,

@@ -13,12 +13,15 @@
  * then are the links detached — side by side, since each detach waits for RCU grace periods in the kernel.
  * Nothing is lost on an error path: what was captured is flushed to the sinks and the BPF side is always
  * torn down.
+ *
+ * A bad record never ends a capture (record-path.ts): it is skipped, counted in the summary's
+ * `decode_errors`, and the first few are logged with their type and a hex dump. A corrupt ring header is
+ * resynchronised at the producer position, counted (`ring_resyncs`, `ring_skipped_bytes`) and logged.
  */
 import { Btf } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
 import { KvmTracer, type BpfIds, type HookResult, type TracerOptions } from '../bpf/tracer.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
-import { HDR } from '../bpf/event-layout.js';
 import type { HookStatus, SummaryRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
 import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes.js';
@@ -131,7 +134,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   });
   let path: RecordPath;
   try {
-    path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize() });
+    path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), log });
   } catch (err) {
     // Nothing was captured yet: undo the BPF side and fail as before any attach.
     await opening.then((t) => t.close(), () => {});
@@ -155,9 +158,10 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const reportLost = (): void => {
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
-      path.deliver({ type: 'lost', count: lost - lostReported });
-      raw?.lost(lost - lostReported);
+      const count = lost - lostReported;
       lostReported = lost;
+      raw?.lost(count);
+      path.deliverSafely({ type: 'lost', count }); // a timer callback: a throw here would end the process
     }
   };
   const onRecord = !raw
@@ -176,10 +180,11 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       wake();
     };
     consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, {
+      // Records too short for a header reach the decoder too: it counts them (decode_errors) with a hex dump.
       onRecord,
-      minRecordLen: HDR.size,
       intervalMs: opts.drainIntervalMs,
       onError: stopOnError,
+      onRingError: log,
     });
     // Copies through routines an attached hook sees are observed from here on, never derived.
     const hooks = hookStatus(tracer.hooks);
@@ -245,6 +250,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         lost: stats?.lost ?? 0,
         duration_s: Number(process.hrtime.bigint() - started) / 1e9,
         ringRejected: consumer?.stats.rejected ?? 0,
+        ringResyncs: consumer?.stats.resyncs ?? 0,
+        ringSkippedBytes: consumer?.stats.skippedBytes ?? 0,
         noEnter: stats?.noEnter ?? 0,
         stateUnavailable: stats?.stateUnavailable ?? 0,
         attachMs: attach?.attachMs ?? null,

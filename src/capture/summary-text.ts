@@ -2,7 +2,7 @@
  * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, the
  * KVM_RUN table per exit reason and the VMM handling time (full capture), where each vCPU's kvm_run
  * lives, fd lifecycle, the copy hooks (attached or not, why) and copies observed / derived per ioctl, and
- * what was lost or rejected — the numbers a user checks first.
+ * what was lost or could not be decoded — the numbers a user checks first.
  */
 import { formatDuration } from '../decode/format.js';
 import type { SummaryRecord } from '../decode/records.js';
@@ -45,6 +45,17 @@ export function summaryText(s: SummaryRecord): string {
     );
     out.push(...copySourcesText(Object.entries(flags.by_ioctl ?? {}).map(([name, c]) => ({ name, ...c }))));
   }
-  out.push(`lost: ${s.lost}  rejected: ${Number(s.rejected ?? 0)}  unknown ioctls: ${s.unknown_ioctls}`);
+  out.push(`lost: ${s.lost}  decode errors: ${decodeErrors(s)}  unknown ioctls: ${s.unknown_ioctls}`);
+  if (Number(s.ring_resyncs ?? 0) > 0) out.push(`ring buffer resynchronised ${Number(s.ring_resyncs)} times (${Number(s.ring_skipped_bytes ?? 0)} bytes skipped)`);
   return out.join('\n') + '\n';
+}
+
+/** "0", or the count with its causes ("3 (2 short, 1 threw)"). */
+function decodeErrors(s: SummaryRecord): string {
+  const n = Number(s.decode_errors ?? s.rejected ?? 0);
+  const causes = s.decode_error_causes as Record<string, number> | undefined;
+  const parts = Object.entries(causes ?? {})
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${v} ${k.replace('_', ' ')}`);
+  return parts.length > 0 ? `${n} (${parts.join(', ')})` : String(n);
 }

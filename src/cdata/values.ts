@@ -76,9 +76,13 @@ export function parseAddr(v: unknown): bigint | undefined {
   return BigInt(s);
 }
 
-/** A number from a decoded field: numbers as-is, "0x…" strings (large values, addresses) parsed when exact. */
+/**
+ * A number from a decoded field: integers as-is, "0x…" strings (large values, addresses) parsed when exact.
+ * The decoder writes only exact integers; anything else (1.5, 1e308, read back from an edited file) is
+ * no field value.
+ */
 export function fieldNumber(v: unknown): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
+  if (typeof v === 'number') return Number.isSafeInteger(v) ? v : undefined;
   const b = parseAddr(v);
   return b !== undefined && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : undefined;
 }

@@ -7,48 +7,57 @@
  *
  * Hot path: KVM_RUN records do no BTF walk and no table lookup beyond one Map hit (per-request info and
  * per-struct decoders are compiled once); with `lean`, KVM_RUN exits carry only {reason, code}.
- * Records shorter than their struct are rejected and counted, never thrown on.
+ * A bad record never stops decoding: one shorter than its struct (or its declared data), of an unknown
+ * type, or on which any stage throws — this decoder, the argument and exit decoders, or whatever `emit`
+ * runs (analysis, sinks) — is skipped and counted in `errors` (decode-errors.ts: by cause, the first few
+ * with a hex dump), and the next record decodes as if it had not been there.
  */
-import { constants } from 'node:os';
 import type { Btf } from '../btf/index.js';
 import { kernelBtf } from '../btf/kernel.js';
 import { errnoName } from '../ffi/errors.js';
 import { BtfArgsDecoder } from './btf-args.js';
 import {
   COPY,
-  EXIT,
-  FD,
   HDR,
   IOCTL,
   KT_COPY_TO_USER,
   KT_EV_COPY,
   KT_EV_EXIT,
   KT_EV_FD,
+  KT_EV_FORK,
   KT_EV_IOCTL,
   KT_EV_MMAP,
-  KT_FD_OPEN,
+  KT_EV_THREAD_EXIT,
   KT_F_NO_ENTER,
   KT_F_RUN,
-  MMAP,
+  MIN_LEN,
 } from '../bpf/event-layout.js';
 import { COPY_HOOKS } from '../bpf/programs.js';
 import { hex64, s64n, u64n } from '../cdata/values.js';
 import { KVM_EXIT } from '../kvm/abi/exit-reasons.generated.js';
 import { exitReasonName } from '../kvm/abi/ioctl-table.js';
 import { CommCache } from './comm-cache.js';
+import { DecodeErrors, errorLine, type DecodeErrorSample } from './decode-errors.js';
 import { ExitDecoder } from './exit.js';
+import { FdLifecycle, kernelKind, type LifecycleHooks } from './fd-lifecycle.js';
 import { CmdTable, decodeArgs, type CmdInfo } from './ioctl-args.js';
-import { kernelAddrSeen, unjoinedRuns, userAddrSeen } from './kvm-run-join.js';
+import { kernelAddrSeen, unjoinedRuns } from './kvm-run-join.js';
 import { ProcessTable, pidsWithKvmFds, type FdInfo, type ProcessState, type SeedResult } from './processes.js';
 import type { CopyRecord, FdKind, FdRecord, IoctlRecord, TraceRecord } from './records.js';
 
-export interface DecoderOptions {
-  /** Where decoded records go (called synchronously from decode()). */
+export interface DecoderOptions extends LifecycleHooks {
+  /** Where decoded records go (called synchronously from decode()); a throw skips the record, counted. */
   emit: (record: TraceRecord) => void;
   /** BTF to decode arguments and kvm_run with; default: the running kernel's. */
   btf?: Btf;
   /** Skip `args` of every ioctl and exit details of KVM_RUN (reason and code only): fastest decoding. */
   lean?: boolean;
+  /** Told about each of the first `errorSamples` bad records (type, cause, hex dump) as it happens. */
+  onDecodeError?: (sample: DecodeErrorSample) => void;
+  /** Bad records kept as samples (default 5). */
+  errorSamples?: number;
+  /** Told about every bad record (the fuzzer's findings); costs a hex dump per bad record. */
+  onEveryDecodeError?: (sample: DecodeErrorSample) => void;
 }
 
 export interface DecoderStats {
@@ -61,24 +70,26 @@ export interface DecoderStats {
   rejected: number;
   /** Records of a type this decoder does not know. */
   unknownTypes: number;
+  /** Records on which a stage threw (skipped). */
+  threw: number;
 }
 
 /** KVM_EXIT_INTR: the exit reason KVM sets when KVM_RUN returns -EINTR (a signal is pending). */
 const EXIT_INTR = KVM_EXIT.INTR;
-const EBADF = constants.errno.EBADF;
 /** kvm_create_device.flags bit: only test whether the device type exists, create nothing. */
 const KVM_CREATE_DEVICE_TEST = 1;
 
-const KERNEL_KINDS: FdKind[] = ['unknown', 'system', 'vm', 'vcpu', 'device'];
 /** enum kt_copy_hook → the kernel function the copy was seen in. */
 const HOOK_NAMES = new Map(COPY_HOOKS.map((h) => [h.id, h.hook]));
 const hookName = (id: number): string => HOOK_NAMES.get(id) ?? `hook_${id}`;
-const kernelKind = (k: number): FdKind => KERNEL_KINDS[k] ?? 'unknown';
 
 export class Decoder {
-  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0 };
+  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0, threw: 0 };
   readonly procs = new ProcessTable();
+  /** Every bad record (short, unknown type, a stage threw): counted, the first few kept. */
+  readonly errors: DecodeErrors;
   private readonly emit: (r: TraceRecord) => void;
+  private readonly lifecycle: FdLifecycle;
   private readonly lean: boolean;
   private readonly cmds: CmdTable;
   private readonly exits: Pick<ExitDecoder, 'decode' | 'reasonName'>;
@@ -89,6 +100,8 @@ export class Decoder {
     const args = new BtfArgsDecoder(btf);
     this.emit = opts.emit;
     this.lean = opts.lean ?? false;
+    this.errors = new DecodeErrors(opts.errorSamples ?? 5, opts.onDecodeError, opts.onEveryDecodeError);
+    this.lifecycle = new FdLifecycle(this.procs, this.comms, this.emit, opts);
     this.cmds = new CmdTable(btf, args);
     try {
       this.exits = new ExitDecoder(btf, args);
@@ -102,27 +115,49 @@ export class Decoder {
   /** Degradations found at construction (printed once by the caller). */
   readonly warnings: string[] = [];
 
-  /** Decode one raw record (`len` bytes at `off` of `dv`, e.g. straight from the ring). */
+  /** Decode one raw record (`len` bytes at `off` of `dv`, e.g. straight from the ring). Never throws. */
   decode(dv: DataView, off: number, len: number): void {
     this.stats.events++;
-    if (len < HDR.size) {
-      this.stats.rejected++;
+    try {
+      this.dispatch(dv, off, len);
+    } catch (e) {
+      this.emitAfter.length = 0; // what the failed record queued must not leak into the next one
+      this.stats.threw++;
+      this.errors.add('threw', errorLine(e), dv, off, len, e);
+    }
+  }
+
+  private dispatch(dv: DataView, off: number, len: number): void {
+    if (len < HDR.size) return this.reject(dv, off, len, `shorter than the ${HDR.size}-byte record header`);
+    const type = dv.getUint16(off + HDR.type, true);
+    const min = MIN_LEN[type];
+    if (min === undefined) {
+      this.stats.unknownTypes++;
+      this.errors.add('unknown_type', `unknown record type ${type}`, dv, off, len);
       return;
     }
-    switch (dv.getUint16(off + HDR.type, true)) {
+    if (len < min) return this.reject(dv, off, len, `shorter than its struct (${min} bytes)`);
+    switch (type) {
       case KT_EV_IOCTL:
         return this.ioctl(dv, off, len);
       case KT_EV_FD:
-        return this.fdEvent(dv, off, len);
+        return this.lifecycle.fd(dv, off);
       case KT_EV_MMAP:
-        return this.mmapEvent(dv, off, len);
+        return this.lifecycle.mmap(dv, off);
       case KT_EV_EXIT:
-        return this.exitEvent(dv, off, len);
+        return this.lifecycle.exit(dv, off);
+      case KT_EV_THREAD_EXIT:
+        return this.lifecycle.threadExit(dv, off);
+      case KT_EV_FORK:
+        return this.lifecycle.fork(dv, off);
       case KT_EV_COPY:
-        return this.copyEvent(dv, off, len);
-      default:
-        this.stats.unknownTypes++;
+        return this.copyEvent(dv, off);
     }
+  }
+
+  private reject(dv: DataView, off: number, len: number, why: string): void {
+    this.stats.rejected++;
+    this.errors.add('short', why, dv, off, len);
   }
 
   /** Seed fd kinds and kvm_run mappings of an already running process from /proc (call at attach). */
@@ -147,23 +182,27 @@ export class Decoder {
     return out;
   }
 
-  /** End of trace: emit the kvm_run records not emitted yet (one address still unknown). */
+  /** End of trace: emit the kvm_run records not emitted yet (one address still unknown). Never throws. */
   finish(): void {
-    for (const p of this.procs.all()) this.flushRuns(p);
+    for (const p of this.procs.all()) {
+      for (const r of unjoinedRuns(p)) {
+        try {
+          this.emit(r);
+        } catch (e) {
+          this.stats.threw++;
+          this.errors.add('threw', `${errorLine(e)} (kvm_run record of pid ${r.pid} at the end of the trace)`, undefined, 0, 0);
+        }
+      }
+    }
   }
 
   // --- ioctl ------------------------------------------------------------------------------------------
 
   private ioctl(dv: DataView, off: number, len: number): void {
-    if (len < IOCTL.data) {
-      this.stats.rejected++;
-      return;
-    }
     const inLen = dv.getUint16(off + IOCTL.in_len, true);
     const outLen = dv.getUint16(off + IOCTL.out_len, true);
     if (len < IOCTL.data + inLen + outLen) {
-      this.stats.rejected++;
-      return;
+      return this.reject(dv, off, len, `shorter than its data (in_len ${inLen} + out_len ${outLen})`);
     }
     this.stats.ioctls++;
     const flags = dv.getUint16(off + HDR.flags, true);
@@ -243,13 +282,14 @@ export class Decoder {
   private created(p: ProcessState, c: CmdInfo, fd: number, ret: number, dv: DataView, off: number, outOff: number, outLen: number, r: IoctlRecord): void {
     let newFd = ret;
     let info: FdInfo;
+    // A new fd: whatever this number was before is gone (a close we did not see).
     if (c.creates === 'vm') {
+      p.closeFd(ret);
       info = p.addVm(ret);
     } else if (c.creates === 'vcpu') {
       info = { kind: 'vcpu', vm: p.vmOf(fd), vcpu: u64n(dv, off + IOCTL.arg) };
+      p.closeFd(ret);
       p.fds.set(ret, info);
-      const run = p.runs.get(ret);
-      if (run) run.vcpu = info.vcpu;
     } else {
       // KVM_CREATE_DEVICE returns 0; the new fd is kvm_create_device.fd in the out data.
       const at = c.createdFdOffset;
@@ -258,6 +298,7 @@ export class Decoder {
       if (fl !== undefined && outLen >= fl + 4 && dv.getUint32(outOff + fl, true) & KVM_CREATE_DEVICE_TEST) return;
       newFd = dv.getInt32(outOff + at, true);
       info = { kind: 'device', vm: p.vmOf(fd), vcpu: null };
+      p.closeFd(newFd);
       p.fds.set(newFd, info);
     }
     const rec: FdRecord = { type: 'fd', ts_ns: r.ts_ns, pid: r.pid, tid: r.tid, op: 'open', fd: newFd, fd_kind: info.kind, vm: info.vm, vcpu: info.vcpu, ret: newFd };
@@ -267,82 +308,9 @@ export class Decoder {
   /** Records produced while building an ioctl record, emitted right after it (open of a created fd). */
   private readonly emitAfter: TraceRecord[] = [];
 
-  // --- kvm_run ------------------------------------------------------------------------------------------
-
-  private flushRuns(p: ProcessState): void {
-    for (const r of unjoinedRuns(p)) this.emit(r);
-  }
-
   // --- other record types ---------------------------------------------------------------------------
 
-  private fdEvent(dv: DataView, off: number, len: number): void {
-    if (len < FD.size) {
-      this.stats.rejected++;
-      return;
-    }
-    const pid = dv.getUint32(off + HDR.pid, true);
-    const fd = dv.getInt32(off + FD.fd, true);
-    const ret = dv.getInt32(off + FD.ret, true);
-    const p = this.procs.get(pid);
-    const base = { type: 'fd' as const, ts_ns: u64n(dv, off + HDR.ts_ns), pid, tid: dv.getUint32(off + HDR.tid, true) };
-    if (dv.getUint32(off + FD.op, true) === KT_FD_OPEN) {
-      if (ret < 0) return; // a failed open creates no fd (the BPF side should not send these)
-      const info: FdInfo = { kind: kernelKind(dv.getUint32(off + FD.kind, true)), vm: null, vcpu: null };
-      if (info.kind === 'unknown') info.kind = 'system';
-      p.fds.set(ret, info);
-      this.emit({ ...base, op: 'open', fd: ret, fd_kind: info.kind, vm: null, vcpu: null, ret });
-      return;
-    }
-    const info = p.fds.get(fd);
-    const kind = info?.kind ?? kernelKind(dv.getUint32(off + FD.kind, true));
-    if (ret !== -EBADF) p.fds.delete(fd); // close releases the fd even when it reports an error, except EBADF
-    this.emit({ ...base, op: 'close', fd, fd_kind: kind, vm: info?.vm ?? null, vcpu: info?.vcpu ?? null, ret });
-  }
-
-  private mmapEvent(dv: DataView, off: number, len: number): void {
-    if (len < MMAP.size) {
-      this.stats.rejected++;
-      return;
-    }
-    const pid = dv.getUint32(off + HDR.pid, true);
-    const fd = dv.getInt32(off + MMAP.fd, true);
-    const p = this.procs.get(pid);
-    let info = p.fds.get(fd);
-    const kernelFdKind = dv.getUint32(off + MMAP.kind, true);
-    if (!info && kernelFdKind !== 0) {
-      info = { kind: kernelKind(kernelFdKind), vm: null, vcpu: null };
-      p.fds.set(fd, info);
-    }
-    if (info?.kind !== 'vcpu') return;
-    // mmap failed: the return value is -errno (top page of the address space).
-    if (dv.getUint32(off + MMAP.addr + 4, true) === 0xffffffff && dv.getUint32(off + MMAP.addr, true) >= 0xfffff001) return;
-    if (u64n(dv, off + MMAP.pgoff) !== 0) return; // the kvm_run page is at file offset 0
-    const run = userAddrSeen(p, fd, info.vcpu, hex64(dv, off + MMAP.addr), u64n(dv, off + MMAP.len));
-    if (run) this.emit(run);
-  }
-
-  private exitEvent(dv: DataView, off: number, len: number): void {
-    if (len < EXIT.size) {
-      this.stats.rejected++;
-      return;
-    }
-    const pid = dv.getUint32(off + HDR.pid, true);
-    const p = this.procs.remove(pid);
-    if (!p) return;
-    const ts = u64n(dv, off + HDR.ts_ns);
-    const tid = dv.getUint32(off + HDR.tid, true);
-    this.flushRuns(p);
-    for (const [fd, info] of p.fds) {
-      this.emit({ type: 'fd', ts_ns: ts, pid, tid, op: 'leak', fd, fd_kind: info.kind, vm: info.vm, vcpu: info.vcpu });
-    }
-    this.comms.forgetProcess(pid);
-  }
-
-  private copyEvent(dv: DataView, off: number, len: number): void {
-    if (len < COPY.size) {
-      this.stats.rejected++;
-      return;
-    }
+  private copyEvent(dv: DataView, off: number): void {
     const pid = dv.getUint32(off + HDR.pid, true);
     const fd = dv.getInt32(off + COPY.fd, true);
     const info = this.procs.get(pid).fds.get(fd);

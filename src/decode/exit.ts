@@ -58,6 +58,9 @@ function need(l: StructLayout | undefined, name: string, what: string): MemberLa
   return m;
 }
 
+/** Exit reasons below this are cached (KVM's are all far below it). */
+const MAX_CACHED_REASON = 1024;
+
 interface ReasonInfo {
   name: string;
   /** Generic decoder of its union member and the member's offset in kvm_run, when it has one. */
@@ -135,7 +138,7 @@ export class ExitDecoder {
           r.offset = at;
         }
       }
-      this.reasons.set(code, r);
+      if (code < MAX_CACHED_REASON) this.reasons.set(code, r); // exit reasons are small numbers; a garbled one is not kept
     }
     return r;
   }

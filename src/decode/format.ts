@@ -70,7 +70,10 @@ function fdLabel(r: { fd: number; fd_kind: string; vm: number | null; vcpu: numb
 
 /** "IO out port=0x3f8 size=1 data=0x48", "MMIO write 0xfee000b0 len=4 data=0x0", "HLT". */
 export function formatExit(e: ExitInfo): string {
-  switch (e.reason) {
+  // IO and MMIO get their one-line form when their details were captured; without them (a snapshot cut
+  // short) they print like any other exit.
+  const kind = e.reason === 'IO' && typeof e.port === 'number' ? 'IO' : e.reason === 'MMIO' && e.phys_addr !== undefined ? 'MMIO' : '';
+  switch (kind) {
     case 'IO': {
       const data = e.data !== undefined ? ` data=${typeof e.data === 'number' ? `0x${e.data.toString(16)}` : e.data}` : '';
       const count = e.count !== 1 ? ` count=${e.count}` : '';

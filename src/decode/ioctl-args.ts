@@ -90,6 +90,9 @@ const TABLE_KIND: Record<FdKind, TableFdKind | undefined> = {
 const KIND_SLOT: Record<FdKind, number> = { unknown: 0, system: 1, vm: 2, vcpu: 3, device: 4 };
 
 /** Builds and caches CmdInfo per (request number, fd kind). */
+/** Unknown request numbers whose info is cached (the rest is rebuilt per record: slower, bounded). */
+const MAX_UNKNOWN_CACHED = 4096;
+
 export class CmdTable {
   private readonly cache = new Map<number, CmdInfo>();
   private readonly createDeviceFd: number | undefined;
@@ -110,10 +113,13 @@ export class CmdTable {
     let c = this.cache.get(key);
     if (!c) {
       c = this.build(cmd >>> 0, kind);
-      this.cache.set(key, c);
+      // Known requests are a fixed table; unknown ones are whatever a caller sends: cache a bounded few.
+      if (c.known || this.unknownCached++ < MAX_UNKNOWN_CACHED) this.cache.set(key, c);
     }
     return c;
   }
+
+  private unknownCached = 0;
 
   private build(cmd: number, kind: FdKind): CmdInfo {
     const def = ioctlByCmd(cmd, TABLE_KIND[kind]);

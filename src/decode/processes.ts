@@ -68,6 +68,50 @@ export class ProcessState {
     }
     return r;
   }
+
+  /**
+   * fd is gone (close, close_range, execve, or replaced by dup2): forget what it was. Its kvm_run mapping
+   * outlives it — a later fd with the same number is another file and must not inherit it — so a mapping
+   * not reported yet is kept under a key no fd can have, to be reported at the end.
+   */
+  closeFd(fd: number): FdInfo | undefined {
+    const info = this.fds.get(fd);
+    this.fds.delete(fd);
+    this.vmIndex.delete(fd);
+    const run = this.runs.get(fd);
+    if (run) {
+      this.runs.delete(fd);
+      const shared = [...this.runs.values()].includes(run); // a dup of this vCPU fd still refers to it
+      if (!shared && !run.emitted && (run.kernel_addr !== null || run.user_addr !== null)) this.runs.set(this.nextDetached--, run);
+    }
+    return info;
+  }
+
+  /** `newFd` became a copy of `oldFd` (dup family): same file, same VM/vCPU, same kvm_run. */
+  dupFd(oldFd: number, newFd: number, info: FdInfo): void {
+    this.closeFd(newFd);
+    this.fds.set(newFd, { ...info });
+    const vm = this.vmIndex.get(oldFd);
+    if (vm !== undefined) this.vmIndex.set(newFd, vm);
+    const run = this.runs.get(oldFd);
+    if (run) this.runs.set(newFd, run);
+  }
+
+  /** A forked child: copies of the parent's fds (same numbers, same VMs); its kvm_run mappings are not its own to run. */
+  inheritFrom(parent: ProcessState): number {
+    for (const [fd, info] of parent.fds) this.fds.set(fd, { ...info });
+    for (const [fd, vm] of parent.vmIndex) this.vmIndex.set(fd, vm);
+    this.nextVm = Math.max(this.nextVm, parent.nextVm);
+    return parent.fds.size;
+  }
+
+  /** Keys below every fd number for kvm_run mappings whose fd is gone. */
+  private nextDetached = -0x80000000;
+
+  /** Nothing known about this process (no fds, no mapping left to report): safe to forget. */
+  get empty(): boolean {
+    return this.fds.size === 0 && this.runs.size === 0;
+  }
 }
 
 export interface SeedResult {
@@ -167,21 +211,62 @@ export function readProcSeed(pid: number, procRoot = '/proc'): ProcSeed {
   return { pid, fds, maps: maps.split('\n').filter((l) => l.includes('anon_inode:kvm-vcpu:')).join('\n') };
 }
 
-/** Per-process state of every traced process. */
+/**
+ * Per-process state of every traced process. A process leaves the table with its exit record; one that
+ * never held a tracked fd gets none (the kernel reports exits only of processes holding KVM fds), so past
+ * `maxProcesses` the oldest states that know nothing (no fd, no mapping to report) are dropped: the table
+ * stays bounded over a capture of any length.
+ */
 export class ProcessTable {
   private readonly procs = new Map<number, ProcessState>();
   private last: ProcessState | undefined;
+  /** Empty process states dropped to keep the table within maxProcesses. */
+  evicted = 0;
+
+  /** Size at which the next sweep runs: after a sweep that could not free enough, not before it grew again. */
+  private sweepAt: number;
+
+  constructor(private readonly maxProcesses = 16384) {
+    this.sweepAt = maxProcesses;
+  }
+
+  get size(): number {
+    return this.procs.size;
+  }
 
   get(pid: number): ProcessState {
     const last = this.last;
     if (last && last.pid === pid) return last;
     let p = this.procs.get(pid);
     if (!p) {
+      if (this.procs.size >= this.sweepAt) this.evictEmpty();
       p = new ProcessState(pid);
       this.procs.set(pid, p);
     }
     this.last = p;
     return p;
+  }
+
+  /** Process `child` was forked from `parent`: it starts with copies of the parent's fds. */
+  fork(parent: number, child: number): ProcessState {
+    this.remove(child); // a pid reused after an exit we did not see
+    const c = this.get(child);
+    const p = this.procs.get(parent);
+    if (p) c.inheritFrom(p);
+    return c;
+  }
+
+  /** Drop the oldest states that know nothing (Map order is insertion order), down to 3/4 of the limit. */
+  private evictEmpty(): void {
+    const target = Math.floor((this.maxProcesses * 3) / 4);
+    for (const [pid, p] of this.procs) {
+      if (this.procs.size <= target) break;
+      if (!p.empty) continue;
+      this.procs.delete(pid);
+      if (this.last === p) this.last = undefined;
+      this.evicted++;
+    }
+    this.sweepAt = Math.max(this.maxProcesses, this.procs.size + Math.ceil(this.maxProcesses / 4));
   }
 
   /** Forget a process (it exited); returns its final state. */

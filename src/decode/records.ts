@@ -102,6 +102,15 @@ export interface FdRecord {
   vm: number | null;
   vcpu: number | null;
   ret?: number;
+  /**
+   * How the fd came or went when not by open(2) / a KVM_CREATE_* call / close(2): "dup" (a copy made by
+   * dup, dup2, dup3 or fcntl F_DUPFD*: `dup_of` is the original), "dup2" (closed because dup2/dup3 put
+   * another file on its number), "close_range", "execve" (an O_CLOEXEC fd closed by a successful
+   * execve), "fork" (a forked child's copy: `parent` is the parent's pid).
+   */
+  via?: 'dup' | 'dup2' | 'close_range' | 'execve' | 'fork';
+  dup_of?: number;
+  parent?: number;
 }
 
 export interface LostRecord {

@@ -8,12 +8,15 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { TraceRecord } from '../decode/records.js';
+import { shapeProblem } from './record-shape.js';
 
 export class JsonlError extends Error {
   constructor(
     readonly file: string,
     readonly line: number | null,
     message: string,
+    /** The line is not JSON at all (as opposed to JSON that is not a record). */
+    readonly notJson = false,
   ) {
     super(line === null ? `${file}: ${message}` : `${file}:${line}: ${message}`);
     this.name = 'JsonlError';
@@ -34,6 +37,21 @@ async function endsWithNewline(path: string, size: number): Promise<boolean> {
   }
 }
 
+/**
+ * One line of a capture file as a record: undefined for a blank line or a record type this version does not
+ * know (skipped); a JsonlError naming file:line for anything else that is not a record.
+ */
+export function parseRecordLine(file: string, line: number, text: string): TraceRecord | undefined {
+  if (text.trim() === '') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new JsonlError(file, line, `not JSON (${(err as Error).message.replace(/\s+/g, ' ')})`, true);
+  }
+  return checkRecord(file, line, value);
+}
+
 function checkRecord(file: string, line: number, v: unknown): TraceRecord | undefined {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) {
     throw new JsonlError(file, line, `not a kvm-trace record (expected a JSON object with a "type", got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)?.slice(0, 40)})`);
@@ -41,24 +59,8 @@ function checkRecord(file: string, line: number, v: unknown): TraceRecord | unde
   const t = (v as { type?: unknown }).type;
   if (typeof t !== 'string') throw new JsonlError(file, line, 'not a kvm-trace record (no "type" field)');
   if (!KNOWN_TYPES.has(t)) return undefined;
-  const r = v as Record<string, unknown>;
-  const need = (field: string, kind: 'number' | 'string') => {
-    if (typeof r[field] !== kind) throw new JsonlError(file, line, `${t} record without a ${kind} "${field}"`);
-  };
-  if (t === 'ioctl') {
-    need('name', 'string');
-    need('tid', 'number');
-    need('pid', 'number');
-    need('ret', 'number');
-    need('latency_ns', 'number');
-  } else if (t === 'lost') need('count', 'number');
-  else if (t === 'kvm_run') need('pid', 'number');
-  else if (t === 'fd') need('op', 'string');
-  else if (t === 'copy') {
-    need('addr', 'string');
-    need('len', 'number');
-    need('tid', 'number');
-  }
+  const problem = shapeProblem(t, v as Record<string, unknown>);
+  if (problem) throw new JsonlError(file, line, problem);
   return v as TraceRecord;
 }
 
@@ -88,25 +90,21 @@ export async function* readRecords(path: string, stats: ReadStats = { lines: 0, 
   if (size === 0) throw new JsonlError(path, 1, 'empty file: no records (expected one JSON object per line)');
   const terminated = await endsWithNewline(path, size);
   const rl = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-  let pendingError: JsonlError | undefined;
   try {
     for await (const text of rl) {
       stats.lines++;
       if (text.trim() === '') continue;
-      let value: unknown;
+      let rec: TraceRecord | undefined;
       try {
-        value = JSON.parse(text);
+        rec = parseRecordLine(path, stats.lines, text);
       } catch (err) {
-        // Only the last line can lack its newline; readline has no way to say which line is last, so the
-        // error is decided once the stream ends.
-        pendingError = new JsonlError(path, stats.lines, `not JSON (${(err as Error).message.replace(/\s+/g, ' ')})`);
-        const next = await peekDone(rl);
-        if (next && !terminated) {
+        // Only the last line can lack its newline; readline has no way to say which line is last, so a
+        // line that is not JSON is looked at again once the stream says whether more follows.
+        if (err instanceof JsonlError && err.notJson && !terminated && (await peekDone(rl))) {
           throw new JsonlError(path, stats.lines, 'truncated record: the last line has no trailing newline and is not complete JSON');
         }
-        throw pendingError;
+        throw err;
       }
-      const rec = checkRecord(path, stats.lines, value);
       if (!rec) {
         stats.ignored++;
         continue;

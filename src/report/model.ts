@@ -14,7 +14,7 @@ import { DEFAULT_LINE_SIZE } from '../analysis/cacheline.js';
 import type { StructLayout } from '../btf/layout.js';
 import type { TypeSource } from '../btf/type-source.js';
 import { LatencyHistogram } from './histogram.js';
-import { readRecords, type ReadStats } from './jsonl.js';
+import { JsonlError, readRecords, type ReadStats } from './jsonl.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import { exitPathCounts } from './exit-path-section.js';
 import type { FlagExample, IoctlSummary, KvmRunMap, ReasonLines, ReportModel, RunMapReason, VcpuSummary } from './model-types.js';
@@ -343,7 +343,14 @@ export function buildReportModel(records: Iterable<TraceRecord>, opts: ModelOpti
 export async function buildReportModelFromFile(path: string, opts: ModelOptions = {}): Promise<ReportModel> {
   const b = new ReportBuilder({ file: path, ...opts });
   const stats: ReadStats = { lines: 0, records: 0, ignored: 0 };
-  for await (const r of readRecords(path, stats)) b.add(r);
+  for await (const r of readRecords(path, stats)) {
+    try {
+      b.add(r);
+    } catch (err) {
+      // JSON that passed the record checks but not the model (a field of the wrong shape): the same one line.
+      throw new JsonlError(path, stats.lines, `bad ${r.type} record: ${(err as Error).message?.split('\n')[0] ?? String(err)}`);
+    }
+  }
   return b.finish(stats);
 }
 

@@ -12,10 +12,18 @@
  *
  * Records are handed to `onRecord` as (view, offset, len) without copying; the view is valid only during
  * the call (the memory is unmapped on close).
+ *
+ * A corrupt ring never makes it spin silently: a header with a length no record can have is skipped at
+ * once, and a header that stays busy (or claims more than was produced) for `stallMs` while the producer
+ * has written past it is taken for corruption too. Either way the consumer resynchronises at the producer
+ * position — the one place a record is sure to start — counts it (`resyncs`, `skippedBytes`), says so in
+ * one line (`onRingError`), and goes on. A handler that throws skips only its record (counted in
+ * `handlerErrors`) when `onHandlerError` is given; without it, the drain stops and the error is reported.
  */
 import { watchReadable, type FdWatch } from '../ffi/poll.js';
 import { RawRingReader } from './reader.js';
-import type { RecordHandler } from './records.js';
+import type { DrainStep, RecordHandler } from './records.js';
+import { StallGuard, type Stall } from './stall-guard.js';
 
 export interface RingConsumerOptions {
   /** Called for each record of at least `minRecordLen` bytes. */
@@ -32,6 +40,14 @@ export interface RingConsumerOptions {
   maxMsPerTurn?: number;
   /** A background drain's handler threw: the consumer stops and reports here (else flush/close rethrow). */
   onError?: (err: unknown) => void;
+  /** Given: a throwing handler skips only its record (counted) and draining goes on; else see onError. */
+  onHandlerError?: (err: unknown) => void;
+  /** One line when the ring had to be resynchronised (corrupt or stuck header). */
+  onRingError?: (line: string) => void;
+  /** How long a header may stay busy or short while data follows it before it counts as corrupt (default 2000). */
+  stallMs?: number;
+  /** Clock for stall detection (ms); default performance.now. */
+  now?: () => number;
   /** Keep the process alive while open (default true). */
   ref?: boolean;
 }
@@ -49,6 +65,12 @@ export interface RingConsumerStats {
   wakeups: number;
   /** Background drains that stopped at their time or record budget and went on in a later turn. */
   yields: number;
+  /** Times the ring was resynchronised after a corrupt or stuck header. */
+  resyncs: number;
+  /** Bytes skipped by those resyncs (records lost with them). */
+  skippedBytes: number;
+  /** Records whose handler threw (with onHandlerError: skipped, draining went on). */
+  handlerErrors: number;
 }
 
 /** Records handed over between two looks at the clock: ≈ 0.3-0.6 ms of decoding, one clock read. */
@@ -68,7 +90,12 @@ export class RingBufferConsumer {
   /** A background drain failed: no more automatic drains, and close() does not drain either. */
   private failed = false;
   private draining = false;
-  readonly stats: RingConsumerStats = { records: 0, rejected: 0, discarded: 0, drains: 0, wakeups: 0, yields: 0 };
+  private readonly onHandlerError?: (err: unknown) => void;
+  private readonly onRingError: (line: string) => void;
+  private readonly guard: StallGuard;
+  readonly stats: RingConsumerStats = {
+    records: 0, rejected: 0, discarded: 0, drains: 0, wakeups: 0, yields: 0, resyncs: 0, skippedBytes: 0, handlerErrors: 0,
+  };
 
   /** Map the ring of map fd `mapFd` (max_entries = `size` bytes) and start draining it. */
   constructor(mapFd: number, size: number, opts: RingConsumerOptions) {
@@ -77,6 +104,9 @@ export class RingBufferConsumer {
     this.maxMsPerTurn = opts.maxMsPerTurn ?? 5;
     this.ref = opts.ref ?? true;
     this.onError = opts.onError;
+    this.onHandlerError = opts.onHandlerError;
+    this.onRingError = opts.onRingError ?? (() => {});
+    this.guard = new StallGuard(opts.stallMs, opts.now);
     const min = opts.minRecordLen ?? 0;
     const onRecord = opts.onRecord;
     const stats = this.stats;
@@ -181,12 +211,28 @@ export class RingBufferConsumer {
     let cut = false;
     try {
       this.stats.drains++;
+      const out = (): boolean => total >= maxRecords || (until !== Infinity && performance.now() >= until);
       for (;;) {
-        const step = reader.drain(this.handler, Math.min(SLICE_RECORDS, maxRecords - total));
+        let step: DrainStep;
+        try {
+          step = reader.drain(this.handler, Math.min(SLICE_RECORDS, maxRecords - total));
+        } catch (err) {
+          // The handler threw: the cursor is already past that record (and committed).
+          if (!this.onHandlerError) throw err;
+          this.stats.handlerErrors++;
+          this.onHandlerError(err);
+          if (out()) {
+            cut = true;
+            break;
+          }
+          continue;
+        }
         total += step.records;
         this.stats.discarded += step.discarded;
+        if (step.stall && this.corrupt(reader, step.stall)) continue;
+        if (!step.stall) this.guard.clear();
         if ((step.records === 0 && step.discarded === 0) || step.busy) break;
-        if (total >= maxRecords || (until !== Infinity && performance.now() >= until)) {
+        if (out()) {
           cut = true;
           break;
         }
@@ -196,6 +242,17 @@ export class RingBufferConsumer {
       this.stats.records += total;
     }
     return { records: total, cut };
+  }
+
+  /** Draining stopped at `stall`: resynchronise (true) when the guard calls it corruption, else wait (false). */
+  private corrupt(reader: RawRingReader, stall: Stall): boolean {
+    const why = this.guard.check(stall, reader.availableBytes(), reader.size);
+    if (why === undefined) return false;
+    const skipped = reader.resync();
+    this.stats.resyncs++;
+    this.stats.skippedBytes += skipped;
+    this.onRingError(`ring buffer: the record header at position ${stall.pos} ${why}: skipped ${skipped} bytes to the producer position and went on (resync #${this.stats.resyncs})`);
+    return true;
   }
 
   private stop(): void {

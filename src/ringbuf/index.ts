@@ -8,5 +8,6 @@ export { RingCursor, recordStride, walkRecords, RINGBUF_BUSY_BIT, RINGBUF_DISCAR
 export { FrameWriter, frameRecords, forEachRecord } from './stream.js';
 export type { RecordHandler, DrainStep, RingPositionWords } from './records.js';
 export { RawRingReader } from './reader.js';
+export { StallGuard, type Stall } from './stall-guard.js';
 export { RingBufferConsumer } from './consumer.js';
 export type { RingConsumerOptions, RingConsumerStats } from './consumer.js';

@@ -73,6 +73,11 @@ export class RawRingReader {
     }
   }
 
+  /** Skip everything up to the producer position (after a corrupt or stuck header); returns the bytes skipped. */
+  resync(): number {
+    return this.cursor ? this.cursor.skipToProducer() : 0;
+  }
+
   /** Unmap both areas. Idempotent. The map fd belongs to the caller and stays open. */
   close(): void {
     if (!this.cursor) return;

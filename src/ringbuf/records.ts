@@ -41,6 +41,13 @@ export interface DrainStep {
   discarded: number;
   /** True when draining stopped at a record still being written (it will be read next time). */
   busy: boolean;
+  /**
+   * Why draining stopped short of the producer position, when it did: `busy` (the record is still being
+   * written), `short` (a finished record claiming more bytes than were produced: a torn read, retried — or
+   * corruption, if it stays), `bad_length` (a length no record in this ring can have: corruption). `len` is
+   * the header's length with the flag bits masked off.
+   */
+  stall?: { kind: 'busy' | 'short' | 'bad_length'; pos: number; len: number };
 }
 
 /**
@@ -97,6 +104,19 @@ export class RingCursor {
   commit(): void {
     Atomics.store(this.pos.consumer, 0, BigInt(this.cons));
   }
+
+  /**
+   * Resynchronise after a corrupt or stuck header: there is no marker to find the next record by, but the
+   * producer position is always a record boundary, so skip everything up to it (and publish). Returns the
+   * bytes skipped.
+   */
+  skipToProducer(): number {
+    const prod = this.producer();
+    const skipped = Math.max(0, prod - this.cons);
+    this.cons += skipped;
+    this.commit();
+    return skipped;
+  }
 }
 
 let scratch = new Uint8Array(0);
@@ -122,7 +142,8 @@ function joined(view: DataView, dataAt: number, len: number, size: number): Data
  * Hand every complete record from `pos.cons` up to `prod` to `onRecord`, advancing `pos.cons` past each one
  * before its handler runs (a throwing handler skips only its own record). `words` and `view` cover the same
  * bytes; a position's place in them is `pos & mask`. Stops at a busy record, at a header claiming more than
- * was produced (a torn read: retried later), or after `maxRecords`.
+ * was produced (a torn read: retried later), at a length no record of this ring can have, or after
+ * `maxRecords`; the step's `stall` says which (the consumer decides when a stall is corruption).
  */
 export function walkRecords(
   view: DataView,
@@ -137,6 +158,9 @@ export function walkRecords(
   let records = 0;
   let discarded = 0;
   let busy = false;
+  let stall: DrainStep['stall'];
+  // The largest record this ring can hold: a header, and a data area no bigger than the ring.
+  const maxLen = mask + 1 - RINGBUF_HDR_SZ;
   try {
     while (cons < prod && records < maxRecords) {
       const at = cons & mask;
@@ -144,15 +168,22 @@ export function walkRecords(
       // loads, and V8 keeps typed-array loads in program order, so the data read after this header is at
       // least as new as the header — the acquire the kernel's smp_store_release of the header pairs with.
       const hdr = words[at >>> 2];
-      if (hdr & RINGBUF_BUSY_BIT) {
+      const len = hdr & LEN_MASK;
+      if (len > maxLen) {
         busy = true;
+        stall = { kind: 'bad_length', pos: cons, len };
         break;
       }
-      const len = hdr & LEN_MASK;
+      if (hdr & RINGBUF_BUSY_BIT) {
+        busy = true;
+        stall = { kind: 'busy', pos: cons, len };
+        break;
+      }
       const stride = (len + RINGBUF_HDR_SZ + 7) & ~7;
       if (stride > prod - cons) {
         // A header claiming more than was produced can only be a torn read or corruption: stop, retry later.
         busy = true;
+        stall = { kind: 'short', pos: cons, len };
         break;
       }
       cons += stride; // advanced before the handler runs: a throwing handler skips only its own record
@@ -168,5 +199,5 @@ export function walkRecords(
   } finally {
     pos.cons = cons;
   }
-  return { records, discarded, busy };
+  return stall ? { records, discarded, busy, stall } : { records, discarded, busy };
 }

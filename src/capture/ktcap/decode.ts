@@ -48,7 +48,7 @@ export async function decodeCapture(file: string, opts: DecodeCaptureOptions): P
     let records = 0;
     let summary: SummaryRecord | undefined;
     try {
-      records = reader.forEachFrame(path.onRecord, (count) => path.deliver({ type: 'lost', count }));
+      records = reader.forEachFrame(path.onRecord, (count) => path.deliverSafely({ type: 'lost', count }));
       path.finish();
       const end = reader.end;
       summary = path.buildSummary({

@@ -265,7 +265,7 @@ export function deriveCopies(call: IoctlCall, env: RuleEnv): DerivedCopy[] {
   // A NULL argument faults in copy_from_user (EFAULT): a successful call with arg 0 copied nothing, except
   // KVM_SET_SIGNAL_MASK where NULL means "no mask".
   if (arg === 0n && call.name !== 'KVM_SET_SIGNAL_MASK') return [];
-  const rule = RULES[call.name] ?? byDirection;
+  const rule = Object.hasOwn(RULES, call.name) ? RULES[call.name] : byDirection; // a name from a file may be "constructor"
   const ctx = new RuleCtx(call, arg, env);
   rule(ctx);
   return ctx.copies;
