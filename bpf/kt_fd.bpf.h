@@ -85,6 +85,18 @@ int kt_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* A vCPU fd closed: its return waiting for a re-entry (aggregate mode) goes — from the hash, and from the
+ * closing thread's state (another thread's state keeps it, but it names the fd and vCPU: a reused fd number
+ * on another vCPU does not match it). */
+static __always_inline void forget_pending(struct fd_key *key)
+{
+	struct enter_state *st = state_lookup();
+
+	bpf_map_delete_elem(&pending, key);
+	if (st && st->pend.fd == key->fd)
+		st->pend.exit_ns = 0;
+}
+
 /* close of a tracked fd: report and forget it (a close that failed with EBADF closed nothing). */
 SEC("tracepoint/syscalls/sys_exit_close")
 int kt_close_exit(struct trace_event_raw_sys_exit *ctx)
@@ -99,16 +111,20 @@ int kt_close_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!kind)
 		return 0;
 	k = *kind;
-	if (ret != -9 /* EBADF */)
+	if (ret != -9 /* EBADF */) {
 		bpf_map_delete_elem(&fds, &key);
+		forget_pending(&key);
+	}
 	emit_fd(pid_tgid, key.fd, KT_FD_CLOSE, k, ret);
 	return 0;
 }
 
 static long forget_tgid_fd(struct bpf_map *map, struct fd_key *key, __u32 *kind, __u32 *tgid)
 {
-	if (key->tgid == *tgid)
+	if (key->tgid == *tgid) {
 		bpf_map_delete_elem(map, key);
+		bpf_map_delete_elem(&pending, key);
+	}
 	return 0;
 }
 

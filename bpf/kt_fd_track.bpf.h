@@ -61,12 +61,13 @@ static __always_inline int on_dup_exit(long ret)
 	replaced = tracked_kind(tgid, ret);
 	if (kind == KT_FD_UNKNOWN && replaced == KT_FD_UNKNOWN)
 		return 0;
-	if (kind != KT_FD_UNKNOWN) {
+	key.fd = ret;
+	if (replaced != KT_FD_UNKNOWN) /* the file that was at `ret` is closed: no return waits on it any more */
+		bpf_map_delete_elem(&pending, &key);
+	if (kind != KT_FD_UNKNOWN)
 		track_fd(tgid, ret, kind);
-	} else {
-		key.fd = ret;
+	else
 		bpf_map_delete_elem(&fds, &key);
-	}
 	emit_fd(pid_tgid, oldfd, KT_FD_DUP, kind, ret);
 	return 0;
 }
@@ -119,6 +120,7 @@ static long close_in_range(struct bpf_map *map, struct fd_key *key, __u32 *kind,
 		return 0;
 	emit_fd(c->pid_tgid, key->fd, KT_FD_CLOSE_RANGE, k, 0);
 	bpf_map_delete_elem(map, key);
+	bpf_map_delete_elem(&pending, key); /* aggregate mode: a return waiting on this vCPU fd */
 	return 0;
 }
 
@@ -149,6 +151,7 @@ static long close_if_gone(struct bpf_map *map, struct fd_key *key, __u32 *kind, 
 		return 0;
 	emit_fd(*pid_tgid, key->fd, KT_FD_EXEC_CLOSE, k, 0);
 	bpf_map_delete_elem(map, key);
+	bpf_map_delete_elem(&pending, key);
 	return 0;
 }
 

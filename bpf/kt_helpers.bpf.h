@@ -27,6 +27,7 @@
 	KT_IOC(KT_IOC_READ | KT_IOC_WRITE, 0xe0, (__u32)sizeof(struct kvm_create_device))
 #define KT_KVM_CREATE_DEVICE_TEST 1 /* uapi: kvm_create_device.flags, "only test, create nothing" */
 #define KT_KVM_EXIT_IO 2            /* uapi: kvm_run.exit_reason */
+#define KT_KVM_EXIT_MMIO 6
 #define KT_KVM_EXIT_INTR 10
 
 #define KT_PAGE_SIZE 4096
@@ -157,6 +158,9 @@ static __always_inline void fill_ioctl(struct kt_ioctl_event *e, struct enter_in
 	e->in_len = 0;
 	e->out_len = 0;
 	e->fd_kind = in->fd_kind;
+	e->hw_exits = 0;
+	e->__pad1 = 0;
+	e->guest_ns = 0;
 	__builtin_memcpy(e->comm, bpf_get_current_task_btf()->comm, sizeof(e->comm));
 }
 

@@ -12,6 +12,18 @@
 #include "kt_vcpu.bpf.h"
 #include "kt_run.bpf.h"
 #include "kt_aggregate.bpf.h"
+#include "kt_hw.bpf.h"
+
+/* The hardware-exit counters of a KVM_RUN start at zero (KT_F_HW when the kt_hw.bpf.h programs are loaded). */
+static __always_inline void hw_reset(struct enter_info *in, bool counted)
+{
+	in->hw_exits = 0;
+	in->guest_ns = 0;
+	in->entry_ns = 0;
+	in->hw_exit_ns = 0;
+	if (counted && hw_hooks && in->cmd == KT_KVM_RUN)
+		in->flags |= KT_F_HW;
+}
 
 /*
  * data[0, have) holds the fixed _IOC_SIZE bytes just read from the argument at `arg`. When `cmd` has a
@@ -84,9 +96,13 @@ int kt_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	st->i.flags = 0;
 	st->i.in_len = 0;
 	resolve_fd(&st->i, tgid);
+	hw_reset(&st->i, true);
 	st->i.active = 1;
-	if (aggregate_only) /* no record: the argument is not read */
+	if (aggregate_only) { /* no record: the argument is not read */
+		if (cmd == KT_KVM_RUN)
+			agg_reenter(st, tgid);
 		return 0;
+	}
 
 	size = KT_IOC_SIZE(cmd);
 	if (!(KT_IOC_DIR(cmd) & KT_IOC_WRITE) || size == 0)
@@ -139,6 +155,8 @@ static __always_inline void emit_ioctl(struct enter_state *st, __u64 pid_tgid, l
 	if (ret >= 0) {
 		if (in->cmd == KT_KVM_CREATE_VM) {
 			track_fd(tgid, ret, KT_FD_VM);
+			if (hw_hooks) /* hardware exits are keyed by VM */
+				agg_vm_created(tgid, ret, bpf_ktime_get_ns());
 		} else if (in->cmd == KT_KVM_CREATE_VCPU) {
 			track_fd(tgid, ret, KT_FD_VCPU);
 		} else if (in->cmd == KT_KVM_CREATE_DEVICE && out_len >= sizeof(struct kvm_create_device)) {
@@ -186,9 +204,12 @@ int kt_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		st->i.flags = KT_F_NO_ENTER;
 		st->i.in_len = 0;
 		resolve_fd(&st->i, pid_tgid >> 32);
+		hw_reset(&st->i, false);
 	}
+	if (st->i.flags & KT_F_HW)
+		hw_finish(&st->i, bpf_ktime_get_ns());
 	if (aggregate_only)
-		agg_ioctl(&st->i, pid_tgid, ret);
+		agg_ioctl(st, pid_tgid, ret);
 	else if (st->i.cmd == KT_KVM_RUN)
 		emit_run(&st->i, pid_tgid, ret);
 	else

@@ -28,6 +28,12 @@ const volatile bool aggregate_only = false;
  * bpf_probe_read_kernel() with the same CO-RE offsets. User space sets it from a load probe (features.ts);
  * the verifier drops the branch not taken, so the kfunc call is never checked where it does not exist. */
 const volatile bool have_rdonly_cast = false;
+/* Aggregate mode: MMIO exits key VMM handling time by the 1 << mmio_granule_shift byte range holding the address
+ * (src/analysis/exit-key.ts MMIO_GRANULE: a page). */
+const volatile __u32 mmio_granule_shift = 12;
+/* The hardware-exit programs (kt_hw.bpf.h: kvm:kvm_entry / kvm:kvm_exit) are loaded: KVM_RUN counts its
+ * in-kernel exits and guest time (KT_F_HW). Off by default: each costs a program run per hardware exit. */
+const volatile bool hw_hooks = false;
 
 /* ---- maps ---- */
 struct {
@@ -56,6 +62,7 @@ struct enter_info {
 	__u64 arg;
 	__u64 vcpu;    /* KVM_RUN: struct kvm_vcpu * behind fd, else 0 */
 	__u64 run;     /* KVM_RUN: vcpu->run (kernel address of struct kvm_run), else 0 */
+	__u64 kvm;     /* KVM_RUN: vcpu->kvm, else 0 */
 	__s32 vcpu_id; /* KVM_RUN: vcpu->vcpu_id, else -1 */
 	__u32 fd_kind; /* enum kt_fd_kind of fd (KVM_RUN: KT_FD_VCPU when the vCPU was found) */
 	__s32 fd;
@@ -63,6 +70,25 @@ struct enter_info {
 	__u16 flags;
 	__u16 in_len;
 	__u32 active; /* 1 between enter and exit */
+	/* KVM_RUN with the hardware-exit hooks (kt_hw.bpf.h), reset at enter: */
+	__u32 hw_exits;   /* kvm:kvm_exit seen during the call */
+	__u32 hw_reason;  /* the last one's exit_reason and isa */
+	__u32 hw_isa;
+	__u64 guest_ns;   /* summed kvm_entry → kvm_exit */
+	__u64 entry_ns;   /* the last kvm_entry not yet followed by its kvm_exit, else 0 */
+	__u64 hw_exit_ns; /* the last kvm_exit not yet followed by a kvm_entry or the return, else 0 */
+};
+
+/* Aggregate mode: a KVM_RUN's return waiting for the next KVM_RUN on its vCPU (VMM handling time). Kept in the
+ * returning thread's state (no map operation on the hot path: the thread that returns is, in every VMM we
+ * know, the one that re-enters), spilled to the "pending" hash when the thread runs another vCPU first. The
+ * vCPU and fd are kept so a reused fd number does not time another vCPU's entry. */
+struct kt_pending {
+	__u64 exit_ns; /* 0: no return waiting */
+	__u64 vcpu;    /* struct kvm_vcpu * */
+	__s32 fd;
+	__u32 __pad;
+	struct kt_handling_key key;
 };
 
 /* The state also holds the record of every ioctl but KVM_RUN while it is built: write-direction bytes go
@@ -70,6 +96,7 @@ struct enter_info {
  * scratch that a preempted program could share with another. */
 struct enter_state {
 	struct enter_info i;
+	struct kt_pending pend; /* survives from one KVM_RUN to the next */
 	struct kt_ioctl_event ev;
 };
 
@@ -105,40 +132,71 @@ struct {
 	__type(value, struct kt_flex_array);
 } flex_arrays SEC(".maps");
 
-/* Aggregate-only mode (struct kt_agg_ioctl, kt_agg_exits). Per-CPU, updated with plain adds: the kernel runs
+/* Aggregate-only mode (kvm_trace.h: struct kt_agg_*). Per-CPU, updated with plain adds: the kernel runs
  * tracepoint programs through trace_call_bpf(), whose per-CPU bpf_prog_active guard lets no second tracepoint
  * program start on a CPU while one runs there (measured here: atomic adds cost ~20 ns more per KVM_RUN).
- * KVM_RUN, the hot one, has its own one-entry array (no hash on its path); the rest go to a hash keyed by
- * request number, since _IOC_NR alone is ambiguous (KVM_GET_PIT2 and KVM_GET_VCPU_EVENTS share 0x9f). */
+ * Keys name the process (and the VM and vCPU), so user space can show one row per process / VM / vCPU; the
+ * all-zero key of each hash is the overflow entry, pre-inserted by user space, where what did not fit is
+ * counted (and a stat says so). Sizes are set by user space before load; entries are allocated on first use. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, struct kt_agg_ioctl_key); /* {tgid, request number}; _IOC_NR alone is ambiguous */
 	__type(value, struct kt_agg_ioctl);
-} agg_run SEC(".maps");
+} agg_ioctls SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1024);
-	__type(key, __u32); /* ioctl request number; 0 = overflow (pre-inserted by user space) */
-	__type(value, struct kt_agg_ioctl);
-} agg_ioctls SEC(".maps");
+	__type(key, struct kt_agg_vcpu_key);
+	__type(value, struct kt_agg_vcpu);
+} agg_vcpus SEC(".maps");
 
-/* A zeroed kt_agg_ioctl to insert from (too big for the BPF stack); never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct kt_handling_key);
+	__type(value, struct kt_agg_hist);
+} agg_handling SEC(".maps");
+
+/* Hardware exits (hw_hooks), full capture and aggregate mode alike: per vCPU and exit reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, struct kt_hw_key);
+	__type(value, struct kt_agg_hist);
+} agg_hw SEC(".maps");
+
+/* VMs created while attached (aggregate mode): struct kvm * → who created it, when. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct kt_agg_vm);
+} agg_vms SEC(".maps");
+
+/* A zeroed value to insert from (the largest of the agg_* values; too big for the BPF stack); never written. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct kt_agg_ioctl);
+	__type(value, struct kt_agg_vcpu);
 } agg_zero SEC(".maps");
 
+/* Aggregate mode: the hash of vCPU-fd returns not kept in their thread's state (enter_state.pend) because the
+ * thread went on to run another vCPU (a thread driving several vCPUs). Keyed by (tgid, fd) as the full
+ * capture's tracker keys a vCPU. Deleted when the fd is closed or the process exits. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KT_AGG_VCPUS);
-	__type(key, __u32); /* vcpu_id, capped */
-	__type(value, struct kt_agg_exits);
-} agg_exits SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct fd_key);
+	__type(value, struct kt_pending);
+} pending SEC(".maps");
 
 /* Processes holding tracked fds: sched_process_exit looks here first and bails out otherwise. */
 struct {

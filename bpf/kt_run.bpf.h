@@ -76,6 +76,10 @@ static __always_inline void emit_run(struct enter_info *in, __u64 pid_tgid, long
 	e->run_kaddr = run;
 	e->vcpu_id = in->vcpu_id;
 	e->exit_reason = reason;
+	if (in->flags & KT_F_HW) {
+		e->hw_exits = in->hw_exits;
+		e->guest_ns = in->guest_ns;
+	}
 	if (snap_len == KT_RUN_SNAP_SHORT) {
 		if (bpf_probe_read_kernel(e->data, KT_RUN_SNAP_SHORT, (const void *)run))
 			goto fault;

@@ -47,15 +47,22 @@ static __always_inline __u64 file_of_fd(__s32 fd)
  * /proc/kallsyms to resolve one.
  *
  * A vCPU file is an anonymous inode whose dentry is named "kvm-vcpu:<id>" (virt/kvm/kvm_main.c,
- * create_vcpu_fd; the stats file of KVM_GET_STATS_FD is "kvm-vcpu-stats:<id>", hence the ':'). */
+ * create_vcpu_fd; the stats file of KVM_GET_STATS_FD is "kvm-vcpu-stats:<id>", hence the ':'). The inode's
+ * file system is checked first: a file of that name on a disk is not a vCPU, and its private_data must not be
+ * read as one. */
 #define KT_VCPU_NAME_HEAD 0x757063762d6d766bULL /* "kvm-vcpu", little-endian */
+#define KT_ANON_INODE_FS_MAGIC 0x09041934 /* include/uapi/linux/magic.h */
 
 static __always_inline bool is_vcpu_file(__u64 file)
 {
 	struct { __u64 head; char sep; } name = {};
-	__u64 dentry, str;
+	__u64 dentry, str, inode, sb;
 
 	if (!file)
+		return false;
+	inode = (__u64)kt_load(struct file, file, f_inode);
+	sb = inode ? (__u64)kt_load(struct inode, inode, i_sb) : 0;
+	if (!sb || kt_load(struct super_block, sb, s_magic) != KT_ANON_INODE_FS_MAGIC)
 		return false;
 	dentry = (__u64)kt_load(struct file, file, f_path.dentry);
 	if (!dentry || kt_load(struct dentry, dentry, d_name.len) < 8)
@@ -102,6 +109,9 @@ static __always_inline void resolve_vcpu(struct enter_info *in)
 	in->vcpu = vcpu;
 	in->run = (__u64)kt_load(struct kvm_vcpu, vcpu, run);
 	in->vcpu_id = kt_load(struct kvm_vcpu, vcpu, vcpu_id);
+	/* The VM: only the per-vCPU counters (aggregate mode, hardware exits) are keyed by it. */
+	if (aggregate_only || hw_hooks)
+		in->kvm = (__u64)kt_load(struct kvm_vcpu, vcpu, kvm);
 }
 
 /* Everything about in->fd a record needs, at enter (or at exit for a call seen without its enter). */
@@ -110,6 +120,7 @@ static __always_inline void resolve_fd(struct enter_info *in, __u32 tgid)
 	in->fd_kind = KT_FD_UNKNOWN;
 	in->vcpu = 0;
 	in->run = 0;
+	in->kvm = 0;
 	in->vcpu_id = -1;
 	if (in->cmd == KT_KVM_RUN)
 		resolve_vcpu(in);

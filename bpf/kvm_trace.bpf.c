@@ -5,7 +5,10 @@
  * One record per ioctl, emitted at syscall exit with everything about the call folded in (arguments read
  * at enter and exit, return value, latency, and for KVM_RUN the vCPU's kvm_run kernel address, vcpu_id,
  * exit reason and a kvm_run snapshot) — or, in aggregate-only mode, no record but per-CPU counters
- * (count, errors, latency histogram per request; exit reasons per vCPU) read by user space at the end.
+ * (count, errors, latency histogram per process and request; per process / VM / vCPU the KVM_RUN latency,
+ * exit reasons and the VMM's handling time per exit) read by user space whenever it likes.
+ * Where the kernel emits kvm:kvm_entry / kvm:kvm_exit (kvm-intel, kvm-amd), an optional hook set counts the
+ * hardware exits each KVM_RUN absorbed, its time in the guest, and each exit's time in KVM.
  * Around it: the fd lifecycle (/dev/kvm opened, VM/vCPU/device fds created, mmapped, closed, process exit)
  * and, where the kernel allows kprobes or fentry, the user copies done inside a KVM ioctl.
  *
@@ -26,6 +29,7 @@
  *                (tracepoints), kt_process_fork (tp_btf)
  *   copy hooks:  kt_{copy_from_user,copy_to_user,memdup_user,vmemdup_user}_{kprobe,fentry}, per hook the
  *                sibling the kernel lets attach (kprobe and fentry strategies; none in aggregate-only mode)
+ *   hw exits:    kt_kvm_entry, kt_kvm_exit (tracepoints kvm:kvm_entry / kvm:kvm_exit; rodata hw_hooks)
  *
  * The programs and their handlers live in one header per concern, the way libbpf-tools share helpers;
  * this file includes each once (one object, one BTF):
@@ -34,7 +38,8 @@
  *   kt_vcpu.bpf.h       fd → struct file → vCPU / kvm_run (bpf_rdonly_cast where the kernel has it, else CO-RE reads)
  *   kt_ioctl.bpf.h      kt_ioctl_enter / kt_ioctl_exit: arguments, flexible arrays, one record per call
  *   kt_run.bpf.h        the KVM_RUN record: kvm_run snapshot, PIO data
- *   kt_aggregate.bpf.h  aggregate-only counters
+ *   kt_aggregate.bpf.h  aggregate-only counters, VMM handling time, the duration histograms
+ *   kt_hw.bpf.h         kt_kvm_entry / kt_kvm_exit: hardware exits inside a KVM_RUN
  *   kt_fd.bpf.h         kt_open(at)_exit, kt_mmap_exit, kt_close_exit, kt_process_exit: the fd lifecycle
  *   kt_fd_track.bpf.h   dup family, close_range, execve, openat2, fork: the fd table kept exact
  *   kt_copy.bpf.h       kt_*_kprobe / kt_*_fentry: copy observers
@@ -49,6 +54,7 @@
 #include "kt_helpers.bpf.h"
 #include "kt_vcpu.bpf.h"
 #include "kt_ioctl.bpf.h"
+#include "kt_hw.bpf.h"
 #include "kt_fd.bpf.h"
 #include "kt_fd_track.bpf.h"
 #include "kt_copy.bpf.h"
@@ -71,4 +77,12 @@ const enum kt_copy_hook *unused_kt_copy_hook __attribute__((unused));
 const enum kt_stat *unused_kt_stat __attribute__((unused));
 const enum kt_flex_when *unused_kt_flex_when __attribute__((unused));
 const struct kt_agg_ioctl *unused_kt_agg_ioctl __attribute__((unused));
-const struct kt_agg_exits *unused_kt_agg_exits __attribute__((unused));
+const struct kt_agg_ioctl_key *unused_kt_agg_ioctl_key __attribute__((unused));
+const struct kt_agg_vcpu_key *unused_kt_agg_vcpu_key __attribute__((unused));
+const struct kt_agg_vcpu *unused_kt_agg_vcpu __attribute__((unused));
+const enum kt_exit_key_kind *unused_kt_exit_key_kind __attribute__((unused));
+const struct kt_exit_key *unused_kt_exit_key __attribute__((unused));
+const struct kt_handling_key *unused_kt_handling_key __attribute__((unused));
+const struct kt_hw_key *unused_kt_hw_key __attribute__((unused));
+const struct kt_agg_hist *unused_kt_agg_hist __attribute__((unused));
+const struct kt_agg_vm *unused_kt_agg_vm __attribute__((unused));

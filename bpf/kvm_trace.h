@@ -33,6 +33,7 @@ enum kt_flags {
 	KT_F_OUT_TRUNC = 1 << 3,  /* argument (with its flexible array's entries) larger than KT_DATA_MAX at exit */
 	KT_F_RUN = 1 << 4,        /* run_kaddr / vcpu_id / exit_reason / out data = kvm_run snapshot are valid */
 	KT_F_NO_ENTER = 1 << 5,   /* exit seen without its enter (attached mid-call): enter fields are zero */
+	KT_F_HW = 1 << 6,         /* KVM_RUN: hw_exits / guest_ns are counted (hardware-exit hooks loaded, enter seen) */
 };
 
 enum kt_fd_kind {
@@ -75,7 +76,19 @@ enum kt_stat {
 	/* the thread's enter state could not be had: bpf_task_storage_get() returned NULL because the storage
 	 * could not be allocated or its per-CPU lock was busy (another task-storage user on this CPU) */
 	KT_STAT_STATE_UNAVAILABLE = 3,
-	KT_STAT_MAX = 4,
+	/* aggregate mode: a (vCPU, exit key) handling histogram did not fit agg_handling: kept under the exit
+	 * reason alone ("IO other") */
+	KT_STAT_HANDLING_FOLDED = 4,
+	/* ... and not even that fitted: counted in the overflow entry (all-zero key) */
+	KT_STAT_HANDLING_OVERFLOW = 5,
+	/* a KVM_RUN returned while its vCPU fd's previous return was still waiting for a re-entry whose enter
+	 * was not seen: that re-entry is not timed */
+	KT_STAT_HANDLING_UNTIMED = 6,
+	/* a vCPU (or hardware-exit) key did not fit agg_vcpus (agg_hw): counted in the overflow entry */
+	KT_STAT_VCPU_OVERFLOW = 7,
+	KT_STAT_HW_OVERFLOW = 8,
+	KT_STAT_IOCTL_OVERFLOW = 9, /* a (process, request) key did not fit agg_ioctls */
+	KT_STAT_MAX = 10,
 };
 
 /* When the entries of a flexible-array argument are copied (enum kt_flex_array.when bits). */
@@ -120,6 +133,9 @@ struct kt_ioctl_event {
 	__u16 in_len;      /* bytes of data[] read at enter (write-direction argument; + flexible-array entries) */
 	__u16 out_len;     /* bytes of data[] read at exit (read-direction argument; + entries; or kvm_run snapshot) */
 	__u32 fd_kind;     /* enum kt_fd_kind as tracked in the kernel, KT_FD_UNKNOWN if not seen created */
+	__u32 hw_exits;    /* KVM_RUN (KT_F_HW): in-kernel (hardware) exits during the call, kvm:kvm_exit */
+	__u32 __pad1;
+	__u64 guest_ns;    /* KVM_RUN (KT_F_HW): time in the guest, kvm:kvm_entry → kvm:kvm_exit, summed */
 	char comm[KT_TASK_COMM_LEN];
 	/* in bytes at [0, in_len), then out bytes at [in_len, in_len + out_len). A record may be shorter than
 	 * sizeof(struct kt_ioctl_event): it is always at least offsetof(data) + in_len + out_len long. */
@@ -172,17 +188,16 @@ struct kt_fork_event {
 
 /* ---- aggregate-only mode (rodata aggregate_only): counters kept in the kernel, no per-ioctl records ---- */
 
-/* Latency histogram of struct kt_agg_ioctl: log-linear, 4 buckets per power of two. Bucket b < 4 holds
- * exactly b ns; above, b = (e - 1) * 4 + m for e = floor(log2(ns)) and m = the 2 bits below the top one,
- * so a bucket is at most a quarter-octave wide (a percentile read from it is within ~12 %). The last
+/* Latency histogram (struct kt_agg_ioctl, kt_agg_hist): log-linear, 4 buckets per power of two. Bucket b < 4
+ * holds exactly b ns; above, b = (e - 1) * 4 + m for e = floor(log2(ns)) and m = the 2 bits below the top
+ * one, so a bucket is at most a quarter-octave wide (a percentile read from it is within ~12 %). The last
  * bucket ([7.5 s, 8.6 s)) also takes everything longer; max_ns keeps the true maximum. */
 #define KT_AGG_BUCKETS 128
-/* Exit-reason counts per vCPU: vcpu_id and exit_reason each capped to the last slot (that value or more). */
-#define KT_AGG_VCPUS 64
+/* Exit reasons per vCPU: kvm_run.exit_reason capped to the last slot (that value or more). */
 #define KT_AGG_REASONS 64
 
-/* Value of the per-CPU "agg_run" array (KVM_RUN, one entry) and "agg_ioctls" hash (every other KVM ioctl,
- * keyed by the __u32 request number; key 0 collects what did not fit the hash). User space sums the CPUs. */
+/* Counters of one request (struct kt_agg_ioctl_key) or of one vCPU's KVM_RUN calls (struct kt_agg_vcpu).
+ * Per-CPU map values: user space sums the CPUs. */
 struct kt_agg_ioctl {
 	__u64 count;    /* calls that returned */
 	__u64 errors;   /* ... with a negative return value */
@@ -192,9 +207,82 @@ struct kt_agg_ioctl {
 	__u64 hist[KT_AGG_BUCKETS];
 };
 
-/* Value of the per-CPU "agg_exits" array, indexed by vcpu_id (capped): KVM_RUN exit reasons. */
-struct kt_agg_exits {
-	__u64 reasons[KT_AGG_REASONS]; /* index: kvm_run.exit_reason (capped) after KVM_RUN returned */
+/* Key of the "agg_ioctls" hash: every KVM ioctl but KVM_RUN, per process and request number. The all-zero key
+ * collects what did not fit the hash (pre-inserted by user space). */
+struct kt_agg_ioctl_key {
+	__u32 tgid;
+	__u32 cmd;
+};
+
+/* One vCPU: key of the "agg_vcpus" hash (and the first part of the handling and hardware-exit keys). The
+ * all-zero key collects the KVM_RUNs of vCPUs that did not fit (KT_STAT_VCPU_OVERFLOW). */
+struct kt_agg_vcpu_key {
+	__u32 tgid;
+	__s32 vcpu_id; /* vcpu->vcpu_id; -1: the fd was not a vCPU we could resolve */
+	__u64 kvm;     /* vcpu->kvm: the VM's kernel address (user space maps it to a VM index, struct kt_agg_vm) */
+};
+
+/* Value of "agg_vcpus": one vCPU's KVM_RUN calls. */
+struct kt_agg_vcpu {
+	struct kt_agg_ioctl run;       /* KVM_RUN count, errors, latency */
+	__u64 reasons[KT_AGG_REASONS]; /* kvm_run.exit_reason (capped) after KVM_RUN returned */
+	/* Hardware-exit hooks (KT_F_HW): over the hw_runs calls that had them, the in-kernel exits absorbed, the
+	 * time in the guest, and the calls' summed latency (time in KVM = hw_run_ns - guest_ns). */
+	__u64 hw_runs;
+	__u64 hw_exits;
+	__u64 hw_max_exits; /* most in-kernel exits one KVM_RUN absorbed */
+	__u64 guest_ns;
+	__u64 hw_run_ns;
+};
+
+/* What a KVM_RUN came back with, as the VMM's dispatch sees it (src/analysis/exit-key.ts builds the same
+ * key from a full capture's records): the reason; for IO the port and direction; for MMIO the granule-aligned
+ * address range (rodata mmio_granule_shift) and direction; for a failed KVM_RUN that left no reason, its errno. */
+enum kt_exit_key_kind {
+	KT_XK_REASON = 0, /* reason only */
+	KT_XK_IO = 1,     /* port, dir = kvm_run.io.direction (KVM_EXIT_IO_IN 0 / OUT 1) */
+	KT_XK_MMIO = 2,   /* addr = phys_addr rounded down, dir = kvm_run.mmio.is_write */
+	KT_XK_ERROR = 3,  /* reason = errno of the failed call */
+	KT_XK_FOLDED = 4, /* the detailed key did not fit agg_handling: every key of this reason ("IO other") */
+};
+
+struct kt_exit_key {
+	__u32 reason;
+	__u16 port;
+	__u8 dir;
+	__u8 kind; /* enum kt_exit_key_kind */
+	__u64 addr;
+};
+
+/* Key of "agg_handling": VMM handling time (KVM_RUN return → the same vCPU's next KVM_RUN) per vCPU and exit. */
+struct kt_handling_key {
+	struct kt_agg_vcpu_key vcpu;
+	struct kt_exit_key exit;
+};
+
+/* Key of "agg_hw": in-kernel (hardware) exits per vCPU and exit reason (kvm:kvm_exit's exit_reason and isa). */
+struct kt_hw_key {
+	struct kt_agg_vcpu_key vcpu;
+	__u32 isa;    /* KVM_ISA_VMX 1, KVM_ISA_SVM 2 */
+	__u32 reason; /* VMX basic exit reason (with its flag bits) or SVM exit code */
+};
+
+/* A duration histogram: value of "agg_handling" and "agg_hw" (the time KVM spent on the exit, kvm_exit → the
+ * next kvm_entry or the return to user space). */
+struct kt_agg_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 min_ns; /* valid when count > 0 */
+	__u64 max_ns;
+	__u64 hist[KT_AGG_BUCKETS];
+};
+
+/* Value of "agg_vms", keyed by struct kvm * (the VM's kernel address): the process and fd that created it, and
+ * when. User space numbers a process's VMs in creation order from these, as the decoder does for records. */
+struct kt_agg_vm {
+	__u32 tgid;
+	__s32 fd;
+	__u64 created_ns;
 };
 
 #endif /* __KVM_TRACE_H */

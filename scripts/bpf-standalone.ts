@@ -7,7 +7,7 @@
  *
  *   node dist/scripts/bpf-standalone.js [-p PID]... [-c COMM] [--strategy S] [--ring BYTES] [--duration S]
  *                                   [--drain-ms MS] [--object FILE.bpf.o] [--programs A,B]
- *                                   [--hooks fentry,kprobe] [--aggregate] [--throw-after-attach]
+ *                                   [--hooks fentry,kprobe] [--aggregate] [--hw-exits] [--throw-after-attach]
  * stdout: one JSON line {"attached":…,"strategy","programs","hooks","ids"} once attached, one {"stats":…} at
  * the end.
  * Importing it runs nothing: `run(argv)` does (the teardown test imports it as root, then drops root).
@@ -26,6 +26,7 @@ interface Args {
   durationS?: number;
   throwAfterAttach: boolean;
   aggregate: boolean;
+  hwExits: boolean;
   drainMs: number;
   objectPath?: string;
   programs?: string[];
@@ -33,7 +34,7 @@ interface Args {
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { pids: [], throwAfterAttach: false, aggregate: false, drainMs: 20 };
+  const a: Args = { pids: [], throwAfterAttach: false, aggregate: false, hwExits: false, drainMs: 20 };
   for (let i = 0; i < argv.length; i++) {
     const v = (): string => {
       const next = argv[++i];
@@ -71,6 +72,9 @@ function parse(argv: string[]): Args {
       case '--aggregate':
         a.aggregate = true;
         break;
+      case '--hw-exits':
+        a.hwExits = true;
+        break;
       case '--throw-after-attach':
         a.throwAfterAttach = true;
         break;
@@ -91,6 +95,7 @@ function main(argv: string[]): void {
     objectPath: args.objectPath,
     programs: args.programs,
     aggregate: args.aggregate,
+    hwExits: args.hwExits,
     hookFamilies: args.hookFamilies,
     log: (line) => process.stderr.write(`kvm-trace bpf: ${line}\n`),
   });

@@ -196,13 +196,13 @@ interface CliRun {
 const GUEST_COMM = 'kt-agg-guest';
 
 /** `kvm-trace attach --aggregate …` in a child; the reference guest CLI runs once it is attached. */
-function attachAggregate(args: string[], exits: number): Promise<CliRun & { guest: { ioctls: number; exits: Record<string, number> } }> {
+function attachAggregate(args: string[], exits: number): Promise<CliRun & { guest: { pid: number; ioctls: number; exits: Record<string, number> } }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cli, 'attach', '--aggregate', '--verbose', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let ids: BpfIds | undefined;
-    let guest: { ioctls: number; exits: Record<string, number> } | undefined;
+    let guest: { pid: number; ioctls: number; exits: Record<string, number> } | undefined;
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
@@ -250,8 +250,8 @@ describe.skipIf(skip !== undefined)('kvm-trace attach --aggregate (child process
     expect(r.guest.exits).toEqual({ IO: 3000, HLT: 1 });
     expect(s.ioctls.KVM_RUN.count).toBe(3001);
     expect(Object.values(s.ioctls).reduce((a, l) => a + l.count, 0)).toBe(r.guest.ioctls);
-    // -c: traced by name, not pid, so the exits are keyed by vCPU alone.
-    expect(s.exits).toEqual({ '*/0': { IO: 3000, HLT: 1 } });
+    // -c: traced by name, not pid; the kernel still keys vCPUs by process, so the exits are the guest's own.
+    expect(s.exits).toEqual({ [`${r.guest.pid}/0`]: { IO: 3000, HLT: 1 } });
     expect(await remainingBpfIds(r.ids)).toEqual({ progs: [], maps: [], links: [] });
   });
 });

@@ -38,7 +38,7 @@ describe.skipIf(!haveObj)('event layout equals the BPF object BTF', () => {
 
   // Every constant of kvm_trace.h's enums that the decoder names (KT_STAT_*, KT_HOOK_*, KT_EV_*, …) has the
   // object's value; a constant renamed or renumbered on one side only fails here.
-  it.each(['kt_event_type', 'kt_flags', 'kt_fd_kind', 'kt_fd_op', 'kt_copy_dir', 'kt_copy_hook', 'kt_stat'])(
+  it.each(['kt_event_type', 'kt_flags', 'kt_fd_kind', 'kt_fd_op', 'kt_copy_dir', 'kt_copy_hook', 'kt_stat', 'kt_exit_key_kind'])(
     'enum %s',
     (name) => {
       const e = btf!.findByName(name, 'enum');

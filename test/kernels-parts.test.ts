@@ -225,13 +225,34 @@ const row = (over: Partial<KernelResult> = {}): KernelResult => ({
   btf_check: 'ok: 13 KVM structs',
   abi_check: 'ok',
   bpf_objects_while_attached: 30,
+  hw_exits: {
+    available: true,
+    statement: 'hardware exits counted: 5101 kvm:kvm_exit in 2001 KVM_RUN calls',
+    names: 'tracefs kvm:kvm_exit format',
+    rows: [{ isa: 'SVM', reason: 'io', samples: 2000, p50_ns: 40000, time_pct: 60 }, { isa: 'SVM', reason: 'npf', samples: 1000, p50_ns: 9000, time_pct: 20 }],
+    record_runs: 2001,
+    record_hw_exits: 5101,
+    aggregate_hw_exits: 5101,
+    split: null,
+    fields_without_events: 0,
+  },
   ...over,
 });
+
+/** What --hw-exits says on PVM: the statement, no fields. */
+const pvmHw = {
+  ...row().hw_exits!,
+  available: false,
+  statement: 'kvm:kvm_exit does not fire on this kernel (2001 KVM_RUN calls, 0 hardware exits; …): hardware-exit fields left out',
+  rows: [],
+  record_hw_exits: 0,
+  aggregate_hw_exits: 0,
+};
 
 describe('verdict', () => {
   it('passes a kernel that meets every check', () => {
     expect(checksOf(row()).map((c) => `${c.name}:${c.state}`)).toEqual([
-      'kvm:ok', 'btf:ok', 'strategy:ok', 'copy hooks:ok', 'demo:ok', 'copy rules:ok', 'abi --check:ok', 'teardown:ok',
+      'kvm:ok', 'btf:ok', 'strategy:ok', 'copy hooks:ok', 'demo:ok', 'copy rules:ok', 'abi --check:ok', 'teardown:ok', 'hw exits:ok',
     ]);
     expect(kernelOk(row())).toBe(true);
   });
@@ -245,6 +266,10 @@ describe('verdict', () => {
     ['an abi mismatch', { abi_check: 'abi --check: 1 mismatch' }, 'abi --check', '1 mismatch'],
     ['no module BTF for a KVM module', { kvm: { ...row().kvm, module_btf: false } }, 'kvm', 'no module BTF'],
     ['an object that did not load', { demo: null, strategy: 'none', demo_error: 'bpf_object__load: EINVAL' }, 'strategy', 'EINVAL'],
+    ['no hardware exits on kvm_amd', { hw_exits: pvmHw }, 'hw exits', 'does not fire'],
+    ['hardware exits named by number', { hw_exits: { ...row().hw_exits!, rows: [{ isa: 'SVM', reason: '0x7b', samples: 2000, p50_ns: 1, time_pct: 100 }] } }, 'hw exits', '0x7b 2000'],
+    ['records and aggregate counting differently', { hw_exits: { ...row().hw_exits!, aggregate_hw_exits: 5100 } }, 'hw exits', '5101 in 2001 KVM_RUNs (records) vs 5100'],
+    ['hw fields without the events', { kvm: { dev: true, kvm: 'built-in', vendor: null, module_btf: false, kprobes: false }, hw_exits: { ...pvmHw, fields_without_events: 3 } }, 'hw exits', 'expected the "does not fire" statement'],
   ] as const)('fails on %s', (_what, over, check, detail) => {
     const c = checksOf(row(over as Partial<KernelResult>)).find((x) => x.name === check)!;
     expect(c.state).toBe('fail');
@@ -252,8 +277,8 @@ describe('verdict', () => {
   });
 
   it('says n/a (not fail) where the kernel cannot: no kprobes, nothing observed', () => {
-    const r = row({ kvm: { dev: true, kvm: 'built-in', vendor: null, module_btf: false, kprobes: false }, copy_hooks: [], hooks: {}, observed_copies: 0, rule_compared_calls: 0 });
-    expect(checksOf(r).filter((c) => c.state === 'n/a').map((c) => c.name)).toEqual(['copy hooks', 'copy rules']);
+    const r = row({ kvm: { dev: true, kvm: 'built-in', vendor: null, module_btf: false, kprobes: false }, copy_hooks: [], hooks: {}, observed_copies: 0, rule_compared_calls: 0, hw_exits: pvmHw });
+    expect(checksOf(r).filter((c) => c.state === 'n/a').map((c) => c.name)).toEqual(['copy hooks', 'copy rules', 'hw exits']);
     expect(kernelOk(r)).toBe(true);
   });
 
@@ -268,7 +293,7 @@ describe('tables', () => {
   it('text: one row per kernel, one note per check that is not ok, the verdict', () => {
     const t = textTable([row({ kernel: 'host', release: '6.18.44' }), row({ abi_check: 'abi --check: 2 mismatches' })]);
     const lines = t.split('\n');
-    expect(lines[0]).toMatch(/^kernel\s+kvm\s+btf\s+strategy\s+copy hooks\s+demo\s+copy rules\s+abi --check\s+teardown\s+time$/);
+    expect(lines[0]).toMatch(/^kernel\s+kvm\s+btf\s+strategy\s+copy hooks\s+demo\s+copy rules\s+abi --check\s+teardown\s+hw exits\s+time$/);
     expect(lines[1]).toMatch(/^host 6\.18\.44\s+ok/);
     expect(t).toContain('linux-image-6.12.111+deb12-amd64 abi --check: FAIL: abi --check: 2 mismatches');
     expect(t.trimEnd().split('\n').pop()).toBe('1 of 2 kernels FAIL');

@@ -159,6 +159,18 @@ describe.skipIf(skip !== undefined)('kernel matrix under QEMU', () => {
       }
     });
 
+    it.each([K61, K612])('%s: attach --hw-exits counts hardware exits (kvm-amd), named by the kernel, alike in records and the aggregate', (k) => {
+      const h = row(k).hw_exits!;
+      expect(h.error).toBeUndefined();
+      expect(h.available, h.statement).toBe(true);
+      expect(h.rows[0].isa).toBe('SVM');
+      for (const r of h.rows) expect(r.reason).not.toMatch(/^(0x[0-9a-f]+|\d+)$/);
+      // Every PIO exit of the guest is an SVM "io" intercept.
+      expect(h.rows.find((r) => r.reason === 'io')?.samples).toBeGreaterThanOrEqual(500);
+      expect(h.record_hw_exits).toBe(h.aggregate_hw_exits);
+      expect(h.record_hw_exits).toBeGreaterThanOrEqual(h.record_runs - 1);
+    });
+
     it('exits 0 exactly when every kernel passes', () => {
       expect(status).toBe(out.ok ? 0 : 1);
       expect(out.ok).toBe(true);

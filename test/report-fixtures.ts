@@ -79,6 +79,12 @@ export function sampleTrace(opts: { runs?: number; seed?: number } = {}): TraceR
   out.push({
     type: 'summary', strategy: 'tracepoint', events: out.length, lost: 3, unknown_ioctls: 0, duration_s: 1.25,
     ioctls: {}, exits: {}, kvm_run: [], fds: { opened: 4, closed: 1, leaked: 1 },
+    // attach --hw-exits on a kernel that emits kvm:kvm_exit: what only the kernel's maps know.
+    hw_exits: { available: true, statement: 'hardware exits counted: 7 kvm:kvm_exit in 5 KVM_RUN calls', names: 'tracefs kvm:kvm_exit format' },
+    hw_exit_stats: [
+      { isa: 'SVM', reason: 'io', code: 0x7b, samples: 5, pct: 71.43, time_pct: 62.5, count: 5, min_ns: 900, p50_ns: 1000, p90_ns: 1100, p99_ns: 1100, max_ns: 1100, sum_ns: 5000 },
+      { isa: 'SVM', reason: 'npf', code: 0x400, samples: 2, pct: 28.57, time_pct: 37.5, count: 2, min_ns: 1500, p50_ns: 1500, p90_ns: 1500, p99_ns: 1500, max_ns: 1500, sum_ns: 3000 },
+    ],
     hooks: {
       _copy_from_user: { attached: false, reason: 'fentry: EBUSY; kprobe: EINVAL' },
       _copy_to_user: { attached: false, reason: 'fentry: EBUSY; kprobe: EINVAL' },

@@ -172,9 +172,10 @@ function countsFromText(text: string): Record<string, number> {
   let section = '';
   let handling = '';
   for (const line of text.split('\n')) {
-    if (/^\S/.test(line)) section = line.startsWith('KVM_RUN returns') ? 'exits' : line.startsWith('VMM handling') ? 'handling' : '';
+    if (/^\S/.test(line)) section = line.startsWith('KVM_RUN returns') ? 'exits' : line.startsWith('VMM handling') ? 'handling' : line.startsWith('Hardware exits') ? 'hw' : '';
     const cells = line.trim().split(/\s{2,}/);
     if (section === 'exits' && /^  \S/.test(line) && /^\d+$/.test(cells[1] ?? '') && cells[0] !== 'total') c[`exit.${cells[0]}.samples`] = Number(cells[1]);
+    if (section === 'hw' && /^  \S/.test(line) && /^\d+$/.test(cells[2] ?? '') && cells[0] !== 'total') c[`hw.${cells[0]}.${cells[1]}.samples`] = Number(cells[2]);
     const h = line.match(/^  pid (\d+) vm (\S+) vcpu (\S+) fd (\d+) .*: re-entries (\d+)  pending (\d+)$/);
     if (section === 'handling' && h) {
       handling = `handling.${h[1]}/${h[2]}/${h[3]}/${h[4]}`;

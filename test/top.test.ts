@@ -92,6 +92,7 @@ function spawnTop(args: string[]): TopRun {
 type Counter = { total: number; per_s?: number; delta?: number };
 interface TopJsonRow {
   pid: number | null;
+  vm?: number | null;
   vcpu: number | null;
   level: string;
   exits?: Counter;
@@ -100,6 +101,7 @@ interface TopJsonRow {
   errors?: Counter;
   run_p50_ns?: number;
   run_p99_ns?: number;
+  handling_p99_ns?: number;
 }
 
 const noneLeft = { progs: [], maps: [], links: [] };
@@ -132,6 +134,11 @@ describe.skipIf(skip !== undefined)('kvm-trace top -1 / --log against the refere
       const row = snap.rows.find((r) => r.level === 'vcpu' && r.vcpu === v.vcpu)!;
       expect(Object.fromEntries(Object.entries(row.by_reason!).map(([k, x]) => [k, x.total]))).toEqual(v.exits);
       expect(row).not.toHaveProperty('ioctls'); // this source has no per-vCPU ioctl counts: absent, not 0
+      // Per vCPU, from the kernel: its VM, its own KVM_RUN latency and the VMM's handling time.
+      expect(row.vm).toBe(0);
+      expect(row.run_p50_ns).toBeGreaterThan(0);
+      expect(row.run_p99_ns).toBeGreaterThanOrEqual(row.run_p50_ns!);
+      expect(row.handling_p99_ns).toBeGreaterThan(0);
     }
 
     // --log --csv: the per-interval deltas add up to the guest's counts.
@@ -203,7 +210,7 @@ const num = (s: string): number => {
 
 /** The table under the header line: rows as cells keyed by column title. */
 function table(lines: string[]): Array<Record<string, string>> {
-  const h = lines.findIndex((l) => /^\s+PID\s+VCPU/.test(l));
+  const h = lines.findIndex((l) => /^\s+PID\s+(VM\s+)?VCPU/.test(l));
   if (h < 0) return [];
   const titles = lines[h].trim().replace(/ (p50|p99)/g, '_$1').split(/\s+/);
   const rows: Array<Record<string, string>> = [];
@@ -280,6 +287,10 @@ describe.skipIf(skip !== undefined || tmuxMissing !== undefined)('kvm-trace top 
       expect(num(v['IO/s']) / num(v['HLT/s'])).toBeGreaterThan(1.8);
       expect(num(v['IO/s']) / num(v['HLT/s'])).toBeLessThan(2.2);
       expect(v['IOCTL/s']).toBe('-');
+      // Per-vCPU KVM_RUN latency and VMM handling time, kept in the kernel.
+      expect(v['RUN_p99']).toMatch(/\d(ns|µs|ms)$/);
+      expect(v['VMM_p99']).toMatch(/\d(ns|µs|ms)$/);
+      expect(v.VM).toBe('0');
     }
     expect(num(proc['EXITS/s']) / vcpus.reduce((n, v) => n + num(v['EXITS/s']), 0)).toBeCloseTo(1, 1);
     expect(num(proc['IOCTL/s'])).toBeGreaterThan(1000);
@@ -295,7 +306,7 @@ describe.skipIf(skip !== undefined || tmuxMissing !== undefined)('kvm-trace top 
     expect(table(lines).map((r) => r.VCPU)).toEqual(['-', '1']);
     tmux('send-keys', '-t', s, 'x', 'e', 'H', 'L', 'T', 'Enter');
     lines = await waitFor(s, 'reason filter', (l) => l[2].includes('filter reason=HLT'));
-    const header = lines.find((l) => /^\s+PID\s+VCPU/.test(l))!;
+    const header = lines.find((l) => /^\s+PID\s+(VM\s+)?VCPU/.test(l))!;
     expect(header).toContain('SEL/s');
     expect(header).toContain('HLT/s');
     expect(header).not.toContain('IO/s');
@@ -331,13 +342,13 @@ describe.skipIf(skip !== undefined || tmuxMissing !== undefined)('kvm-trace top 
     const err = startTopSession(s, 36, 14, `-p ${guest!.pid} -d 0.5`);
     const ids = await idsFrom(err);
     let lines = await waitFor(s, 'vCPU rows with rates', (l) => table(l).filter((r) => r.VCPU !== '-' && num(r['EXITS/s']) > 0).length === 2);
-    const header = lines.find((l) => /^\s+PID\s+VCPU/.test(l))!;
-    expect(header.trim().split(/\s+/).slice(0, 3)).toEqual(['PID', 'VCPU', 'EXITS/s']);
+    const header = lines.find((l) => /^\s+PID\s+(VM\s+)?VCPU/.test(l))!;
+    expect(header.trim().split(/\s+/).filter((t) => t !== 'VM').slice(0, 3)).toEqual(['PID', 'VCPU', 'EXITS/s']);
     expect(header).not.toContain('COMM');
     for (const r of table(lines)) expect(num(r['EXITS/s'])).toBeGreaterThan(0);
 
     tmux('resize-window', '-t', s, '-x', '130');
-    lines = await waitFor(s, 'the wide layout after SIGWINCH', (l) => l.some((x) => /^\s+PID\s+VCPU\s+COMM.*IO\/s/.test(x)));
+    lines = await waitFor(s, 'the wide layout after SIGWINCH', (l) => l.some((x) => /^\s+PID\s+(VM\s+)?VCPU\s+COMM.*IO\/s/.test(x)));
 
     const panePid = tmux('display-message', '-p', '-t', s, '#{pane_pid}').trim();
     const topPid = spawnSync('pgrep', ['-P', panePid, '-f', 'main.js top'], { encoding: 'utf8' }).stdout.trim();

@@ -250,7 +250,8 @@ function targets(results: WorkloadResult[], run: BenchRun): Target[] {
     perWorkload('full capture (-w)', '≤ 1.10× untraced on every workload, 0 lost', results, 'kvm-trace-binary', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.1, '×', noLoss),
     perWorkload('aggregate mode', '≤ 1.05× untraced on every workload', results, 'kvm-trace-aggregate', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.05, '×'),
     aggregateVsBpftrace(run),
-    perWorkload('top', '≤ 1.08× untraced (the aggregate, read every second)', results, 'kvm-trace-top', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.08, '×'),
+    // Issue 11: top is for production, so its target is the issue's 1.05×, like the aggregate mode it reads.
+    perWorkload('top', '≤ 1.05× untraced on every workload (the aggregate, read every second)', results, 'kvm-trace-top', (t) => ({ v: t.ratio, c: t.ratio_ci }), 1.05, '×'),
     dec !== null
       ? judged('decoder', '≥ 2 M records/s', `${(dec / 1e6).toFixed(2)} M records/s`, dec >= 2e6 ? 'pass' : 'fail')
       : notMeasured('decoder', '≥ 2 M records/s', run.decoder.note),

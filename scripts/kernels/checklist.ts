@@ -4,7 +4,7 @@
  * and the copy rules checked against the observed ones (rule-check.ts; plus a capture of a few ioctls the
  * guest does not issue, made by this script's own build: extra-ioctls.ts), `abi --check`, a cross-check of
  * the BTF reader with bpftool, and `attach` stopped by SIGINT with the BPF objects listed before, during
- * and after (bpf-objects.ts). Writes one KernelResult as JSON.
+ * and after (bpf-objects.ts), and hardware exits with --hw-exits (hw-check.ts). Writes one KernelResult as JSON.
  *
  *   node dist/scripts/kernels/checklist.js --out FILE [--exits N] [--kernel NAME] [--checkout DIR]
  */
@@ -20,6 +20,7 @@ import type { DemoStats, KernelResult, KvmInfo } from './result.js';
 import { checkCopyRules, mergeRuleChecks, ruleCoverage, type RuleCheck } from './rule-check.js';
 import { runExtraIoctls } from './extra-ioctls.js';
 import { btfCrossCheck, kernelTypes } from './btf-check.js';
+import { hwExitCheck } from './hw-check.js';
 import { repoRoot } from '../bench/paths.js';
 
 /** The CLI as a user runs it: the `kvm-trace` bin of a checkout (this one by default). */
@@ -161,6 +162,7 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
     const abi = cli(CLI, ['abi', '--check'], 300);
     const attach = await attachAndStop(CLI);
     const leakedCount = countIds(attach.leaked);
+    const hw = await hwExitCheck(CLI, Math.max(500, exits));
     return {
       kernel,
       release: release(),
@@ -188,6 +190,7 @@ export async function runChecklist(kernel: string, exits: number, checkout = rep
       leaked_bpf_objects: leakedCount,
       bpf_objects_while_attached: attach.during,
       teardown_detail: `${attach.detail}; it held ${attach.during} BPF objects, ${leakedCount} left${leakedCount ? ` (${describeIds(attach.leaked)})` : ''}`,
+      hw_exits: hw,
     };
   } finally {
     rmSync(work, { recursive: true, force: true });

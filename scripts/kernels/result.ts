@@ -3,6 +3,7 @@
  * which checks pass. Pure: the table, the JSON and test/kernels.test.ts all read the same checks.
  */
 import { COPY_HOOK, type Hooks } from './hooks.js';
+import { hwCheckState, type HwResult } from './hw-check.js';
 import type { IoctlRuleCheck } from './rule-check.js';
 
 /** Which ioctls of the demo had their copy rules checked against observed copies, and which could not. */
@@ -79,6 +80,8 @@ export interface KernelResult {
   /** BPF objects that existed while `kvm-trace attach` ran (the leak check saw something to leak). */
   bpf_objects_while_attached: number;
   teardown_detail?: string;
+  /** attach --hw-exits (full and aggregate) against the reference guest (hw-check.ts); absent: not run. */
+  hw_exits?: HwResult;
   /** Set by the host side: timings, a retried boot, a failure outside the checklist. */
   boot_s?: number;
   checklist_s?: number;
@@ -103,7 +106,7 @@ function droppedCopyHooks(r: KernelResult): string {
 const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
 
 /** The table's columns, in order ('boot' appears only when a kernel never reached the checklist). */
-export const CHECK_NAMES = ['kvm', 'btf', 'strategy', 'copy hooks', 'demo', 'copy rules', 'abi --check', 'teardown'] as const;
+export const CHECK_NAMES = ['kvm', 'btf', 'strategy', 'copy hooks', 'demo', 'copy rules', 'abi --check', 'teardown', 'hw exits'] as const;
 
 /** The checks of one kernel, in table order. */
 export function checksOf(r: KernelResult): Check[] {
@@ -141,6 +144,7 @@ export function checksOf(r: KernelResult): Check[] {
   );
   checks.push(ok('abi --check', r.abi_check === 'ok', r.abi_check));
   checks.push(ok('teardown', r.leaked_bpf_objects === 0, r.teardown_detail ?? `${r.leaked_bpf_objects} BPF objects left`));
+  checks.push({ name: 'hw exits', ...hwCheckState(r.kvm.vendor, r.hw_exits) });
   if (r.failure) checks.unshift(ok('boot', false, r.failure));
   return checks;
 }

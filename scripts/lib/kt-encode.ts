@@ -60,6 +60,9 @@ export interface IoctlInit extends HdrInit {
   /** Up to 8 bytes. */
   pio_data?: Uint8Array;
   fd_kind?: number;
+  /** Set these with flags |= KT_F_HW (as the BPF side does when its hardware-exit hooks are loaded). */
+  hw_exits?: number;
+  guest_ns?: number | bigint;
   comm?: string;
   in?: Uint8Array;
   out?: Uint8Array;
@@ -84,6 +87,8 @@ export function encodeIoctl(e: IoctlInit): Uint8Array {
   dv.setUint16(IOCTL.in_len, inB.length, true);
   dv.setUint16(IOCTL.out_len, outB.length, true);
   dv.setUint32(IOCTL.fd_kind, e.fd_kind ?? KT_FD_UNKNOWN, true);
+  dv.setUint32(IOCTL.hw_exits, e.hw_exits ?? 0, true);
+  dv.setBigUint64(IOCTL.guest_ns, BigInt(e.guest_ns ?? 0), true);
   putComm(dv, IOCTL.comm, e.comm);
   buf.set(inB, IOCTL.data);
   buf.set(outB, IOCTL.data + inB.length);

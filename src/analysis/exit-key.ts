@@ -12,7 +12,8 @@
  *                              would multiply the keys (and histograms) by the registers a driver touches.
  *   HLT and every other reason: the reason's name. A failed KVM_RUN with no exit reason: "error <ERRNO>".
  *
- * Works on records with exit details (full capture) and without (--lean: reason only, so "IO", "MMIO").
+ * Works on records with exit details (full capture) and without (--lean: reason only, so "IO", "MMIO"); the
+ * kernel aggregate builds the same strings from its own keys (ioExitKey / mmioExitKey / foldedExitKey).
  */
 import type { IoctlRecord } from '../decode/records.js';
 
@@ -29,13 +30,30 @@ export interface ExitKey {
 
 const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
 
+/** "IO out 0x3f8". */
+export function ioExitKey(dir: 'in' | 'out', port: number): ExitKey {
+  return { key: `IO ${dir} ${hex(port)}`, reason: 'IO', dir, port };
+}
+
+/** "MMIO write 0xd0000-0xd0fff": the `granule`-aligned range holding `addr`. */
+export function mmioExitKey(dir: 'read' | 'write', addr: bigint, granule: number): ExitKey {
+  const g = BigInt(granule);
+  const lo = addr - (addr % g);
+  return { key: `MMIO ${dir} ${hex(lo)}-${hex(lo + g - 1n)}`, reason: 'MMIO', dir, addr: hex(lo) };
+}
+
+/** "IO other": every key of a reason that did not get its own (too many keys per vCPU). */
+export function foldedExitKey(reason: string): ExitKey {
+  return { key: `${reason} other`, reason };
+}
+
 function ioKey(e: Record<string, unknown>): ExitKey {
   // The decoder writes "in"/"out"; kvm_run's raw byte (KVM_EXIT_IO_OUT = 1) is accepted too.
   const d = e.direction;
   const dir = d === 'out' || d === 1 ? 'out' : d === 'in' || d === 0 ? 'in' : undefined;
   const port = typeof e.port === 'number' ? e.port : undefined;
   if (dir === undefined || port === undefined) return { key: 'IO', reason: 'IO' };
-  return { key: `IO ${dir} ${hex(port)}`, reason: 'IO', dir, port };
+  return ioExitKey(dir, port);
 }
 
 function mmioKey(e: Record<string, unknown>, granule: number): ExitKey {
@@ -48,9 +66,7 @@ function mmioKey(e: Record<string, unknown>, granule: number): ExitKey {
     addr = undefined;
   }
   if (dir === undefined || addr === undefined) return { key: 'MMIO', reason: 'MMIO' };
-  const g = BigInt(granule);
-  const lo = addr - (addr % g);
-  return { key: `MMIO ${dir} ${hex(lo)}-${hex(lo + g - 1n)}`, reason: 'MMIO', dir, addr: hex(lo) };
+  return mmioExitKey(dir, addr, granule);
 }
 
 /** The handling key of a KVM_RUN record's outcome. `granule`: a power of two (bytes) for MMIO ranges. */

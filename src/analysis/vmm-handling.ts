@@ -14,7 +14,7 @@
  */
 import type { IoctlRecord, TraceRecord, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
 import { DurationHistogram } from './duration-histogram.js';
-import { exitKeyOf, MMIO_GRANULE, type ExitKey } from './exit-key.js';
+import { exitKeyOf, foldedExitKey, MMIO_GRANULE, type ExitKey } from './exit-key.js';
 
 export const MAX_KEYS_PER_VCPU = 64;
 
@@ -27,6 +27,8 @@ export interface HandlingSample {
   vm: number | null;
   vcpu: number | null;
   key: string;
+  /** The exit reason behind the key ("IO", "error EINTR", …). */
+  reason: string;
   /** ts_ns of the KVM_RUN that returned, and enter_ns of the next one. */
   exit_ns: number;
   reenter_ns: number;
@@ -160,12 +162,12 @@ export class VmmHandlingTracker {
     a.total.add(ns);
     let k = a.keys.get(o.key!.key);
     if (!k) {
-      const key = a.keys.size < this.maxKeys ? o.key! : { key: `${o.key!.reason} other`, reason: o.key!.reason };
+      const key = a.keys.size < this.maxKeys ? o.key! : foldedExitKey(o.key!.reason);
       k = a.keys.get(key.key);
       if (!k) a.keys.set(key.key, (k = { key, h: new DurationHistogram() }));
     }
     k.h.add(ns);
-    this.opts.onSample?.({ pid: r.pid, tid: r.tid, fd: r.fd, vm: a.vm, vcpu: a.vcpu, key: k.key.key, exit_ns: o.exitNs, reenter_ns: r.enter_ns, ns });
+    this.opts.onSample?.({ pid: r.pid, tid: r.tid, fd: r.fd, vm: a.vm, vcpu: a.vcpu, key: k.key.key, reason: k.key.reason, exit_ns: o.exitNs, reenter_ns: r.enter_ns, ns });
   }
 
   /** KVM_RUN calls seen so far (0: nothing to report). */

@@ -36,6 +36,7 @@ export const KT_F_IN_TRUNC = 1 << 2;
 export const KT_F_OUT_TRUNC = 1 << 3;
 export const KT_F_RUN = 1 << 4;
 export const KT_F_NO_ENTER = 1 << 5;
+export const KT_F_HW = 1 << 6;
 
 export const KT_FD_UNKNOWN = 0;
 export const KT_FD_SYSTEM = 1;
@@ -61,11 +62,22 @@ export const KT_STAT_LOST = 0;
 export const KT_STAT_EVENTS = 1;
 export const KT_STAT_NO_ENTER = 2;
 export const KT_STAT_STATE_UNAVAILABLE = 3;
-export const KT_STAT_MAX = 4;
+export const KT_STAT_HANDLING_FOLDED = 4;
+export const KT_STAT_HANDLING_OVERFLOW = 5;
+export const KT_STAT_HANDLING_UNTIMED = 6;
+export const KT_STAT_VCPU_OVERFLOW = 7;
+export const KT_STAT_HW_OVERFLOW = 8;
+export const KT_STAT_IOCTL_OVERFLOW = 9;
+export const KT_STAT_MAX = 10;
 
 export const KT_AGG_BUCKETS = 128;
-export const KT_AGG_VCPUS = 64;
 export const KT_AGG_REASONS = 64;
+
+export const KT_XK_REASON = 0;
+export const KT_XK_IO = 1;
+export const KT_XK_MMIO = 2;
+export const KT_XK_ERROR = 3;
+export const KT_XK_FOLDED = 4;
 
 // `char comm[16]` is signed char on x86_64 / BPF; s8 keeps the BTF comparison honest.
 const comm = array(s8, KT_TASK_COMM_LEN);
@@ -93,6 +105,9 @@ export const kt_ioctl_event = struct('kt_ioctl_event', [
   ['in_len', u16],
   ['out_len', u16],
   ['fd_kind', u32],
+  ['hw_exits', u32],
+  ['__pad1', u32],
+  ['guest_ns', u64],
   ['comm', comm],
   ['data', array(u8, 2 * KT_DATA_MAX)],
 ]);
@@ -151,7 +166,59 @@ export const kt_agg_ioctl = struct('kt_agg_ioctl', [
   ['hist', array(u64, KT_AGG_BUCKETS)],
 ]);
 
-export const kt_agg_exits = struct('kt_agg_exits', [['reasons', array(u64, KT_AGG_REASONS)]]);
+export const kt_agg_ioctl_key = struct('kt_agg_ioctl_key', [
+  ['tgid', u32],
+  ['cmd', u32],
+]);
+
+export const kt_agg_vcpu_key = struct('kt_agg_vcpu_key', [
+  ['tgid', u32],
+  ['vcpu_id', s32],
+  ['kvm', u64],
+]);
+
+export const kt_agg_vcpu = struct('kt_agg_vcpu', [
+  ['run', kt_agg_ioctl],
+  ['reasons', array(u64, KT_AGG_REASONS)],
+  ['hw_runs', u64],
+  ['hw_exits', u64],
+  ['hw_max_exits', u64],
+  ['guest_ns', u64],
+  ['hw_run_ns', u64],
+]);
+
+export const kt_exit_key = struct('kt_exit_key', [
+  ['reason', u32],
+  ['port', u16],
+  ['dir', u8],
+  ['kind', u8],
+  ['addr', u64],
+]);
+
+export const kt_handling_key = struct('kt_handling_key', [
+  ['vcpu', kt_agg_vcpu_key],
+  ['exit', kt_exit_key],
+]);
+
+export const kt_hw_key = struct('kt_hw_key', [
+  ['vcpu', kt_agg_vcpu_key],
+  ['isa', u32],
+  ['reason', u32],
+]);
+
+export const kt_agg_hist = struct('kt_agg_hist', [
+  ['count', u64],
+  ['sum_ns', u64],
+  ['min_ns', u64],
+  ['max_ns', u64],
+  ['hist', array(u64, KT_AGG_BUCKETS)],
+]);
+
+export const kt_agg_vm = struct('kt_agg_vm', [
+  ['tgid', u32],
+  ['fd', s32],
+  ['created_ns', u64],
+]);
 
 /** Every struct of kvm_trace.h, by C tag (what the BTF test walks). */
 export const EVENT_STRUCTS: Record<string, RecordType> = {
@@ -163,7 +230,14 @@ export const EVENT_STRUCTS: Record<string, RecordType> = {
   kt_copy_event,
   kt_fork_event,
   kt_agg_ioctl,
-  kt_agg_exits,
+  kt_agg_ioctl_key,
+  kt_agg_vcpu_key,
+  kt_agg_vcpu,
+  kt_exit_key,
+  kt_handling_key,
+  kt_hw_key,
+  kt_agg_hist,
+  kt_agg_vm,
 };
 
 const at = (t: RecordType, path: string): number => memberAt(t, path).offset;
@@ -192,6 +266,8 @@ export const IOCTL = {
   in_len: at(kt_ioctl_event, 'in_len'),
   out_len: at(kt_ioctl_event, 'out_len'),
   fd_kind: at(kt_ioctl_event, 'fd_kind'),
+  hw_exits: at(kt_ioctl_event, 'hw_exits'),
+  guest_ns: at(kt_ioctl_event, 'guest_ns'),
   comm: at(kt_ioctl_event, 'comm'),
   data: at(kt_ioctl_event, 'data'),
   size: kt_ioctl_event.size,
@@ -233,9 +309,62 @@ export const AGG_IOCTL = {
   size: kt_agg_ioctl.size,
 } as const;
 
-export const AGG_EXITS = {
-  reasons: at(kt_agg_exits, 'reasons'),
-  size: kt_agg_exits.size,
+/** Offsets inside a struct kt_agg_vcpu (the KVM_RUN counters are a kt_agg_ioctl at `run`). */
+export const AGG_VCPU = {
+  run: at(kt_agg_vcpu, 'run'),
+  reasons: at(kt_agg_vcpu, 'reasons'),
+  hw_runs: at(kt_agg_vcpu, 'hw_runs'),
+  hw_exits: at(kt_agg_vcpu, 'hw_exits'),
+  hw_max_exits: at(kt_agg_vcpu, 'hw_max_exits'),
+  guest_ns: at(kt_agg_vcpu, 'guest_ns'),
+  hw_run_ns: at(kt_agg_vcpu, 'hw_run_ns'),
+  size: kt_agg_vcpu.size,
+} as const;
+
+export const AGG_VCPU_KEY = {
+  tgid: at(kt_agg_vcpu_key, 'tgid'),
+  vcpu_id: at(kt_agg_vcpu_key, 'vcpu_id'),
+  kvm: at(kt_agg_vcpu_key, 'kvm'),
+  size: kt_agg_vcpu_key.size,
+} as const;
+
+export const AGG_IOCTL_KEY = {
+  tgid: at(kt_agg_ioctl_key, 'tgid'),
+  cmd: at(kt_agg_ioctl_key, 'cmd'),
+  size: kt_agg_ioctl_key.size,
+} as const;
+
+export const HANDLING_KEY = {
+  vcpu: at(kt_handling_key, 'vcpu'),
+  reason: at(kt_handling_key, 'exit.reason'),
+  port: at(kt_handling_key, 'exit.port'),
+  dir: at(kt_handling_key, 'exit.dir'),
+  kind: at(kt_handling_key, 'exit.kind'),
+  addr: at(kt_handling_key, 'exit.addr'),
+  size: kt_handling_key.size,
+} as const;
+
+export const HW_KEY = {
+  vcpu: at(kt_hw_key, 'vcpu'),
+  isa: at(kt_hw_key, 'isa'),
+  reason: at(kt_hw_key, 'reason'),
+  size: kt_hw_key.size,
+} as const;
+
+export const AGG_HIST = {
+  count: at(kt_agg_hist, 'count'),
+  sum_ns: at(kt_agg_hist, 'sum_ns'),
+  min_ns: at(kt_agg_hist, 'min_ns'),
+  max_ns: at(kt_agg_hist, 'max_ns'),
+  hist: at(kt_agg_hist, 'hist'),
+  size: kt_agg_hist.size,
+} as const;
+
+export const AGG_VM = {
+  tgid: at(kt_agg_vm, 'tgid'),
+  fd: at(kt_agg_vm, 'fd'),
+  created_ns: at(kt_agg_vm, 'created_ns'),
+  size: kt_agg_vm.size,
 } as const;
 
 export const COPY = {

@@ -8,6 +8,7 @@
 import { type BpfLinkPtr, type BpfProgramPtr, attachProgram } from '../ffi/libbpf.js';
 import { errnoName } from '../ffi/errors.js';
 import { probeFeature, vmlinuxFuncId } from './features.js';
+import { HW_PROGRAMS } from './hw-exits.js';
 import { COPY_HOOKS, type CopyHook, type HookFamily, hookProgram, type StrategyOption } from './programs.js';
 import type { StrategyChoice } from './strategy.js';
 
@@ -54,7 +55,8 @@ export function hookProgramsToLoad(plan: HookPlan): string[] {
   return COPY_HOOKS.flatMap((h) => plan.families.map((f) => hookProgram(h, f))).filter((p) => !plan.notLoaded.has(p));
 }
 
-const HOOK_PROGRAMS = new Set(COPY_HOOKS.flatMap((h) => [h.kprobe, h.fentry]));
+/** Programs whose load failure drops them (and the load is retried): the copy hooks and the hardware-exit set. */
+const HOOK_PROGRAMS = new Set<string>([...COPY_HOOKS.flatMap((h) => [h.kprobe, h.fentry]), ...HW_PROGRAMS]);
 
 /**
  * After a failed load: the hook program libbpf names in `lines` (its log of that load), recorded as not

@@ -70,6 +70,10 @@ export interface RodataFilters {
   aggregate: boolean;
   /** The kernel lets tracepoint programs call bpf_rdonly_cast (else the object's CO-RE reads are used). */
   rdonlyCast: boolean;
+  /** The hardware-exit programs are loaded. */
+  hwHooks?: boolean;
+  /** log2 of the MMIO granule handling time is keyed by (aggregate mode). */
+  mmioShift?: number;
 }
 
 /** Write the `const volatile` filters into the .rodata image, at offsets from the object's BTF. */
@@ -92,6 +96,8 @@ export function writeRodata(obj: BpfObjectPtr, f: RodataFilters): void {
   if (f.aggregate) image.writeUInt8(1, at('aggregate_only', 1));
   // Objects built before the CO-RE fallback have no switch: they always call the kfunc.
   if (f.rdonlyCast && vars.has('have_rdonly_cast')) image.writeUInt8(1, at('have_rdonly_cast', 1));
+  if (f.hwHooks) image.writeUInt8(1, at('hw_hooks', 1));
+  if (f.mmioShift !== undefined && vars.has('mmio_granule_shift')) image.writeUInt32LE(f.mmioShift, at('mmio_granule_shift', 4));
   setMapInitialValue(rodata, image);
 }
 

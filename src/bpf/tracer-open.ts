@@ -3,11 +3,12 @@
  * order: before it (planOpen) check the options, preflight, mount tracefs, choose the strategy, route
  * libbpf's log, decide the read mode and the hook plan, and say how a freshly opened object is configured
  * (rodata, map sizes, the flex_arrays plan); after it (attachLoaded) fill the pids and flex_arrays maps and
- * attach — the base set whole, the copy hooks one by one.
+ * attach — the base set whole, the copy hooks one by one, the hardware-exit set both or neither.
  */
 import { type BpfLinkPtr, type BpfMapPtr, type BpfObjectPtr, attachProgram, closeObject, destroyLink, mapFd, numPossibleCpus, setLibbpfLogger, setMapMaxEntries } from '../ffi/libbpf.js';
 import { type AggregateMaps, prepareAggregateMaps } from './aggregate.js';
 import { attachHooks, explicitHooks, type HookPlan, type HookResult, hookLine, hookProgramsToLoad, planHooks } from './hooks.js';
+import { attachHw, type HwAttach, hwLine, hwNotLoadedReason, HW_PROGRAMS } from './hw-exits.js';
 import type { LoadedObject } from './load.js';
 import { attachError } from './load-errors.js';
 import {
@@ -57,6 +58,14 @@ export interface TracerOptions {
    * still come through the ring.
    */
   aggregate?: boolean;
+  /**
+   * Load the hardware-exit hook set (kvm:kvm_entry / kvm:kvm_exit): KVM_RUN counts its in-kernel exits and
+   * guest time, and each exit's time in KVM per reason is kept in the kernel (hwAggregate()). Attached on its
+   * own: where it cannot, `hwExits` says why and the rest runs.
+   */
+  hwExits?: boolean;
+  /** Aggregate mode: MMIO exits key handling time by aligned ranges of this many bytes (a power of two; 4096). */
+  mmioGranule?: number;
 }
 
 export const DEFAULT_RING_BYTES = 8 << 20;
@@ -74,6 +83,8 @@ export interface OpenPlan {
   ringBytes: number;
   pids: number[];
   aggregate: boolean;
+  /** Why the hardware-exit set is not loaded (undefined: load it); asked again as the plan's notLoaded grows. */
+  hwSkip: () => string | undefined;
   /** The programs to autoload (asked again on every load try: the plan's notLoaded grows). */
   wanted: () => string[];
   /** Configure a freshly opened object before load: rodata, map sizes; the flex_arrays plan. */
@@ -92,7 +103,9 @@ export interface AttachedObject {
   ringBytes: number;
   stats: BpfMapPtr;
   flexArrays: string[];
-  agg: AggregateMaps | undefined;
+  agg: AggregateMaps;
+  aggregateOnly: boolean;
+  hwExits: HwAttach;
 }
 
 /**
@@ -124,7 +137,13 @@ export function planOpen(opts: TracerOptions): OpenPlan {
   const path = opts.objectPath ?? prebuiltObjectPath();
   const aggregate = opts.aggregate === true;
   const rdonlyCast = rdonlyCastUsable(log);
+  const mmioShift = checkMmioGranule(opts.mmioGranule ?? 4096);
   const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
+  const hwSkip = (): string | undefined => {
+    const failed = HW_PROGRAMS.map((prog) => plan.notLoaded.get(prog)).find((x) => x !== undefined);
+    return opts.programs ? 'an explicit program list was given' : (hwNotLoadedReason(opts.hwExits === true) ?? failed);
+  };
+  const hwPrograms = (): string[] => (hwSkip() === undefined ? [...HW_PROGRAMS] : []);
   return {
     opts,
     log,
@@ -135,9 +154,10 @@ export function planOpen(opts: TracerOptions): OpenPlan {
     ringBytes,
     pids,
     aggregate,
-    wanted: () => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan)],
+    hwSkip,
+    wanted: () => opts.programs ?? [...BASE_PROGRAMS, ...hookProgramsToLoad(plan), ...hwPrograms()],
     configure: (obj) => {
-      writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast });
+      writeRodata(obj, { pids, comm, wakeupBytes, aggregate, rdonlyCast, hwHooks: hwPrograms().length > 0, mmioShift });
       setMapMaxEntries(requireMap(obj, 'events'), ringBytes);
       setMapMaxEntries(requireMap(obj, 'pids'), Math.max(PIDS_MAP_MIN, pids.length));
       return flexArrayPlan(obj, path, log);
@@ -153,10 +173,14 @@ export function attachLoaded(p: OpenPlan, loaded: LoadedObject<FlexArrayPlan | u
   try {
     fillPids(obj, p.pids);
     if (flex) fillFlexArrays(flex);
-    const agg: AggregateMaps | undefined = aggregate
-      ? { run: requireMap(obj, 'agg_run'), ioctls: requireMap(obj, 'agg_ioctls'), exits: requireMap(obj, 'agg_exits') }
-      : undefined;
-    if (agg) prepareAggregateMaps(agg, numPossibleCpus());
+    const agg: AggregateMaps = {
+      ioctls: requireMap(obj, 'agg_ioctls'),
+      vcpus: requireMap(obj, 'agg_vcpus'),
+      handling: requireMap(obj, 'agg_handling'),
+      hw: requireMap(obj, 'agg_hw'),
+      vms: requireMap(obj, 'agg_vms'),
+    };
+    prepareAggregateMaps(agg, numPossibleCpus());
 
     // The base set (or an explicit program list) must attach whole; hooks attach one by one.
     const must = opts.programs ?? [...BASE_PROGRAMS];
@@ -169,6 +193,8 @@ export function attachLoaded(p: OpenPlan, loaded: LoadedObject<FlexArrayPlan | u
     }
     const hooks = opts.programs ? explicitHooks(opts.programs) : attachHooks(plan, progs, links);
     for (const h of hooks) log(hookLine(h));
+    const hwExits = attachHw(progs, p.hwSkip(), links);
+    if (hwExits.requested) log(hwLine(hwExits));
     let { strategy, reason } = p.choice;
     if (!opts.programs && strategy !== 'tracepoint' && !hooks.some((h) => h.attached)) {
       // Only tracepoints attached: say so, and why.
@@ -182,17 +208,29 @@ export function attachLoaded(p: OpenPlan, loaded: LoadedObject<FlexArrayPlan | u
       links,
       strategy,
       reason,
-      programs: [...must, ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!)],
+      programs: [
+        ...must,
+        ...hooks.filter((h) => h.attached && !must.includes(h.program!)).map((h) => h.program!),
+        ...(hwExits.attached ? HW_PROGRAMS : []),
+      ],
       hooks,
       ringMapFd: mapFd(requireMap(obj, 'events')),
       ringBytes: p.ringBytes,
       stats: requireMap(obj, 'stats'),
       flexArrays: flex ? flex.rules.map((r) => r.name) : [],
       agg,
+      aggregateOnly: aggregate,
+      hwExits,
     };
   } catch (err) {
     for (const link of links.reverse()) destroyLink(link);
     closeObject(obj);
     throw err;
   }
+}
+
+/** log2 of the MMIO granule (a power of two between 1 byte and 1 GiB). */
+function checkMmioGranule(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 1 << 30 || (n & (n - 1)) !== 0) throw new RangeError(`MMIO granule must be a power of two up to 1 GiB (got ${n})`);
+  return Math.log2(n);
 }

@@ -31,28 +31,20 @@ import {
   programName,
   setLibbpfLogger,
 } from '../ffi/libbpf.js';
-import { KT_STAT_EVENTS, KT_STAT_LOST, KT_STAT_MAX, KT_STAT_NO_ENTER, KT_STAT_STATE_UNAVAILABLE } from './event-layout.js';
+import { readStats, type TracerStats } from './stats.js';
 import { type AggregateMaps, type KernelAggregate, readAggregate } from './aggregate.js';
 import type { HookResult } from './hooks.js';
+import type { HwAttach } from './hw-exits.js';
 import { loadQuietAsync, loadWithRetry } from './load.js';
 import type { Strategy } from './programs.js';
 import { type AttachedObject, attachLoaded, planOpen, type TracerOptions } from './tracer-open.js';
 
 export { BpfLoadError } from './load-errors.js';
 export type { HookResult } from './hooks.js';
+export type { HwAttach } from './hw-exits.js';
+export type { TracerStats } from './stats.js';
 export { chooseStrategy } from './strategy.js';
 export { DEFAULT_RING_BYTES, type TracerOptions } from './tracer-open.js';
-
-export interface TracerStats {
-  /** Records dropped because the ring was full. */
-  lost: number;
-  /** Records submitted to the ring. */
-  events: number;
-  /** ioctl exits seen without their enter (attached mid-call); still recorded, flagged KT_F_NO_ENTER. */
-  noEnter: number;
-  /** KVM ioctls whose per-thread state could not be had (task storage not allocatable, or its lock busy): not recorded. */
-  stateUnavailable: number;
-}
 
 /** Kernel ids of everything the tracer holds: compare with kernelBpfIds() to prove teardown. */
 export interface BpfIds {
@@ -84,13 +76,16 @@ export class KvmTracer {
   readonly ringBytes: number;
   /** The ioctls whose flexible-array entries are captured (the flex_arrays map), by name. */
   readonly flexArrays: string[];
+  /** The hardware-exit hook set: attached or not, and why. */
+  readonly hwExits: HwAttach;
 
   #obj: BpfObjectPtr | null;
   #links: BpfLinkPtr[];
   #stats: BpfMapPtr;
   #ncpu: number;
   #final: TracerStats | undefined;
-  #agg: AggregateMaps | undefined;
+  #agg: AggregateMaps;
+  #aggregateOnly: boolean;
   #finalAgg: KernelAggregate | undefined;
 
   private constructor(init: AttachedObject) {
@@ -105,12 +100,14 @@ export class KvmTracer {
     this.#stats = init.stats;
     this.flexArrays = init.flexArrays;
     this.#agg = init.agg;
+    this.#aggregateOnly = init.aggregateOnly;
+    this.hwExits = init.hwExits;
     this.#ncpu = numPossibleCpus();
   }
 
   /** True when opened with `aggregate`: counters in the kernel, no ioctl records. */
   get aggregateOnly(): boolean {
-    return this.#agg !== undefined;
+    return this.#aggregateOnly;
   }
 
   /** Load and attach. Throws NotSupportedError / SyscallError / BpfLoadError / RangeError with one clear line. */
@@ -139,15 +136,10 @@ export class KvmTracer {
       setLibbpfLogger(null);
     }
   }
-
   static #create(init: AttachedObject): KvmTracer {
     const tracer = new KvmTracer(init);
     registerOpen(tracer);
     return tracer;
-  }
-
-  get closed(): boolean {
-    return this.#obj === null;
   }
 
   /** Sum over CPUs of the kernel-side counters (enum kt_stat); after close(), their final values. */
@@ -156,25 +148,14 @@ export class KvmTracer {
       if (!this.#final) throw new Error('KvmTracer closed before its counters could be read');
       return { ...this.#final };
     }
-    const v = new Array<number>(KT_STAT_MAX).fill(0);
-    const key = Buffer.alloc(4);
-    const value = Buffer.alloc(8 * this.#ncpu);
-    for (let slot = 0; slot < KT_STAT_MAX; slot++) {
-      key.writeUInt32LE(slot);
-      if (!mapLookup(this.#stats, key, value)) continue;
-      let sum = 0n;
-      for (let cpu = 0; cpu < this.#ncpu; cpu++) sum += value.readBigUInt64LE(cpu * 8);
-      v[slot] = Number(sum);
-    }
-    return { lost: v[KT_STAT_LOST], events: v[KT_STAT_EVENTS], noEnter: v[KT_STAT_NO_ENTER], stateUnavailable: v[KT_STAT_STATE_UNAVAILABLE] };
+    return readStats(this.#stats, this.#ncpu);
   }
 
   /**
-   * Aggregate-only mode: the kernel's counters summed over CPUs; after close(), their final values (read
-   * once the programs were detached). Throws when the tracer was not opened with `aggregate`.
+   * The kernel's counters summed over CPUs (aggregate mode: everything; a full capture with hardware exits:
+   * those); after close(), their final values (read once the programs were detached).
    */
   aggregate(): KernelAggregate {
-    if (!this.#agg) throw new Error('KvmTracer was not opened in aggregate mode');
     if (!this.#obj) {
       if (!this.#finalAgg) throw new Error('KvmTracer closed before its aggregate counters could be read');
       return this.#finalAgg;
@@ -238,7 +219,7 @@ export class KvmTracer {
     for (const link of links.reverse()) destroyLink(link);
     try {
       this.#final = this.stats();
-      if (this.#agg) this.#finalAgg = this.aggregate();
+      if (this.#aggregateOnly || this.hwExits.requested) this.#finalAgg = this.aggregate();
     } finally {
       this.#obj = null;
       openTracers.delete(this);

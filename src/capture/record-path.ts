@@ -28,6 +28,16 @@ import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import type { ProcSeed } from '../decode/processes.js';
+import { readFileSync } from 'node:fs';
+
+/** /proc/PID/comm, '' when the process is gone. */
+function procComm(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trimEnd();
+  } catch {
+    return '';
+  }
+}
 import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
 
 export interface RecordPathOptions {
@@ -38,6 +48,8 @@ export interface RecordPathOptions {
   aggregate?: boolean;
   /** Cache line size for the crossing flags. */
   lineSize: number;
+  /** MMIO range size the handling time is keyed by (a power of two; default a page). */
+  mmioGranule?: number;
   /** Where the first bad records are described (one line, then the hex dump). */
   log?: (line: string) => void;
 }
@@ -64,7 +76,9 @@ export class RecordPath {
   readonly summary = new SummaryBuilder();
   readonly analyzer: FlagAnalyzer;
   /** Per-exit-reason KVM_RUN table and VMM handling time (full capture: it needs every KVM_RUN record). */
-  readonly exitPath = new ExitPathAnalyzer();
+  readonly exitPath: ExitPathAnalyzer;
+  /** Aggregate-only: process names, read from /proc while the processes live (their fd records). */
+  readonly comms = new Map<number, string>();
   /** The cache line size the flags use. */
   readonly lineSize: number;
   private readonly sinks: RecordSink[];
@@ -77,6 +91,7 @@ export class RecordPath {
     this.sinks = opts.sinks;
     this.aggregate = opts.aggregate === true;
     this.lineSize = opts.lineSize;
+    this.exitPath = new ExitPathAnalyzer({ mmioGranule: opts.mmioGranule });
     this.analyzer = new FlagAnalyzer({ types: btfTypeSource(opts.btf), lookup: ioctlByName, lineSize: opts.lineSize });
     const log = opts.log;
     let errors = 0;
@@ -110,6 +125,7 @@ export class RecordPath {
   /** One decoded record: enriched, counted into the summary, handed to every sink. */
   deliver(r: TraceRecord): void {
     if (this.aggregate) {
+      if (r.type === 'fd' && !this.comms.has(r.pid)) this.comms.set(r.pid, procComm(r.pid));
       this.summary.write(r);
       return;
     }

@@ -7,7 +7,8 @@
  * The per-record work (decode, buffer flags, ABI explanation, summary, sinks) is RecordPath's, shared with
  * the offline decode of a binary capture; with `rawFile` every raw record is also kept, with what decoding
  * it later needs (ktcap/). Aggregate-only (`aggregate`): the kernel counts instead of emitting ioctl
- * records; the sinks get only the summary, built from those counters (aggregate-summary.ts).
+ * records; the sinks get only the summary, built from those counters (aggregate-summary.ts). With the
+ * hardware-exit hooks the summary also says whether kvm:kvm_exit fired and, if so, what (kernel-summary.ts).
  *
  * Stopping is quick: the ring is drained at once (no timer is waited for), the summary goes out, and only
  * then are the links detached — side by side, since each detach waits for RCU grace periods in the kernel.
@@ -27,14 +28,15 @@ import type { RecordSink } from '../decode/sink.js';
 import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes.js';
 import { systemLineSize } from '../analysis/cacheline.js';
 import { untilAborted } from './stop-signal.js';
-import { aggregateSummary } from './aggregate-summary.js';
+import { kernelSummary } from './kernel-summary.js';
+import { MMIO_GRANULE } from '../analysis/exit-key.js';
 import { RecordPath, type CaptureFacts } from './record-path.js';
 import type { CaptureWriter } from './ktcap/writer.js';
 import { layoutFingerprint } from './ktcap/format.js';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 
-export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate'> {
+export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate' | 'hwExits' | 'mmioGranule'> {
   /** Ends the capture (SIGINT, SIGTERM, --duration, or the caller). */
   signal: AbortSignal;
   /** Every record goes to each sink, in order; the summary record last. */
@@ -130,11 +132,13 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     ringBytes: opts.ringBytes,
     verbose: opts.verbose,
     aggregate: opts.aggregate,
+    hwExits: opts.hwExits,
+    mmioGranule: opts.mmioGranule,
     log,
   });
   let path: RecordPath;
   try {
-    path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), log });
+    path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), mmioGranule: opts.mmioGranule, log });
   } catch (err) {
     // Nothing was captured yet: undo the BPF side and fail as before any attach.
     await opening.then((t) => t.close(), () => {});
@@ -241,7 +245,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     try {
       reportLost();
       const stats = tracer?.stats();
-      const kernelAgg = tracer?.aggregateOnly ? tracer.aggregate() : undefined;
+      // The kernel's maps (aggregate counters; hardware exits in either mode), read before detaching.
+      const kernelAgg = tracer && (tracer.aggregateOnly || tracer.hwExits.requested) ? tracer.aggregate() : undefined;
       // From here on nothing more is read from the ring: detach while the summary is built and written.
       if (tracer) detached = tracer.detach();
       path.finish();
@@ -263,9 +268,18 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         strategy: facts.strategy, lost: facts.lost, duration_s: facts.duration_s, ring_rejected: facts.ringRejected,
         no_enter: facts.noEnter, state_unavailable: facts.stateUnavailable, attach_ms: facts.attachMs, ...(facts.error !== undefined ? { error: facts.error } : {}),
       });
-      if (kernelAgg) {
+      if (kernelAgg && tracer && stats) {
         try {
-          sumRec = aggregateSummary(sumRec, kernelAgg, opts.pids);
+          sumRec = kernelSummary(sumRec, {
+            agg: kernelAgg,
+            stats,
+            hw: tracer.hwExits,
+            aggregate: tracer.aggregateOnly,
+            records: path.decoder.stats,
+            granule: opts.mmioGranule ?? MMIO_GRANULE,
+            comm: (pid) => path.comms.get(pid) || procComm(pid) || '',
+            log,
+          });
         } catch (err) {
           failure ??= err;
         }

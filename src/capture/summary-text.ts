@@ -1,8 +1,8 @@
 /**
  * The human summary `attach` prints on stop: per-ioctl counts and latency, exit reasons per vCPU, the
- * KVM_RUN table per exit reason and the VMM handling time (full capture), where each vCPU's kvm_run
- * lives, fd lifecycle, the copy hooks (attached or not, why) and copies observed / derived per ioctl, and
- * what was lost or could not be decoded — the numbers a user checks first.
+ * KVM_RUN table per exit reason (full capture), hardware exits (--hw-exits), the VMM handling time (both
+ * modes), where each vCPU's kvm_run lives, fd lifecycle, the copy hooks (attached or not, why) and copies
+ * observed / derived per ioctl, and what was lost or could not be decoded — the numbers a user checks first.
  */
 import { formatDuration } from '../decode/format.js';
 import type { SummaryRecord } from '../decode/records.js';
@@ -29,9 +29,8 @@ export function summaryText(s: SummaryRecord): string {
     out.push(`exits pid/vcpu ${who}: ${parts.join(' ')}`);
   }
   // A VMM with dozens of vCPUs: per-exit tables for the first 8, one line for each of the others.
-  const path = exitPathText(s, 8);
-  if (path.length) out.push(...path);
-  else if (s.aggregate === true) out.push('exit table and VMM handling time: not kept by --aggregate (they need every KVM_RUN record)');
+  if (s.aggregate === true && !s.exit_stats) out.push('KVM_RUN latency per exit reason: not kept by --aggregate (the exits above are counted per vCPU)');
+  out.push(...exitPathText(s, 8));
   for (const r of s.kvm_run) {
     out.push(`kvm_run pid ${r.pid} vcpu ${r.vcpu} (fd ${r.fd}): kernel ${r.kernel_addr ?? '?'}  user ${r.user_addr ?? '?'}`);
   }

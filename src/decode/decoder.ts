@@ -29,6 +29,7 @@ import {
   KT_EV_MMAP,
   KT_EV_THREAD_EXIT,
   KT_F_NO_ENTER,
+  KT_F_HW,
   KT_F_RUN,
   MIN_LEN,
 } from '../bpf/event-layout.js';
@@ -70,6 +71,9 @@ export interface DecoderStats {
   rejected: number;
   /** Records of a type this decoder does not know. */
   unknownTypes: number;
+  /** KVM_RUN records counted with the hardware-exit hooks (KT_F_HW), and the hardware exits they carried. */
+  hwRuns: number;
+  hwExits: number;
   /** Records on which a stage threw (skipped). */
   threw: number;
 }
@@ -84,7 +88,7 @@ const HOOK_NAMES = new Map(COPY_HOOKS.map((h) => [h.id, h.hook]));
 const hookName = (id: number): string => HOOK_NAMES.get(id) ?? `hook_${id}`;
 
 export class Decoder {
-  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0, threw: 0 };
+  readonly stats: DecoderStats = { events: 0, ioctls: 0, unknownIoctls: 0, rejected: 0, unknownTypes: 0, threw: 0, hwRuns: 0, hwExits: 0 };
   readonly procs = new ProcessTable();
   /** Every bad record (short, unknown type, a stage threw): counted, the first few kept. */
   readonly errors: DecodeErrors;
@@ -269,6 +273,7 @@ export class Decoder {
       }
       const run = kernelAddrSeen(proc, fd, vcpu, dv, off + IOCTL.run_kaddr);
       if (run) this.emitAfter.push(run);
+      if (flags & KT_F_HW) this.hardwareExits(r, dv, off);
     } else if (!this.lean) {
       decodeArgs(c, r, dv, off + IOCTL.arg, flags, inOff, inLen, outOff, outLen);
     }
@@ -276,6 +281,22 @@ export class Decoder {
     if (c.creates !== null && ret >= 0) this.created(proc, c, fd, ret, dv, off, outOff, outLen, r);
     this.emit(r);
     this.drainAfter();
+  }
+
+  /**
+   * KVM_RUN counted with the hardware-exit hooks: its in-kernel exits and time split — once the kernel has
+   * shown it emits kvm:kvm_exit at all (a KVM_RUN that entered the guest passes at least one). Until then (and
+   * on kernels where it never fires, like PVM) the fields are left out rather than reading 0.
+   */
+  private hardwareExits(r: IoctlRecord, dv: DataView, off: number): void {
+    const n = dv.getUint32(off + IOCTL.hw_exits, true);
+    this.stats.hwRuns++;
+    this.stats.hwExits += n;
+    if (this.stats.hwExits === 0) return;
+    const guest = u64n(dv, off + IOCTL.guest_ns);
+    r.hw_exits = n;
+    r.guest_ns = guest;
+    r.kvm_ns = Math.max(0, r.latency_ns - guest);
   }
 
   /** KVM_CREATE_VM / _VCPU / _DEVICE succeeded: register the new fd and emit its open record. */

@@ -64,6 +64,14 @@ export interface IoctlRecord {
   /** Exit seen without its enter (tracing attached mid-call): enter_ns and latency_ns are 0. */
   no_enter?: true;
   /**
+   * KVM_RUN with the hardware-exit hooks (attach --hw-exits), only where the kernel emits kvm:kvm_exit: the
+   * in-kernel exits the call absorbed, its time in the guest (kvm_entry → kvm_exit, summed) and in KVM
+   * (latency_ns − guest_ns). Absent where the events do not fire (the summary's hw_exits says so once).
+   */
+  hw_exits?: number;
+  guest_ns?: number;
+  kvm_ns?: number;
+  /**
    * The decoded argument (see src/decode/btf-args.ts and ioctl-args.ts for the full rules): BTF member
    * names; integers as numbers when exact else "0x…"; pointers and address-named u64s as "0x…"; byte
    * arrays > 16 as hex strings (memory order, no "0x"); anonymous struct/union members flattened; flexible
@@ -191,7 +199,8 @@ export interface VcpuHandlingStats {
   /** VM index in the process (creation order), or null when unknown. */
   vm: number | null;
   vcpu: number | null;
-  fd: number;
+  /** The vCPU fd; null in an aggregate capture (the kernel keys a vCPU by process, VM and id). */
+  fd: number | null;
   /** Every re-entry of this vCPU, whatever the exit. */
   total: DurationStats;
   by_exit: HandlingKeyStats[];
@@ -208,6 +217,44 @@ export interface VmmHandlingSummary {
   untimed: number;
   /** Re-entries whose enter came before the previous return (two threads ran one vCPU): not counted. */
   overlapped: number;
+}
+
+/** Summary `hw_exits`: whether hardware exits (kvm:kvm_exit) were counted, and why not — said once. */
+export interface HwExitsStatus {
+  available: boolean;
+  statement: string;
+  /** Where the reason names came from (the kvm_exit format in tracefs), or why they are numbers. */
+  names?: string;
+}
+
+/**
+ * One row of the hardware-exit table (summary `hw_exit_stats`, perf kvm stat's view): the in-kernel exits of
+ * one reason and the time KVM spent on each (kvm_exit → the next kvm_entry, or the return to user space).
+ * `reason` as the running kernel names it ("npf", "EPT_VIOLATION"), `code` the number; percentiles from the
+ * kernel's log-linear histogram (within ~12 %), min/max/sum exact.
+ */
+export interface HwExitStats extends DurationStats {
+  isa: string;
+  reason: string;
+  code: number;
+  samples: number;
+  pct: number;
+  time_pct: number;
+}
+
+/** Per vCPU, where its KVM_RUN time went (hardware-exit hooks): guest, KVM, and the VMM between calls. */
+export interface RunSplit {
+  pid: number;
+  vm: number | null;
+  vcpu: number | null;
+  /** KVM_RUN calls counted with the hooks, the in-kernel exits they absorbed, the most one call absorbed. */
+  runs: number;
+  hw_exits: number;
+  max_hw_exits: number;
+  guest_ns: number;
+  kvm_ns: number;
+  /** VMM handling time over the same vCPU (KVM_RUN return → next KVM_RUN), all exits. */
+  vmm_ns: number;
 }
 
 /** Summary `hooks`, per copy hook (keyed by the kernel function it observes): attached or not, and why. */
@@ -258,8 +305,14 @@ export interface SummaryRecord {
   fds: { opened: number; closed: number; leaked: number };
   /** Full capture only (absent with --aggregate): KVM_RUN calls per exit reason and their latency. */
   exit_stats?: ExitReasonStats[];
-  /** Full capture only (absent with --aggregate): the VMM's handling time per vCPU and exit. */
+  /** The VMM's handling time per vCPU and exit (full capture: from records; --aggregate: kept in the kernel). */
   vmm_handling?: VmmHandlingSummary;
+  /** With --hw-exits: whether hardware exits were counted here (the statement, once). */
+  hw_exits?: HwExitsStatus;
+  /** With --hw-exits, where the kernel emits kvm:kvm_exit: hardware exits per reason. */
+  hw_exit_stats?: HwExitStats[];
+  /** With --hw-exits, where the kernel emits kvm:kvm_exit: per vCPU, guest / KVM / VMM time. */
+  run_split?: RunSplit[];
   /** Per copy hook: attached or not, and why (absent when no tracer was opened). */
   hooks?: Record<string, HookStatus>;
   /** Full capture only: copied buffers, observed and derived, in total and per ioctl. */

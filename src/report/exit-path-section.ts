@@ -1,34 +1,33 @@
 /**
  * The exit-path section, shared by `report` (text and HTML) and the attach summary: the perf-kvm-stat-style
- * table of KVM_RUN returns per exit reason, and the VMM handling time per vCPU and exit. Both renderings
- * take the summary-record shapes (records.ts), so the report and the summary print the same table. Counts
- * carry the reportCounts() keys (`exit.<reason>.samples`, `handling.<vcpu>.re_entries`, …) so the three
+ * table of KVM_RUN returns per exit reason and, where the kernel emits kvm:kvm_exit, of hardware exits
+ * (hw-exit-section.ts), and the VMM handling time per vCPU and exit. Both renderings take the summary-record
+ * shapes (records.ts), so the report and the summary print the same table. Counts carry the reportCounts()
+ * keys (`exit.<reason>.samples`, `hw.<isa>.<reason>.samples`, `handling.<vcpu>.re_entries`, …) so the three
  * report formats can be checked against each other.
  */
-import type { DurationStats, ExitReasonStats, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
+import type { DurationStats, ExitReasonStats, HwExitStats, HwExitsStatus, RunSplit, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
 import { formatDuration as d } from '../decode/format.js';
+import { hwCounts, hwHtml, hwText } from './hw-exit-section.js';
+import { type HtmlHelpers, pct, spread, textTable } from './section-helpers.js';
 
 export interface ExitPathData {
   exit_stats?: ExitReasonStats[] | null;
   vmm_handling?: VmmHandlingSummary | null;
+  hw_exits?: HwExitsStatus | null;
+  hw_exit_stats?: HwExitStats[] | null;
+  run_split?: RunSplit[] | null;
 }
 
-/** "pid 4242 vm 0 vcpu 1 fd 11": how a vCPU is named in the text, the HTML and the count keys. */
+/** "pid 4242 vm 0 vcpu 1 fd 11" ("… vcpu 1" in an aggregate capture): how a vCPU is named in the text, the HTML and the count keys. */
 export function vcpuLabel(v: Pick<VcpuHandlingStats, 'pid' | 'vm' | 'vcpu' | 'fd'>): string {
-  return `pid ${v.pid} vm ${v.vm ?? '?'} vcpu ${v.vcpu ?? '?'} fd ${v.fd}`;
+  return `pid ${v.pid} vm ${v.vm ?? '?'} vcpu ${v.vcpu ?? '?'}${v.fd === null ? '' : ` fd ${v.fd}`}`;
 }
 
-/** Count key prefix of a vCPU: "handling.4242/0/1/11". */
-export const vcpuKey = (v: Pick<VcpuHandlingStats, 'pid' | 'vm' | 'vcpu' | 'fd'>): string => `handling.${v.pid}/${v.vm ?? '?'}/${v.vcpu ?? '?'}/${v.fd}`;
+/** Count key prefix of a vCPU: "handling.4242/0/1/11" ("handling.4242/0/1/-" without an fd). */
+export const vcpuKey = (v: Pick<VcpuHandlingStats, 'pid' | 'vm' | 'vcpu' | 'fd'>): string => `handling.${v.pid}/${v.vm ?? '?'}/${v.vcpu ?? '?'}/${v.fd ?? '-'}`;
 
-/** Rows as aligned columns: the first left-aligned, the rest right-aligned, two spaces apart. */
-export function textTable(rows: string[][], indent = ''): string[] {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => indent + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd());
-}
-
-const pct = (p: number): string => `${p.toFixed(2)}%`;
-const spread = (s: DurationStats): string[] => (s.count ? [d(s.min_ns), d(s.p50_ns), d(s.p90_ns), d(s.p99_ns), d(s.max_ns)] : ['-', '-', '-', '-', '-']);
+export { textTable, type HtmlHelpers };
 
 /** The perf-kvm-stat-style table as text lines (empty when there is nothing to show). */
 export function exitStatsText(rows: ExitReasonStats[] | null | undefined): string[] {
@@ -56,7 +55,7 @@ export function vmmHandlingText(h: VmmHandlingSummary | null | undefined, detail
   const out = [`VMM handling time (KVM_RUN return → the same vCPU's next KVM_RUN), per vCPU and exit (MMIO in ${h.mmio_granule}-byte ranges):`];
   const brief = h.vcpus.slice(detailed);
   for (const v of h.vcpus.slice(0, detailed)) {
-    out.push(`  ${vcpuLabel(v)} ${v.comm}: re-entries ${v.total.count}  pending ${v.pending}`);
+    out.push(`  ${vcpuLabel(v)}${v.comm ? ` ${v.comm}` : ''}: re-entries ${v.total.count}  pending ${v.pending}`);
     const t = [['exit', 'count', 'min', 'p50', 'p90', 'p99', 'max']];
     for (const k of v.by_exit) t.push([k.key, String(k.count), ...spread(k)]);
     t.push(['all', String(v.total.count), ...spread(v.total)]);
@@ -71,17 +70,17 @@ export function vmmHandlingText(h: VmmHandlingSummary | null | undefined, detail
   return out;
 }
 
-/** Both parts, with a blank line between; empty when neither has anything. `detailed`: see vmmHandlingText. */
+/** Every part, a blank line between; empty when none has anything. `detailed`: see vmmHandlingText. */
 export function exitPathText(x: ExitPathData, detailed = Infinity): string[] {
-  const a = exitStatsText(x.exit_stats);
-  const b = vmmHandlingText(x.vmm_handling, detailed);
-  return a.length && b.length ? [...a, '', ...b] : [...a, ...b];
+  const parts = [exitStatsText(x.exit_stats), hwText(x), vmmHandlingText(x.vmm_handling, detailed)].filter((p) => p.length);
+  return parts.flatMap((p, i) => (i ? ['', ...p] : p));
 }
 
 /** Count keys of the section (merged into reportCounts()). */
 export function exitPathCounts(x: ExitPathData): Record<string, number> {
   const c: Record<string, number> = {};
   for (const r of x.exit_stats ?? []) c[`exit.${r.reason}.samples`] = r.samples;
+  Object.assign(c, hwCounts(x));
   for (const v of x.vmm_handling?.vcpus ?? []) {
     const k = vcpuKey(v);
     c[`${k}.re_entries`] = v.total.count;
@@ -91,18 +90,12 @@ export function exitPathCounts(x: ExitPathData): Record<string, number> {
   return c;
 }
 
-export interface HtmlHelpers {
-  esc: (s: unknown) => string;
-  /** A count element carrying its reportCounts() key. */
-  count: (key: string, n: number) => string;
-}
-
 /** The section as HTML: `<section id="exits">` with the exit table and the handling time per vCPU. */
 export function exitPathHtml(x: ExitPathData, h: HtmlHelpers): string {
   const { esc, count } = h;
   const lede =
     '<p class="lede">Each exit reason KVM_RUN returned with, its share of calls and of KVM_RUN time (perf kvm stat style, with percentiles), and how long the VMM took to re-enter the vCPU after each kind of exit.</p>';
-  return `\n<section id="exits"><h2>Exits and VMM handling time</h2>${lede}${exitPathTables(x, esc, count)}</section>`;
+  return `\n<section id="exits"><h2>Exits and VMM handling time</h2>${lede}${exitPathTables(x, esc, count)}${hwHtml(x, h)}</section>`;
 }
 
 function exitPathTables(x: ExitPathData, esc: HtmlHelpers['esc'], count: HtmlHelpers['count']): string {
@@ -117,7 +110,7 @@ function exitPathTables(x: ExitPathData, esc: HtmlHelpers['esc'], count: HtmlHel
       .join('\n');
     html += `<h3>KVM_RUN returns by exit reason</h3><div class="scroll"><table class="sortable" id="exit-table">${head('exit reason', '<th>samples</th><th>samples%</th><th>time%</th>')}<tbody>${body}</tbody></table></div>`;
   } else {
-    html += '<p class="empty">No KVM_RUN records: the per-exit table and the VMM handling time need a full capture (not --aggregate).</p>';
+    html += '<p class="empty">No KVM_RUN records: the per-exit table needs a full capture (not --aggregate).</p>';
   }
   const vcpus = x.vmm_handling?.vcpus ?? [];
   if (vcpus.length) {

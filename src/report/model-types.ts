@@ -2,7 +2,7 @@
  * The shape of the one report model (model.ts builds it; render-text, render-json and render-html draw it).
  * `kvm-trace report --format json` prints exactly this object.
  */
-import type { BufferFlag, ExitReasonStats, HookStatus, VmmHandlingSummary } from '../decode/records.js';
+import type { BufferFlag, ExitReasonStats, HookStatus, HwExitStats, HwExitsStatus, RunSplit, VmmHandlingSummary } from '../decode/records.js';
 import type { RunMapBlock } from '../analysis/kvm-run-lines.js';
 import type { HistogramJson, LatencySummary } from './histogram.js';
 
@@ -102,6 +102,10 @@ export interface ReportModel {
   notes: string[];
   /** KVM_RUN returns per exit reason (perf-kvm-stat style); null without KVM_RUN records. */
   exit_stats: ExitReasonStats[] | null;
-  /** VMM handling time per vCPU and exit; null without KVM_RUN records. */
+  /** VMM handling time per vCPU and exit; null without KVM_RUN records (or, aggregate, the summary's). */
   vmm_handling: VmmHandlingSummary | null;
+  /** Hardware exits (attach --hw-exits), from the summary record: the statement, the table, the time split. */
+  hw_exits: HwExitsStatus | null;
+  hw_exit_stats: HwExitStats[] | null;
+  run_split: RunSplit[] | null;
 }

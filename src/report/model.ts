@@ -78,6 +78,8 @@ export class ReportBuilder {
   private hooks: ReportModel['hooks'] = null;
   private lostRecords = 0;
   private summaryLost = 0;
+  /** What only the summary record carries (the kernel's counters): hardware exits; an aggregate capture's handling. */
+  private fromSummary: Pick<ReportModel, 'hw_exits' | 'hw_exit_stats' | 'run_split' | 'vmm_handling'> = { hw_exits: null, hw_exit_stats: null, run_split: null, vmm_handling: null };
   private summaryFds?: { opened: number; closed: number; leaked: number };
   private fdOpen = 0;
   private fdClose = 0;
@@ -129,6 +131,12 @@ export class ReportBuilder {
         };
         this.summaryLost = Math.max(this.summaryLost, r.lost ?? 0);
         if (r.fds) this.summaryFds = r.fds;
+        this.fromSummary = {
+          hw_exits: r.hw_exits ?? null,
+          hw_exit_stats: r.hw_exit_stats ?? null,
+          run_split: r.run_split ?? null,
+          vmm_handling: r.vmm_handling ?? null,
+        };
         if (r.hooks && typeof r.hooks === 'object') this.hooks = r.hooks;
         for (const k of r.kvm_run ?? []) {
           const key = `${k.pid}/${k.vcpu}`;
@@ -298,7 +306,11 @@ export class ReportBuilder {
       lost: Math.max(this.lostRecords, this.summaryLost),
       notes,
       exit_stats: path?.exit_stats ?? null,
-      vmm_handling: path?.vmm_handling ?? null,
+      // Records first (a full capture recomputes them); an aggregate capture has only its summary's.
+      vmm_handling: path?.vmm_handling ?? this.fromSummary.vmm_handling,
+      hw_exits: this.fromSummary.hw_exits,
+      hw_exit_stats: this.fromSummary.hw_exit_stats,
+      run_split: path?.run_split ?? this.fromSummary.run_split,
     };
   }
 

@@ -1,55 +1,74 @@
 /**
- * `top`'s data source today: the kernel aggregate of `attach --aggregate` (bpf/kvm_trace.bpf.c agg_* maps:
- * per request count/errors/latency histogram, KVM_RUN's in its own slot; exit reasons per vCPU id), read
- * whenever a snapshot is asked for. No per-call records cross to user space; the ring only carries the rare
+ * `top`'s data source: the kernel aggregate of `attach --aggregate` (bpf/kt_aggregate.bpf.h), read whenever a
+ * snapshot is asked for — per process / VM / vCPU the KVM_RUN count, exit reasons and latency histogram, the
+ * VMM handling-time histograms, and per process the other ioctls — turned into rows by
+ * src/analysis/kernel-aggregate.ts. No per-call records cross to user space; the ring only carries the rare
  * fd-lifecycle records, drained and dropped (the process list comes from /proc).
  *
- * What this aggregate cannot tell, and the snapshot says so in `notes` instead of inventing it:
- * - it keys vCPUs by id alone, so with more than one traced process the vCPU rows and totals are summed
- *   over all of them (pid null, shown as "*"); with exactly one -p pid they are that process's;
- * - two VMs of one process with the same vCPU id share a row;
- * - KVM_RUN latency is one histogram for all vCPUs (on the process row), and VMM handling time is not kept
- *   in the kernel yet (a full capture measures it: attach -o FILE, then report).
+ * What it still cannot tell, said in `notes` rather than invented: vCPU rows have no ioctl counts of their
+ * own (the kernel counts other ioctls per process); VMs created before top started are numbered by kernel
+ * address, not creation order; what did not fit the kernel's maps is counted apart; hardware exits are
+ * counted only with --hw-exits, and only where the kernel emits kvm:kvm_exit.
  */
 import { KvmTracer, type BpfIds } from '../bpf/tracer.js';
-import { AGG_REASON_CAP, AGG_VCPU_CAP, type AggCounters } from '../bpf/aggregate.js';
+import { mergeCounters, mergeHist, type AggCounters, type AggHist } from '../bpf/aggregate.js';
+import { hwExitVerdict } from '../bpf/hw-exits.js';
 import { RingBufferConsumer } from '../ringbuf/index.js';
-import { exitReasonName, ioctlByName } from '../kvm/abi/ioctl-table.js';
+import { hwTotals, vcpuViews } from '../analysis/kernel-aggregate.js';
+import { MMIO_GRANULE } from '../analysis/exit-key.js';
 import { kvmProcesses } from './procs.js';
-import type { TopEntity, TopProcess, TopSnapshot, TopSource } from './snapshot.js';
+import type { BucketCounts, TopEntity, TopProcess, TopSnapshot, TopSource } from './snapshot.js';
 
 export interface AggregateSourceOptions {
   pids?: number[];
   comm?: string;
   log?: (line: string) => void;
   verbose?: boolean;
+  /** Load the hardware-exit hooks (kvm:kvm_entry / kvm:kvm_exit). */
+  hwExits?: boolean;
   /** Re-read /proc at most this often (ms); default 2000. */
   procRefreshMs?: number;
 }
 
-const KVM_RUN_CMD = ioctlByName('KVM_RUN').cmd;
 /** fd-lifecycle records only: a small ring is plenty. */
 const RING_BYTES = 256 << 10;
 
+const buckets = (c: { hist: number[]; maxNs: number }): BucketCounts => ({ counts: c.hist, max_ns: c.maxNs });
+
+interface ProcessAcc {
+  exits: Record<string, number>;
+  ioctls: number;
+  errors: number;
+  run: AggCounters | undefined;
+  handling: AggHist | undefined;
+  hw: number;
+}
+
 export class AggregateSource implements TopSource {
-  readonly description = 'kernel aggregate (exit reasons per vCPU id; ioctl counters and KVM_RUN latency per traced set)';
+  readonly description = 'kernel aggregate (per process / VM / vCPU: exits, KVM_RUN latency, VMM handling time; ioctls per process)';
   #tracer: KvmTracer | null;
   #consumer: RingBufferConsumer | null;
   #procs: TopProcess[] = [];
   #procsAt = -Infinity;
   readonly #opts: AggregateSourceOptions;
-  readonly #single: number | null;
 
   private constructor(tracer: KvmTracer, consumer: RingBufferConsumer, opts: AggregateSourceOptions) {
     this.#tracer = tracer;
     this.#consumer = consumer;
     this.#opts = opts;
-    this.#single = opts.pids?.length === 1 ? opts.pids[0] : null;
   }
 
   /** Load and attach the aggregate programs (throws the tracer's one-line errors). */
   static open(opts: AggregateSourceOptions = {}): AggregateSource {
-    const tracer = KvmTracer.open({ pids: opts.pids, comm: opts.comm, aggregate: true, ringBytes: RING_BYTES, log: opts.log, verbose: opts.verbose });
+    const tracer = KvmTracer.open({
+      pids: opts.pids,
+      comm: opts.comm,
+      aggregate: true,
+      hwExits: opts.hwExits,
+      ringBytes: RING_BYTES,
+      log: opts.log,
+      verbose: opts.verbose,
+    });
     try {
       const consumer = new RingBufferConsumer(tracer.ringMapFd, tracer.ringBytes, { onRecord: () => {}, intervalMs: 500, ref: false });
       return new AggregateSource(tracer, consumer, opts);
@@ -79,43 +98,62 @@ export class AggregateSource implements TopSource {
     const tracer = this.#tracer;
     if (!tracer) throw new Error('top source is closed');
     const agg = tracer.aggregate();
-    const lost = tracer.stats().lost;
+    const stats = tracer.stats();
     const t_ns = Number(process.hrtime.bigint());
     const processes = this.processes(t_ns / 1e6);
-    const pid = this.#single;
-    const comm = pid === null ? undefined : processes.find((p) => p.pid === pid)?.comm;
+    const comms = new Map(processes.map((p) => [p.pid, p.comm]));
+    const hw = hwExitVerdict(tracer.hwExits, hwTotals(agg).runs, hwTotals(agg).exits);
+    const withHw = hw?.available === true;
 
+    const views = vcpuViews(agg, MMIO_GRANULE);
+    const procs = new Map<number, ProcessAcc>();
+    const acc = (pid: number): ProcessAcc => {
+      let a = procs.get(pid);
+      if (!a) procs.set(pid, (a = { exits: {}, ioctls: 0, errors: 0, run: undefined, handling: undefined, hw: 0 }));
+      return a;
+    };
+    // Every traced process has a row, with what the kernel counted for it (zero before its first ioctl).
+    for (const p of processes) acc(p.pid);
     const vcpus: TopEntity[] = [];
-    const all: Record<string, number> = {};
-    for (const [slot, reasons] of [...agg.exits].sort((a, b) => a[0] - b[0])) {
-      const exits: Record<string, number> = {};
-      for (const [r, n] of reasons) {
-        const name = r === AGG_REASON_CAP ? `${exitReasonName(r)}+` : exitReasonName(r);
-        exits[name] = (exits[name] ?? 0) + n;
-        all[name] = (all[name] ?? 0) + n;
-      }
-      const e: TopEntity = { pid, vm: null, vcpu: slot, exits };
+    for (const v of views) {
+      const a = acc(v.pid);
+      for (const [r, n] of Object.entries(v.exits)) a.exits[r] = (a.exits[r] ?? 0) + n;
+      a.ioctls += v.run.count;
+      a.errors += v.run.errors;
+      a.run = a.run ? mergeCounters(a.run, v.run) : v.run;
+      a.hw += v.hw.exits;
+      if (v.handlingTotal.count) a.handling = a.handling ? mergeHist(a.handling, v.handlingTotal) : v.handlingTotal;
+      if (v.vcpu === null) continue; // KVM_RUN on an fd the kernel side could not resolve: in the process row only
+      const e: TopEntity = { pid: v.pid, vm: v.vm, vcpu: v.vcpu, exits: v.exits, run_latency: buckets(v.run) };
+      const comm = comms.get(v.pid);
       if (comm !== undefined) e.comm = comm;
-      if (slot === AGG_VCPU_CAP) e.vcpu_label = `${slot}+`;
+      if (v.handlingTotal.count) e.handling = buckets(v.handlingTotal);
+      if (withHw) e.hw_exits = v.hw.exits;
       vcpus.push(e);
     }
-    let ioctls = 0;
-    let errors = 0;
-    const counted: AggCounters[] = [...agg.ioctls.values(), ...(agg.overflow ? [agg.overflow] : [])];
-    for (const c of counted) {
-      ioctls += c.count;
-      errors += c.errors;
+    for (const [pid, per] of agg.ioctls) {
+      const a = acc(pid);
+      for (const c of per.values()) {
+        a.ioctls += c.count;
+        a.errors += c.errors;
+      }
     }
-    const total: TopEntity = { pid, vm: null, vcpu: null, exits: all, ioctls, errors };
-    if (comm !== undefined) total.comm = comm;
-    const run = agg.ioctls.get(KVM_RUN_CMD);
-    if (run) total.run_latency = { counts: run.hist, max_ns: run.maxNs };
+    const heads: TopEntity[] = [...procs].map(([pid, a]) => {
+      const e: TopEntity = { pid, vm: null, vcpu: null, exits: a.exits, ioctls: a.ioctls, errors: a.errors };
+      const comm = comms.get(pid);
+      if (comm !== undefined) e.comm = comm;
+      if (a.run) e.run_latency = buckets(a.run);
+      if (a.handling) e.handling = buckets(a.handling);
+      if (withHw) e.hw_exits = a.hw;
+      return e;
+    });
 
     const notes: string[] = [];
-    if (pid === null) notes.push('the kernel aggregate keys vCPUs by id alone: rows are summed over every traced process (pid *); -p PID shows one process');
-    for (const p of processes) if (p.vms > 1) notes.push(`pid ${p.pid} has ${p.vms} VMs: vCPUs with the same id share a row`);
-    notes.push('VMM handling time is not kept in the kernel yet: attach -o FILE and report measure it per vCPU');
-    return { t_ns, entities: [total, ...vcpus], processes, lost, notes };
+    if (hw && !hw.available) notes.push(hw.statement);
+    for (const p of processes) if (p.vms > 1) notes.push(`pid ${p.pid} has ${p.vms} VMs: the VM column numbers them (those created before top started by kernel address)`);
+    const over = stats.vcpuOverflow + stats.ioctlOverflow + stats.handlingOverflow + stats.handlingFolded;
+    if (over > 0) notes.push(`kernel maps full: ${over} counts kept in overflow entries (not in any row)`);
+    return { t_ns, entities: [...heads, ...vcpus], processes, lost: stats.lost, notes };
   }
 
   /** Stop reading the ring, then detach every link side by side (tracer.detach(): one RCU wait, not seven). */

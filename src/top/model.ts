@@ -33,6 +33,8 @@ export interface TopRow {
   byReason?: Record<string, Counter>;
   ioctls?: Counter;
   errors?: Counter;
+  /** In-kernel (hardware) exits, where counted. */
+  hwExits?: Counter;
   runP50?: number;
   runP99?: number;
   handlingP99?: number;
@@ -69,7 +71,7 @@ export function intervalQuantile(cur: BucketCounts | undefined, prev: BucketCoun
   if (!cur) return undefined;
   const hist = cur.counts.map((n, i) => n - (prev?.counts[i] ?? 0));
   if (!hist.some((n) => n > 0)) return undefined;
-  return aggQuantile({ count: 0, errors: 0, noEnter: 0, sumNs: 0, maxNs: cur.max_ns, hist }, q);
+  return aggQuantile({ maxNs: cur.max_ns, hist }, q);
 }
 
 export class TopModel {
@@ -115,6 +117,7 @@ export class TopModel {
       }
       row.ioctls = counter(e.ioctls, p?.ioctls, b?.ioctls, dt);
       row.errors = counter(e.errors, p?.errors, b?.errors, dt);
+      row.hwExits = counter(e.hw_exits, p?.hw_exits, b?.hw_exits, dt);
       row.runP50 = intervalQuantile(e.run_latency, p?.run_latency, 0.5);
       row.runP99 = intervalQuantile(e.run_latency, p?.run_latency, 0.99);
       row.handlingP99 = intervalQuantile(e.handling, p?.handling, 0.99);

@@ -31,6 +31,7 @@ function rowJson(r: TopRow): Json {
     by_reason: r.byReason ? Object.fromEntries(Object.entries(r.byReason).map(([k, c]) => [k, counterJson(c)])) : undefined,
     ioctls: counterJson(r.ioctls),
     errors: counterJson(r.errors),
+    hw_exits: counterJson(r.hwExits),
     run_p50_ns: r.runP50,
     run_p99_ns: r.runP99,
     handling_p99_ns: r.handlingP99,

@@ -59,6 +59,8 @@ function columns(ui: UiState, reasons: string[], rows: TopRow[]): Col[] {
     };
     cols.push({ title: `${fit(name, 9)}/s`, width: Math.max(7, Math.min(name.length, 9) + 2), prio: 60 - Math.min(i, 19), cell });
   });
+  // In-kernel exits: only where the kernel emits kvm:kvm_exit and the hooks are on (--hw-exits).
+  if (rows.some((r) => r.hwExits !== undefined)) cols.push({ title: 'HWEXIT/s', width: 8, prio: 50, cell: (r) => rateCell(r.hwExits) });
   cols.push(
     { title: 'IOCTL/s', width: 8, prio: 90, cell: (r) => rateCell(r.ioctls) },
     { title: 'ERR/s', width: 6, prio: 85, cell: (r) => rateCell(r.errors) },
@@ -128,8 +130,8 @@ export const HELP = [
   '  h, ?        this help (any key closes it)',
   '',
   'Columns: rates per second over the last interval; RUN = KVM_RUN latency, VMM = VMM handling time',
-  '(KVM_RUN return → the same vCPU\'s next KVM_RUN), p50/p99 of the last interval; EXITS = total since',
-  'start or reset; "-" = not measured by this source, "*" = not attributed to one process.',
+  '(KVM_RUN return → the same vCPU\'s next KVM_RUN), p50/p99 of the last interval; HWEXIT = in-kernel',
+  'exits (--hw-exits, where kvm:kvm_exit fires); EXITS = total since start or reset; "-" = not measured.',
 ];
 
 /** The whole screen; `shown` is the rows listed, top to bottom (for selection and drilling). */

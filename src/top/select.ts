@@ -4,7 +4,7 @@
  * rows; groups are ordered by their own row's value, vCPUs inside a group by theirs.
  */
 import type { Counter, TopRow, TopView } from './model.js';
-import { groupOf, type SortKey, type UiState } from './keys.js';
+import type { SortKey, UiState } from './keys.js';
 
 /** The exit reasons the reason filter lets through (all of them without one). */
 export function shownReasons(view: TopView, ui: UiState): string[] {
@@ -58,14 +58,22 @@ function active(row: TopRow, ui: UiState, reasons: readonly string[]): boolean {
   return (e?.total ?? 0) > 0 || (!ui.filter.reason && (row.ioctls?.total ?? 0) > 0);
 }
 
+/** Inside the drilled-into group ("pid/vm", or "pid/*" for a whole process): the process row and that VM's vCPUs. */
+function inDrill(r: TopRow, drill: string): boolean {
+  const [pid, vm] = drill.split('/');
+  if (String(r.pid ?? '*') !== pid) return false;
+  return vm === '*' || r.level === 'process' || String(r.vm ?? '*') === vm;
+}
+
 /** The rows to show, top to bottom. */
 export function selectRows(view: TopView, ui: UiState): TopRow[] {
   const reasons = shownReasons(view, ui);
   const f = ui.filter;
   const groups = new Map<string, { head: TopRow | undefined; vcpus: TopRow[] }>();
   for (const r of view.rows) {
-    const g = groupOf(r);
-    if (ui.drill !== null && g !== ui.drill) continue;
+    // A process row heads its vCPU rows, whatever VM they belong to.
+    const g = String(r.pid ?? '*');
+    if (ui.drill !== null && !inDrill(r, ui.drill)) continue;
     if (f.pid !== undefined && r.pid !== f.pid) continue;
     if (f.comm !== undefined && !r.comm.includes(f.comm)) continue;
     let grp = groups.get(g);

@@ -37,6 +37,8 @@ export interface TopEntity {
   run_latency?: BucketCounts;
   /** VMM handling time (KVM_RUN return → the same vCPU's next KVM_RUN). */
   handling?: BucketCounts;
+  /** In-kernel (hardware) exits, only where the kernel emits kvm:kvm_exit and the hooks are on. */
+  hw_exits?: number;
 }
 
 /** A traced process as /proc shows it. */

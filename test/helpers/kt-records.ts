@@ -46,6 +46,9 @@ export interface KtIoctlEvent extends KtHdr {
   in_len: number;
   out_len: number;
   fd_kind: number;
+  /** KVM_RUN with KT_F_HW: in-kernel exits and guest time. */
+  hw_exits: number;
+  guest_ns: number;
   comm: string;
   /** The record's view and the byte offsets of its in and out data (zero-copy, valid during the call). */
   view: DataView;
@@ -124,6 +127,8 @@ export function parseIoctl(dv: DataView, off: number, len: number): KtIoctlEvent
     in_len,
     out_len,
     fd_kind: dv.getUint32(off + IOCTL.fd_kind, true),
+    hw_exits: dv.getUint32(off + IOCTL.hw_exits, true),
+    guest_ns: u64n(dv, off + IOCTL.guest_ns),
     comm: cstr(dv, off + IOCTL.comm, KT_TASK_COMM_LEN),
     view: dv,
     inOffset: off + IOCTL.data,

@@ -37,6 +37,7 @@ interface AttachCliOptions extends OtelCliValues {
   ringMb: number;
   lean?: boolean;
   aggregate?: boolean;
+  hwExits?: boolean;
   verbose?: boolean;
 }
 
@@ -71,6 +72,10 @@ export function register(program: Command, io: CliIo): void {
     .option(
       '--aggregate',
       'count in the kernel instead of recording each call (lowest overhead): no live lines, the same summary on stop (p50/p99 estimated from a histogram); with -o the file gets only the summary record',
+    )
+    .option(
+      '--hw-exits',
+      'also count in-kernel (hardware) exits per KVM_RUN and per exit reason, where the kernel emits kvm:kvm_exit (kvm-intel, kvm-amd; not PVM): one program run per hardware exit',
     )
     .option('--verbose', "show libbpf's messages");
   addOtelOptions(cmd);
@@ -110,6 +115,7 @@ Examples:
         ringBytes: o.ringMb << 20,
         lean: o.lean,
         aggregate: o.aggregate,
+        hwExits: o.hwExits,
         verbose: o.verbose,
         signal: stop.signal,
         sinks,

@@ -24,6 +24,7 @@ interface TopCliOptions {
   csv?: boolean;
   json?: boolean;
   iterations?: number;
+  hwExits?: boolean;
   verbose?: boolean;
 }
 
@@ -51,6 +52,7 @@ export function register(program: Command, io: CliIo): void {
     .option('--csv', 'CSV output (with -1 or --log; alone it means -1)')
     .option('--json', 'JSON output (with -1: one object; with --log: one object per line; alone it means -1)')
     .option('-n, --iterations <n>', 'stop after this many intervals (pipe and --log output)', count)
+    .option('--hw-exits', 'also count in-kernel (hardware) exits, where the kernel emits kvm:kvm_exit (not PVM): one program run per hardware exit')
     .option('--verbose', "show libbpf's messages and the BPF object ids")
     .addHelpText(
       'after',
@@ -75,7 +77,7 @@ Examples:
       const warn = (line: string): void => void io.stderr.write(`kvm-trace: ${line}\n`);
       try {
         await runTop({
-          openSource: () => AggregateSource.open({ pids: o.pid, comm: o.comm, log: warn, verbose: o.verbose }),
+          openSource: () => AggregateSource.open({ pids: o.pid, comm: o.comm, hwExits: o.hwExits, log: warn, verbose: o.verbose }),
           intervalS: o.log ?? o.interval,
           mode,
           format,

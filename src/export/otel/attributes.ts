@@ -42,6 +42,11 @@ export const ATTR_VM = 'kvm.vm';
 export const ATTR_VCPU = 'kvm.vcpu';
 export const ATTR_EXIT_REASON = 'kvm.exit.reason';
 export const ATTR_EXIT_CODE = 'kvm.exit.code';
+/** What the VMM dispatches on ("IO out 0x3f8", "MMIO write 0xfee00000-0xfee00fff", "HLT"): src/analysis/exit-key.ts. */
+export const ATTR_EXIT_KEY = 'kvm.exit.key';
+/** A hardware (in-kernel) exit reason as the running kernel names it ("npf", "EPT_VIOLATION"), and its ISA. */
+export const ATTR_EXIT_HW_REASON = 'kvm.exit.hw_reason';
+export const ATTR_ISA = 'kvm.isa';
 /** Exit details are `kvm.exit.<detail>` (e.g. kvm.exit.port, kvm.exit.size, kvm.exit.direction). */
 export const EXIT_DETAIL_PREFIX = 'kvm.exit.';
 

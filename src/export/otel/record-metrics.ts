@@ -22,7 +22,9 @@ import { hrTime } from '@opentelemetry/core';
 import { emptyResource } from '@opentelemetry/resources';
 import { AggregationTemporality, DataPointType } from '@opentelemetry/sdk-metrics';
 import type { CollectionResult, HistogramMetricData, MetricData, MetricProducer, SumMetricData } from '@opentelemetry/sdk-metrics';
-import type { IoctlRecord, TraceRecord } from '../../decode/records.js';
+import type { HwExitStats, IoctlRecord, TraceRecord } from '../../decode/records.js';
+import { exitReasonOf } from '../../analysis/exit-key.js';
+import { VmmHandlingTracker, type HandlingSample } from '../../analysis/vmm-handling.js';
 import * as A from './attributes.js';
 import { packageVersion } from './util.js';
 
@@ -34,6 +36,9 @@ export const METRIC_RECORDS_LOST = 'kvm.records.lost';
 export const METRIC_SPANS_DROPPED = 'kvm.trace.spans.dropped';
 export const METRIC_RUNS_AGGREGATED = 'kvm.trace.runs.aggregated';
 export const METRIC_RUNS_SAMPLED_OUT = 'kvm.trace.runs.sampled_out';
+export const METRIC_VMM_HANDLING = 'kvm.vmm.handling.duration.seconds';
+export const METRIC_RUN_DURATION = 'kvm.run.duration.seconds';
+export const METRIC_HW_EXITS = 'kvm.exits.hardware';
 
 /** Histogram buckets (seconds): a PIO exit here is ~8 µs, a KVM_CREATE_VM some ms, a HLT may block for long. */
 export const DURATION_BUCKETS_S = [
@@ -113,10 +118,43 @@ export class RecordMetrics implements MetricProducer {
     '{buffer}',
     'Copied ioctl buffers that are misaligned or cross more 64-byte cache lines than needed',
   );
+  private readonly handlingTime = new HistogramFamily(
+    METRIC_VMM_HANDLING,
+    's',
+    "VMM handling time: a KVM_RUN's return to the same vCPU's next KVM_RUN, by the exit it returned",
+    DURATION_BUCKETS_S,
+  );
+  private readonly runTime = new HistogramFamily(METRIC_RUN_DURATION, 's', 'KVM_RUN latency by the exit reason it returned with', DURATION_BUCKETS_S);
+  private readonly hwExits = new SumFamily(METRIC_HW_EXITS, '{exit}', 'In-kernel (hardware) exits by reason, where the kernel emits kvm:kvm_exit (attach --hw-exits; counted at the end of the capture)');
+  /** Pairs each KVM_RUN return with the same vCPU's next entry (the capture's own rule, vmm-handling.ts). */
+  private readonly handling = new VmmHandlingTracker({ onSample: (s) => this.handled(s) });
   private lost = 0;
   private readonly startTime: HrTime = hrTime();
 
   constructor(private readonly spanCounts: SpanCounts) {}
+
+  private handled(s: HandlingSample): void {
+    this.handlingTime.record(
+      `${s.pid}\0${s.vm}\0${s.vcpu}\0${s.key}`,
+      () => {
+        const a: Attributes = { [A.ATTR_PROCESS_PID]: s.pid, [A.ATTR_EXIT_REASON]: s.reason, [A.ATTR_EXIT_KEY]: s.key };
+        if (s.vm !== null) a[A.ATTR_VM] = s.vm;
+        if (s.vcpu !== null) a[A.ATTR_VCPU] = s.vcpu;
+        return a;
+      },
+      s.ns / 1e9,
+    );
+  }
+
+  /** The summary's hardware-exit table: cumulative counts per reason (the kernel keeps them; read at the end). */
+  private hardware(rows: HwExitStats[]): void {
+    for (const r of rows) {
+      const key = `${r.isa}\0${r.reason}`;
+      const had = this.hwExits.series.get(key);
+      if (had) had.value = r.samples;
+      else this.hwExits.add(key, () => ({ [A.ATTR_EXIT_HW_REASON]: r.reason, [A.ATTR_ISA]: r.isa }), r.samples);
+    }
+  }
 
   write(r: TraceRecord): void {
     switch (r.type) {
@@ -128,6 +166,10 @@ export class RecordMetrics implements MetricProducer {
         break;
       case 'summary':
         if (r.lost > this.lost) this.lost = r.lost;
+        if (r.hw_exit_stats) this.hardware(r.hw_exit_stats);
+        break;
+      case 'fd':
+        this.handling.write(r);
         break;
       default:
         break;
@@ -143,6 +185,13 @@ export class RecordMetrics implements MetricProducer {
     });
     // A call whose entry was not seen has no latency (its 0 would pull the percentiles down).
     if (!r.no_enter) this.duration.record(r.name, () => ({ [A.ATTR_IOCTL_NAME]: r.name }), r.latency_ns / 1e9);
+    if (r.name === 'KVM_RUN') {
+      this.handling.write(r);
+      if (!r.no_enter) {
+        const reason = exitReasonOf(r);
+        this.runTime.record(reason, () => ({ [A.ATTR_EXIT_REASON]: reason }), r.latency_ns / 1e9);
+      }
+    }
     if (r.exit && !r.errno) {
       const exit = r.exit;
       this.exits.add(`${r.pid}\0${r.vm}\0${r.vcpu}\0${exit.reason}`, () => {
@@ -187,8 +236,7 @@ export class RecordMetrics implements MetricProducer {
       isMonotonic: true,
       dataPoints: [{ startTime, endTime, attributes: {}, value }],
     });
-    const h = this.duration;
-    const histogram: HistogramMetricData = {
+    const histogram = (h: HistogramFamily): HistogramMetricData => ({
       descriptor: { name: h.name, unit: h.unit, description: h.description, valueType: ValueType.DOUBLE },
       aggregationTemporality: AggregationTemporality.CUMULATIVE,
       dataPointType: DataPointType.HISTOGRAM,
@@ -204,12 +252,15 @@ export class RecordMetrics implements MetricProducer {
           max: s.value.max,
         },
       })),
-    };
+    });
     const spans = this.spanCounts();
     const metrics: MetricData[] = [
       sum(this.calls),
-      histogram,
+      histogram(this.duration),
       sum(this.exits),
+      histogram(this.runTime),
+      histogram(this.handlingTime),
+      sum(this.hwExits),
       sum(this.flags),
       single(METRIC_RECORDS_LOST, '{record}', 'Records the ring buffer could not take', this.lost),
       single(METRIC_SPANS_DROPPED, '{span}', 'Spans that did not reach the collector', spans.dropped),
