@@ -142,6 +142,10 @@ export class KvmTracer {
     return tracer;
   }
 
+  get closed(): boolean {
+    return this.#obj === null;
+  }
+
   /** Sum over CPUs of the kernel-side counters (enum kt_stat); after close(), their final values. */
   stats(): TracerStats {
     if (!this.#obj) {
