@@ -5,7 +5,7 @@
  * those of the in-order export (attributes, end time, end reason); a closed vCPU that ran waits for the record
  * (its span is ended at its close time once the record comes), one that never ran does not wait.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { FdRecord, IoctlRecord, KvmRunRecord, TraceRecord } from '../src/decode/records.js';
 import { MonotonicToEpoch, readClockPair } from '../src/export/otel/clock.js';
 import { createOtelSink, exportRecords } from '../src/export/otel/sink.js';
@@ -14,9 +14,11 @@ import { syntheticCapture } from './helpers/otel-records.js';
 
 const clock = readClockPair();
 const startNs = MonotonicToEpoch.nowNs() - 100_000_000;
+const rx: OtlpReceiver = await startOtlpReceiver();
+afterAll(() => rx.close());
 
 /** The kvm.vcpu spans of one export, by vCPU id, without the ids that differ between exports. */
-async function vcpuSpans(rx: OtlpReceiver, records: TraceRecord[]): Promise<Map<number, Pick<ReceivedSpan, 'attributes' | 'startNs' | 'endNs'>>> {
+async function vcpuSpans(records: TraceRecord[]): Promise<Map<number, Pick<ReceivedSpan, 'attributes' | 'startNs' | 'endNs'>>> {
   const before = rx.spans.length;
   const stats = await exportRecords(records, { endpoint: rx.url, metrics: false, clock, warn: () => {} });
   expect(stats.dropped).toBe(0);
@@ -25,17 +27,9 @@ async function vcpuSpans(rx: OtlpReceiver, records: TraceRecord[]): Promise<Map<
 }
 
 describe('kvm_run addresses reported after the vCPU closed', () => {
-  let rx: OtlpReceiver;
-  beforeAll(async () => {
-    rx = await startOtlpReceiver();
-  });
-  afterAll(async () => {
-    await rx.close();
-  });
-
   it('late and in halves, as at process exit: the same vCPU spans as in order', async () => {
     const cap = syntheticCapture({ startNs, vcpus: 2, runsPerVcpu: 50 });
-    const inOrder = await vcpuSpans(rx, cap.records);
+    const inOrder = await vcpuSpans(cap.records);
     expect([...inOrder.keys()].sort()).toEqual([0, 1]);
     for (const v of inOrder.values()) expect(v.attributes['kvm.run.user_addr']).toBeDefined();
 
@@ -49,7 +43,7 @@ describe('kvm_run addresses reported after the vCPU closed', () => {
     const late: KvmRunRecord[] = runs.flatMap((r) =>
       r.vcpu === 1 ? [{ ...r, kernel_addr: null }, { ...r, user_addr: null, mmap_size: null }] : [r],
     );
-    const lateSpans = await vcpuSpans(rx, [...rest, ...late, summary]);
+    const lateSpans = await vcpuSpans([...rest, ...late, summary]);
     expect(lateSpans).toEqual(inOrder);
     for (const [id, v] of lateSpans) {
       const close = rest.find((r): r is FdRecord => r.type === 'fd' && r.op === 'close' && r.vcpu === id)!;
