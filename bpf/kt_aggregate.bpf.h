@@ -290,7 +290,7 @@ static __always_inline void agg_ioctl(struct enter_state *st, __u64 pid_tgid, lo
 		agg_count(a, in, ret, now);
 	if (ret < 0)
 		return;
-	/* Learn vCPU fds (resolve_vcpu's fallback when the kernel lacks the kvm_vcpu_ioctl symbol). */
+	/* Learn vCPU fds: their mmap and close still become fd records. */
 	if (in->cmd == KT_KVM_CREATE_VCPU)
 		track_fd(k.tgid, ret, KT_FD_VCPU);
 	else if (in->cmd == KT_KVM_CREATE_VM)

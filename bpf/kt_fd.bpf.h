@@ -22,21 +22,21 @@ static __always_inline void emit_fd(__u64 pid_tgid, __s32 fd, __u32 op, __u32 ki
 	rb_output(&e, sizeof(e));
 }
 
-/* open/openat returned: is the new fd /dev/kvm? Decided by the file's ioctl handler (no path strings:
- * relative paths, symlinks and bind mounts all count). Fires for every open in the system: the failed
+/* open/openat returned: is the new fd /dev/kvm? Decided by the file's device number (no path strings:
+ * relative paths, symlinks, bind mounts and other names for the node all count). Fires for every open in the system: the failed
  * ones and filtered processes leave at once. */
 static __always_inline int on_open_exit(long ret)
 {
 	__u64 pid_tgid;
 	__u32 tgid;
 
-	if (ret < 0 || !&kvm_dev_ioctl)
+	if (ret < 0)
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
 	tgid = pid_tgid >> 32;
 	if (!trace_allowed(tgid))
 		return 0;
-	if (ioctl_handler(file_of_fd(ret)) != &kvm_dev_ioctl)
+	if (!is_kvm_dev_file(file_of_fd(ret)))
 		return 0;
 	track_fd(tgid, ret, KT_FD_SYSTEM);
 	emit_fd(pid_tgid, ret, KT_FD_OPEN, KT_FD_SYSTEM, ret);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * kvm-trace BPF side: everything the programs share — the rodata filters user space writes between open
- * and load, the maps, the per-thread state of an ioctl in flight, and the kernel symbols resolved by libbpf.
+ * and load, the maps, the per-thread state of an ioctl in flight, and the one kfunc the object may call.
+ * No untyped __ksym: one would make libbpf read all of /proc/kallsyms at every load (40-90 ms of attach);
+ * KVM files are told apart by what the file itself says (kt_vcpu.bpf.h).
  */
 #ifndef __KT_MAPS_BPF_H
 #define __KT_MAPS_BPF_H
@@ -203,12 +205,6 @@ struct {
 	__type(key, __u32); /* tgid */
 	__type(value, __u32);
 } procs SEC(".maps");
-
-/* The kernel's ioctl handlers of /dev/kvm and vCPU files: file->f_op->unlocked_ioctl tells a KVM file
- * from any other, even for fds opened before we attached. Resolved by libbpf from /proc/kallsyms; weak so
- * a kernel without them still loads (then fd kinds come only from what we saw being created). */
-extern const void kvm_vcpu_ioctl __ksym __weak;
-extern const void kvm_dev_ioctl __ksym __weak;
 
 /* Turns a kernel address held as a number back into a typed, read-only, untrusted BTF pointer (6.2+). Weak:
  * libbpf leaves it unresolved (zero) on older kernels, where have_rdonly_cast keeps every call dead code. */

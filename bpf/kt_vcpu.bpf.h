@@ -42,33 +42,66 @@ static __always_inline __u64 file_of_fd(__s32 fd)
 	return file;
 }
 
-/* file->f_op->unlocked_ioctl: tells a KVM file from any other. */
-static __always_inline const void *ioctl_handler(__u64 file)
+/* Which files are KVM's, from the file alone (also for fds opened before we attached), without kernel
+ * symbols: comparing file->f_op with &kvm_vcpu_fops would need an untyped __ksym, and libbpf reads all of
+ * /proc/kallsyms to resolve one.
+ *
+ * A vCPU file is an anonymous inode whose dentry is named "kvm-vcpu:<id>" (virt/kvm/kvm_main.c,
+ * create_vcpu_fd; the stats file of KVM_GET_STATS_FD is "kvm-vcpu-stats:<id>", hence the ':'). The inode's
+ * file system is checked first: a file of that name on a disk is not a vCPU, and its private_data must not be
+ * read as one. */
+#define KT_VCPU_NAME_HEAD 0x757063762d6d766bULL /* "kvm-vcpu", little-endian */
+#define KT_ANON_INODE_FS_MAGIC 0x09041934 /* include/uapi/linux/magic.h */
+
+static __always_inline bool is_vcpu_file(__u64 file)
 {
-	const struct file_operations *fop;
+	struct { __u64 head; char sep; } name = {};
+	__u64 dentry, str, inode, sb;
 
 	if (!file)
-		return NULL;
-	fop = kt_load(struct file, file, f_op);
-	if (!fop)
-		return NULL;
-	return (const void *)kt_load(struct file_operations, fop, unlocked_ioctl);
+		return false;
+	inode = (__u64)kt_load(struct file, file, f_inode);
+	sb = inode ? (__u64)kt_load(struct inode, inode, i_sb) : 0;
+	if (!sb || kt_load(struct super_block, sb, s_magic) != KT_ANON_INODE_FS_MAGIC)
+		return false;
+	dentry = (__u64)kt_load(struct file, file, f_path.dentry);
+	if (!dentry || kt_load(struct dentry, dentry, d_name.len) < 8)
+		return false;
+	str = (__u64)kt_load(struct dentry, dentry, d_name.name);
+	/* 9 bytes: the name's NUL is read when it is exactly "kvm-vcpu" (kernels before the id was added). */
+	if (!str || bpf_probe_read_kernel(&name, 9, (const void *)str))
+		return false;
+	return name.head == KT_VCPU_NAME_HEAD && (name.sep == ':' || name.sep == 0);
+}
+
+/* /dev/kvm is the misc character device 10:232 (KVM_MINOR in include/linux/miscdevice.h, registered in
+ * Documentation/admin-guide/devices.txt) under any path or name; i_rdev holds it as the kernel's dev_t. */
+#define KT_S_IFMT 0170000
+#define KT_S_IFCHR 0020000
+#define KT_MINORBITS 20
+#define KT_KVM_DEV ((10U << KT_MINORBITS) | 232U)
+
+static __always_inline bool is_kvm_dev_file(__u64 file)
+{
+	__u64 inode;
+
+	if (!file)
+		return false;
+	inode = (__u64)kt_load(struct file, file, f_inode);
+	if (!inode)
+		return false;
+	return (kt_load(struct inode, inode, i_mode) & KT_S_IFMT) == KT_S_IFCHR &&
+	       kt_load(struct inode, inode, i_rdev) == KT_KVM_DEV;
 }
 
 /* KVM_RUN: the vCPU behind in->fd into the state (vcpu, run, vcpu_id, fd_kind), after checking that the file
- * really is a vCPU (its ioctl handler, or our tracking when the kernel hides kvm_vcpu_ioctl). */
-static __always_inline void resolve_vcpu(struct enter_info *in, __u32 tgid)
+ * really is a vCPU. */
+static __always_inline void resolve_vcpu(struct enter_info *in)
 {
 	__u64 file = file_of_fd(in->fd), vcpu;
 
-	if (!file)
+	if (!is_vcpu_file(file))
 		return;
-	if (&kvm_vcpu_ioctl) {
-		if (ioctl_handler(file) != &kvm_vcpu_ioctl)
-			return;
-	} else if (tracked_kind(tgid, in->fd) != KT_FD_VCPU) {
-		return;
-	}
 	vcpu = (__u64)kt_load(struct file, file, private_data);
 	if (!vcpu)
 		return;
@@ -90,7 +123,7 @@ static __always_inline void resolve_fd(struct enter_info *in, __u32 tgid)
 	in->kvm = 0;
 	in->vcpu_id = -1;
 	if (in->cmd == KT_KVM_RUN)
-		resolve_vcpu(in, tgid);
+		resolve_vcpu(in);
 	else if (!aggregate_only)
 		in->fd_kind = tracked_kind(tgid, in->fd);
 }

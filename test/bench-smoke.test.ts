@@ -108,6 +108,8 @@ describe.skipIf(skipReason !== null)('npm run bench -- --smoke --json', () => {
     expect(j.targets.map((t: { name: string }) => t.name)).toEqual([
       'cpu per record',
       'full capture',
+      'cpu per record (-w)',
+      'full capture (-w)',
       'aggregate mode',
       'aggregate vs bpftrace',
       'top',

@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { KT_F_RUN } from '../src/bpf/event-layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
-import { probeFeature } from '../src/bpf/features.js';
+import { probeFeature, vmlinuxFuncId } from '../src/bpf/features.js';
+import { BPF_ATTACH_TYPE, findVmlinuxBtfId } from '../src/ffi/libbpf.js';
 import { planHooks } from '../src/bpf/hooks.js';
 import { BASE_PROGRAMS, COPY_HOOKS, FENTRY_PROGRAMS, KPROBE_PROGRAMS } from '../src/bpf/programs.js';
 import { KvmTracer } from '../src/bpf/tracer.js';
@@ -53,6 +54,10 @@ describe('hook plan (no kernel)', () => {
 });
 
 describe.skipIf(skip !== undefined)('copy hooks on this kernel', () => {
+  it.each(HOOK_NAMES.concat('no_such_function_kt'))('the fentry target id of %s is the one libbpf finds', (fn) => {
+    expect(vmlinuxFuncId(fn)).toBe(findVmlinuxBtfId(fn, BPF_ATTACH_TYPE.TRACE_FENTRY));
+  });
+
   it('auto: every hook reports attached or not with a reason; the base set attaches either way', () => {
     const { tracer, logs } = openAndCapture({});
     expect(tracer.hooks.map((h) => h.hook)).toEqual(HOOK_NAMES);
@@ -98,6 +103,25 @@ describe.skipIf(skip !== undefined)('copy hooks on this kernel', () => {
     }
     expect(logs.filter((l) => /_fentry cannot load here/.test(l)).length).toBeGreaterThan(0);
     expect(tracer.programs).toEqual([...BASE_PROGRAMS]);
+  });
+
+  it('openAsync, fentry forced: a quiet load the kernel refuses is loaded again with the log, as open() does', async () => {
+    const logs: string[] = [];
+    const tracer = await KvmTracer.openAsync({ pids: [process.pid], hookFamilies: ['fentry'], log: (l) => logs.push(l) });
+    const ring = new RingCollector(tracer.ringMapFd);
+    try {
+      runPioGuest();
+      expect(ring.drain().ioctls.filter((e) => e.cmd === KVM_RUN)).toHaveLength(2);
+      if (probeFeature('fentry').status !== 'unsupported') {
+        expect(tracer.hooks.some((h) => h.attached)).toBe(true);
+        return;
+      }
+      expect(logs.filter((l) => /_fentry cannot load here/.test(l)).length).toBeGreaterThan(0);
+      expect(tracer.programs).toEqual([...BASE_PROGRAMS]);
+    } finally {
+      ring.free();
+      tracer.close();
+    }
   });
 
   it('aggregate mode loads and attaches no copy program, whatever families are asked for', () => {

@@ -171,6 +171,16 @@ describe('JsonlEncoder: the same text as JSON.stringify', () => {
     expect(recordJson(r)).toBe(JSON.stringify(r));
   });
 
+  it('integers of every digit count, both signs, as JSON writes them', () => {
+    const ints: number[] = [0];
+    for (let k = 1; k <= 16; k++) ints.push(10 ** k - 1, 10 ** k, 10 ** k + 1, Math.floor(10 ** k / 3));
+    ints.push(Number.MAX_SAFE_INTEGER, 123456789012345);
+    for (const n of ints) {
+      const r = run({ ts_ns: n, enter_ns: Math.floor(n / 7), ret: -Math.min(n, 2 ** 31), latency_ns: n % 100003 });
+      expect(recordJson(r), String(n)).toBe(JSON.stringify(r));
+    }
+  });
+
   it('all edges in one stream, twice, through the per-thread caches (tids colliding in one slot)', () => {
     const recs: TraceRecord[] = [];
     for (let pass = 0; pass < 2; pass++) {

@@ -18,7 +18,7 @@ let bin = '';
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Trace every process named kt-fdvmm while the VMM runs `mode`; the capture ends when it has exited. */
-const traceVmm = (mode: string): Promise<Traced> => traceBin(bin, mode);
+const traceVmm = (mode: string, ...args: string[]): Promise<Traced> => traceBin(bin, [mode, ...args]);
 
 const fdsOf = (t: Traced, pid: number): FdRecord[] => t.records.filter((r): r is FdRecord => r.type === 'fd' && r.pid === pid);
 const ioctlsOf = (t: Traced, pid: number): IoctlRecord[] => t.records.filter((r): r is IoctlRecord => r.type === 'ioctl' && r.pid === pid);
@@ -158,5 +158,19 @@ describe.skipIf(skip !== undefined)('fd lifecycle on the real kernel', () => {
     expect(fdsOf(t, pid)[0]).toMatchObject({ op: 'open', fd: num(s.kvm), fd_kind: 'system' });
     expect(ioctlsOf(t, pid)[0]).toMatchObject({ fd: num(s.kvm), fd_kind: 'system', name: 'KVM_CREATE_VM' });
     expectOneKvmRun(t, s);
+  });
+
+  it('files are told by what they are, not their names: /dev/kvm as another node is /dev/kvm; a disk file named kvm-vcpu:0 is no vCPU', async () => {
+    const t = await traceVmm('names', dir);
+    const s = stepOf(t, 'names');
+    const pid = num(s.pid);
+    expect(num(s.version)).toBe(12);
+    expect(fdsOf(t, pid)[0]).toMatchObject({ op: 'open', fd: num(s.kvm), fd_kind: 'system' });
+    expect(ioctlsOf(t, pid)[0]).toMatchObject({ fd: num(s.kvm), fd_kind: 'system', name: 'KVM_GET_API_VERSION', ret: 12 });
+    // The impostor: the kernel said ENOTTY (25) and the capture must not read its private_data as a kvm_vcpu.
+    expect([num(s.fake_ret), num(s.fake_errno)]).toEqual([-1, 25]);
+    const fake = ioctlsOf(t, pid).filter((r) => r.fd === num(s.fake));
+    expect(fake.map((r) => [r.name, r.errno, r.fd_kind === 'vcpu', r.vcpu ?? null])).toEqual([['KVM_RUN', 'ENOTTY', false, null]]);
+    expect(runsOf(t, pid)).toEqual([]);
   });
 });

@@ -173,6 +173,37 @@ describe('binary capture file', () => {
     expect(summary).toMatchObject({ type: 'summary', lost: 7, duration_s: 1.5, attach_ms: 12 });
   });
 
+  it('frames hold each record byte for byte with zeroed padding, from aligned and unaligned sources alike', async () => {
+    const p = join(dir, 'frames.ktcap');
+    const w = await CaptureWriter.open(p, { chunkBytes: 256 });
+    w.begin(meta(), { vmlinux: Btf.vmlinux().bytes }, []);
+    // Records of every length 1..40 at source offsets 0..3, with 0xee after each (must not reach the file).
+    const want: number[][] = [];
+    for (let len = 1; len <= 40; len++) {
+      for (const shift of [0, 1, 2, 3]) {
+        const src = new Uint8Array(shift + len + 8).fill(0xee);
+        for (let k = 0; k < len; k++) src[shift + k] = (len * 7 + k + shift) & 0xff;
+        w.add(raw(src), shift, len);
+        want.push([...src.subarray(shift, shift + len)]);
+      }
+    }
+    await w.end({ strategy: 'tracepoint', lost: 0, duration_s: 0, ring_rejected: 0, no_enter: 0, state_unavailable: 0, attach_ms: null });
+    const r = CaptureReader.open(p);
+    const got: number[][] = [];
+    const padding: number[] = [];
+    try {
+      r.forEachFrame((v, off, len) => {
+        got.push([...new Uint8Array(v.buffer, v.byteOffset + off, len)]);
+        for (let p = off + len; p < off - 8 + ((8 + len + 7) & ~7); p++) padding.push(v.getUint8(p));
+      }, () => {});
+    } finally {
+      r.close();
+    }
+    expect(got).toEqual(want);
+    expect(padding.length).toBeGreaterThan(0);
+    expect(padding.filter((b) => b !== 0)).toEqual([]); // nothing past a record was copied into its padding
+  });
+
   it('a file cut short decodes up to its last whole section, and says it has no end', async () => {
     const p = join(dir, 'cut.ktcap');
     await write(p);

@@ -41,7 +41,7 @@ async function exportVmm(mode: string): Promise<Exported> {
   try {
     const { prometheusUrl } = await otel.start();
     // Closed by hand, after the scrape (the capture closes its sinks right after the summary).
-    const t = await traceVmm(bin, mode, [{ write: (r) => otel.write(r), close: async () => {} }]);
+    const t = await traceVmm(bin, [mode], [{ write: (r) => otel.write(r), close: async () => {} }]);
     const scrape = parsePromText(await (await fetch(prometheusUrl!)).text());
     await otel.close();
     expect(otel.stats().dropped).toBe(0);

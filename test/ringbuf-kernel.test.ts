@@ -227,6 +227,49 @@ describe.skipIf(!isRoot)('ring buffer on a real kernel ring', () => {
     }
   });
 
+  // A functional check of the time budget, not a speed test: ~1 s of handler work waits in the ring; with
+  // the budget the loop is given back every few ms, without it (one turn drains all) the gap is the whole second.
+  it.each([
+    { label: 'the default budget: the event loop answers in between', budget: undefined, n: 20_000 },
+    { label: 'no budget (maxMsPerTurn Infinity): one turn holds the loop throughout', budget: Infinity, n: 20_000 },
+  ])('consumer: a backlog of $n slow records is drained in order; $label', async ({ budget, n }) => {
+    const p = new TestRingProducer(4 << 20, { flags: BPF_RB_NO_WAKEUP });
+    const seqs: number[] = [];
+    const c = new RingBufferConsumer(p.ringFd, p.size, {
+      onRecord: (v, o, l) => {
+        seqs.push(check(v, o, l));
+        const end = performance.now() + 0.05; // 50 µs of "decoding" per record
+        while (performance.now() < end);
+      },
+      intervalMs: 10,
+      maxMsPerTurn: budget,
+    });
+    let worst = 0;
+    let last = performance.now();
+    const tick = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 1);
+    try {
+      p.produce(n);
+      expect(p.counters()).toEqual({ seq: n, fails: 0 });
+      expect(await waitFor(() => seqs.length === n, 30_000)).toBe(true);
+      expect(seqs).toEqual(expectedSeqs(n, false));
+      if (budget === undefined) {
+        expect(c.stats.yields).toBeGreaterThan(0);
+        expect(worst).toBeLessThan(250); // one slice is ~5 ms; the bound leaves room for a loaded machine
+      } else {
+        expect(c.stats.yields).toBe(0);
+        expect(worst).toBeGreaterThan(500); // the check above can fail: without a budget one turn held it all
+      }
+    } finally {
+      clearInterval(tick);
+      c.close();
+      p.close();
+    }
+  });
+
   it('rejects a size that is not a power-of-two multiple of the page size', () => {
     expect(() => new RawRingReader(-1, 3 * PAGE_SIZE)).toThrow(RangeError);
   });

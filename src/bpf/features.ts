@@ -11,7 +11,6 @@ import {
   BPF_ATTACH_TYPE,
   BPF_MAP_TYPE,
   BPF_PROG_TYPE,
-  findVmlinuxBtfId,
   libbpfUnavailable,
   linkCreateRaw,
   probeMapType,
@@ -146,9 +145,18 @@ const probes: Record<FeatureName, () => FeatureAnswer> = {
   },
 };
 
+/**
+ * The BTF id of a kernel function in vmlinux BTF (what libbpf_find_vmlinux_btf_id answers for fentry), or
+ * -ENOENT. Read from the TS parse every tracer open makes anyway: libbpf's own lookup parses all of
+ * vmlinux BTF again, once per call (5-25 ms each here).
+ */
+export function vmlinuxFuncId(name: string): number {
+  return Btf.vmlinux().findAllByName(name, 'func')[0] ?? -2;
+}
+
 /** Load a 2-instruction fentry program on `target` and attach it. */
 function probeFentryOn(target: string): FeatureAnswer {
-  const id = findVmlinuxBtfId(target, BPF_ATTACH_TYPE.TRACE_FENTRY);
+  const id = vmlinuxFuncId(target);
   if (id < 0) return inconclusive(`no BTF id for ${target}: ${errText(id)}`);
   const fd = progLoadRaw(BPF_PROG_TYPE.TRACING, 'kt_probe_fentry', RETURN_ZERO, {
     expectedAttachType: BPF_ATTACH_TYPE.TRACE_FENTRY,

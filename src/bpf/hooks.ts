@@ -5,9 +5,9 @@
  * 6.1 and 6.12, fentry on _copy_from_user gives EBUSY (not an ftrace site) and a kprobe there is refused,
  * while memdup_user and vmemdup_user take both.
  */
-import { type BpfLinkPtr, type BpfProgramPtr, attachProgram, BPF_ATTACH_TYPE, findVmlinuxBtfId } from '../ffi/libbpf.js';
+import { type BpfLinkPtr, type BpfProgramPtr, attachProgram } from '../ffi/libbpf.js';
 import { errnoName } from '../ffi/errors.js';
-import { probeFeature } from './features.js';
+import { probeFeature, vmlinuxFuncId } from './features.js';
 import { HW_PROGRAMS } from './hw-exits.js';
 import { COPY_HOOKS, type CopyHook, type HookFamily, hookProgram, type StrategyOption } from './programs.js';
 import type { StrategyChoice } from './strategy.js';
@@ -43,7 +43,7 @@ export function planHooks(choice: StrategyChoice, requested: StrategyOption, agg
   else plan.none = `neither fentry (${probeFeature('fentry').status}) nor kprobe (${probeFeature('kprobe').status}) works here`;
   if (plan.families.includes('fentry')) {
     for (const h of COPY_HOOKS) {
-      const id = findVmlinuxBtfId(h.hook, BPF_ATTACH_TYPE.TRACE_FENTRY);
+      const id = vmlinuxFuncId(h.hook);
       if (id < 0) plan.notLoaded.set(h.fentry, `no BTF for ${h.hook} (${errnoName(-id)})`);
     }
   }

@@ -3,8 +3,20 @@
  * fails: libbpf 1.1 loads an object's programs all or nothing, and one hook the kernel refuses (its
  * program type, its attach target) must not take the tracer down. The base programs failing is the
  * tracer's failure: BpfLoadError with libbpf's log (the verifier's included).
+ *
+ * loadQuietAsync is the first try of an attach that has other work to do meanwhile: the load runs on a
+ * worker thread with libbpf silent; if it fails, loadWithRetry does it again with the log, which names what
+ * failed and drops a refused hook program.
  */
-import { type BpfObjectPtr, type BpfProgramPtr, closeObject, loadObject, openObjectFile } from '../ffi/libbpf.js';
+import {
+  type BpfObjectPtr,
+  type BpfProgramPtr,
+  closeObject,
+  loadObject,
+  loadObjectAsync,
+  openObjectFile,
+  pauseLibbpfLog,
+} from '../ffi/libbpf.js';
 import { type HookPlan, dropFailedHook } from './hooks.js';
 import { BpfLoadError, verifierTail } from './load-errors.js';
 import { selectPrograms } from './object-setup.js';
@@ -52,5 +64,34 @@ export function loadWithRetry<T>(
       closeObject(obj);
       throw err;
     }
+  }
+}
+
+/**
+ * Open → configure → load on a worker thread, libbpf's log silenced. Everything up to the load runs before
+ * this returns its promise, so the caller may do other work while the kernel verifies. Resolves with the
+ * loaded object, or undefined (object closed again) when the load failed: then call loadWithRetry.
+ */
+export async function loadQuietAsync<T>(
+  path: string,
+  wanted: string[],
+  configure: (obj: BpfObjectPtr) => T,
+): Promise<LoadedObject<T> | undefined> {
+  const obj = openObjectFile(path);
+  let loaded = false;
+  try {
+    const configured = configure(obj);
+    const progs = selectPrograms(obj, wanted);
+    const resume = pauseLibbpfLog();
+    let r: number;
+    try {
+      r = await loadObjectAsync(obj);
+    } finally {
+      resume();
+    }
+    loaded = r >= 0;
+    return loaded ? { obj, progs, configured } : undefined;
+  } finally {
+    if (!loaded) closeObject(obj);
   }
 }

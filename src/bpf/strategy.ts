@@ -49,7 +49,7 @@ export function chooseStrategy(requested: StrategyOption): StrategyChoice {
 }
 
 /** The types the object casts kernel addresses to (kt_load in bpf/kt_vcpu.bpf.h). */
-const CAST_TYPES = ['file', 'file_operations', 'kvm_vcpu', 'kvm_run'];
+const CAST_TYPES = ['file', 'dentry', 'inode', 'kvm_vcpu', 'kvm_run'];
 
 /**
  * Whether the object may read kernel pointers through bpf_rdonly_cast: the kernel lets a tracepoint program

@@ -1,6 +1,6 @@
 /**
  * The capture lifecycle, libbpf-tools style, in one function:
- *   load + attach (KvmTracer) → map the ring (RingBufferConsumer) → seed already running processes from
+ *   load (on a worker thread, while the decoder is built) + attach (KvmTracer) → map the ring (RingBufferConsumer) → seed already running processes from
  *   /proc → "attached" → run until the stop signal → drain what is left → summary to the sinks and to the
  *   caller (onSummary) → detach and close in `finally`.
  *
@@ -123,7 +123,27 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const log = opts.log ?? (() => {});
   const started = process.hrtime.bigint();
   const btf = kernelBtf();
-  const path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), mmioGranule: opts.mmioGranule, log });
+  // The BPF object loads on a worker thread while the decoder is built here (the tracer's probes and
+  // flex-array plan read the same parsed BTF first).
+  const opening = KvmTracer.openAsync({
+    pids: opts.pids,
+    comm: opts.comm,
+    strategy: opts.strategy,
+    ringBytes: opts.ringBytes,
+    verbose: opts.verbose,
+    aggregate: opts.aggregate,
+    hwExits: opts.hwExits,
+    mmioGranule: opts.mmioGranule,
+    log,
+  });
+  let path: RecordPath;
+  try {
+    path = new RecordPath({ btf, sinks: opts.sinks, lean: opts.lean, aggregate: opts.aggregate, lineSize: opts.lineSize ?? systemLineSize(), mmioGranule: opts.mmioGranule, log });
+  } catch (err) {
+    // Nothing was captured yet: undo the BPF side and fail as before any attach.
+    await opening.then((t) => t.close(), () => {});
+    throw err;
+  }
   let lostReported = 0;
 
   let tracer: KvmTracer | undefined;
@@ -157,17 +177,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
         }
       : raw.add;
   try {
-    tracer = KvmTracer.open({
-      pids: opts.pids,
-      comm: opts.comm,
-      strategy: opts.strategy,
-      ringBytes: opts.ringBytes,
-      verbose: opts.verbose,
-      aggregate: opts.aggregate,
-      hwExits: opts.hwExits,
-      mmioGranule: opts.mmioGranule,
-      log,
-    });
+    tracer = await opening;
     const stopOnError = (err: unknown): void => {
       failure ??= err;
       // One last look at the ring happens in `finally`; stop waiting now.

@@ -10,7 +10,7 @@ import { CliError, oneLine } from './errors.js';
 async function main(): Promise<number> {
   const io = { stdout: process.stdout, stderr: process.stderr };
   try {
-    const program = await buildProgram(io);
+    const program = await buildProgram(io, process.argv);
     await program.parseAsync(process.argv);
     return Number(process.exitCode ?? 0);
   } catch (err) {

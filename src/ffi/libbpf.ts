@@ -8,7 +8,7 @@
  */
 export { libbpfUnavailable } from './libbpf/lib.js';
 export type { BpfLinkPtr, BpfMapPtr, BpfObjectPtr, BpfProgramPtr, RingBufferPtr } from './libbpf/lib.js';
-export { LibbpfLogLevel, setLibbpfLogger, type LibbpfLogger } from './libbpf/log.js';
+export { LibbpfLogLevel, pauseLibbpfLog, setLibbpfLogger, type LibbpfLogger } from './libbpf/log.js';
 export {
   attachProgram,
   closeObject,
@@ -18,6 +18,7 @@ export {
   findProgram,
   linkFd,
   loadObject,
+  loadObjectAsync,
   mapFd,
   mapInitialValue,
   mapKeys,

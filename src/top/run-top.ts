@@ -97,7 +97,7 @@ export async function runTop(o: TopOptions): Promise<TopResult> {
     return { ids, intervals, last };
   } finally {
     (screen as Screen | undefined)?.stop();
-    source.close();
+    await source.close();
   }
 }
 

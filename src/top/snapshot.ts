@@ -66,6 +66,6 @@ export interface TopSource {
   snapshot(): TopSnapshot;
   /** Kernel ids of what the source loaded (to prove teardown). */
   ids(): BpfIds;
-  /** Release everything; idempotent. */
-  close(): void;
+  /** Release everything; idempotent. May settle later (BPF links detach side by side). */
+  close(): void | Promise<void>;
 }

@@ -4,7 +4,7 @@
  * KVM fds, fork, openat2 — for test/fd-lifecycle.test.ts, which traces it with the real BPF programs and
  * compares the capture with what this program says it did. Built on the spot with cc.
  *
- *   kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2
+ *   kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2|names DIR
  *
  * Every step is one JSON line on stdout ({"step":…, fds and addresses}); exit status 0 when all went as
  * planned. Fds still open at exit are left open on purpose: the capture must list them as leaked.
@@ -21,7 +21,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -256,6 +258,25 @@ static int mode_openat2(void)
 	return 0;
 }
 
+/* Names that must not decide what a file is: /dev/kvm's device node made again under another name (still
+ * /dev/kvm), and a plain file named like a vCPU's anon inode (not a vCPU: KVM_RUN on it is ENOTTY). */
+static int mode_names(const char *dir)
+{
+	char node[4096], fake[4096];
+	snprintf(node, sizeof node, "%s/not-named-kvm", dir);
+	snprintf(fake, sizeof fake, "%s/kvm-vcpu:0", dir);
+	if (mknod(node, S_IFCHR | 0600, makedev(10, 232)) < 0) die("mknod 10:232");
+	kvm_fd = open(node, O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0) die("open the second /dev/kvm node");
+	int version = ioctl(kvm_fd, KVM_GET_API_VERSION, 0);
+	int f = open(fake, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (f < 0) die("create kvm-vcpu:0");
+	int r = ioctl(f, KVM_RUN, 0);
+	step("{\"step\":\"names\",\"pid\":%d,\"kvm\":%d,\"version\":%d,\"fake\":%d,\"fake_ret\":%d,\"fake_errno\":%d}",
+	     getpid(), kvm_fd, version, f, r, r < 0 ? errno : 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -267,6 +288,7 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "after-exec") && argc > 2) return mode_after_exec(atoi(argv[2]));
 	if (!strcmp(mode, "fork")) return mode_fork();
 	if (!strcmp(mode, "openat2")) return mode_openat2();
-	fprintf(stderr, "usage: kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2\n");
+	if (!strcmp(mode, "names") && argc > 2) return mode_names(argv[2]);
+	fprintf(stderr, "usage: kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2|names DIR\n");
 	return 2;
 }

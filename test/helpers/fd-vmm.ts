@@ -35,8 +35,12 @@ export interface Traced {
   summary: SummaryRecord;
 }
 
-/** Trace every process named kt-fdvmm while `bin` runs `mode`; the capture ends when it has exited. */
-export async function traceVmm(bin: string, mode: string, extraSinks: RecordSink[] = []): Promise<Traced> {
+/**
+ * Trace every process named kt-fdvmm while `bin` runs `argv` (a mode and its arguments); the capture ends
+ * when it has exited. `extraSinks` get the records too.
+ */
+export async function traceVmm(bin: string, argv: string[], extraSinks: RecordSink[] = []): Promise<Traced> {
+  const mode = argv[0];
   const records: TraceRecord[] = [];
   const sink: RecordSink = { write: (r) => void records.push(r), close: async () => {} };
   const stop = stopSignal();
@@ -50,7 +54,7 @@ export async function traceVmm(bin: string, mode: string, extraSinks: RecordSink
       onAttached: async () => {
         try {
           stdout = await new Promise<string>((resolve, reject) =>
-            execFile(bin, [mode], (err, out, errOut) => (err ? reject(new Error(`${mode}: ${errOut || err.message}`)) : resolve(out))),
+            execFile(bin, argv, (err, out, errOut) => (err ? reject(new Error(`${mode}: ${errOut || err.message}`)) : resolve(out))),
           );
         } finally {
           stop.stop('vmm done');

@@ -49,8 +49,26 @@ function onPrint(level: number, fmt: bigint | null, ap: bigint | null): number {
  */
 export function setLibbpfLogger(fn: LibbpfLogger | null): void {
   logger = fn;
+  installHook();
+}
+
+function installHook(): bigint {
   if (printCallback === undefined) {
     printCallback = koffi.register(onPrint, koffi.pointer(PrintFn));
     c().set_print(printCallback);
   }
+  return printCallback;
+}
+
+/**
+ * Silence libbpf at the C level (no callback at all) until the returned function is called, which puts the
+ * hook back. For calls made on a worker thread (loadObjectAsync): there the JS callback would block that
+ * thread until the main thread is free. Whoever needs libbpf's words runs the call again with the hook.
+ */
+export function pauseLibbpfLog(): () => void {
+  const hook = installHook();
+  c().set_print(null);
+  return () => {
+    c().set_print(hook);
+  };
 }

@@ -53,6 +53,18 @@ export function loadObject(obj: BpfObjectPtr): void {
   check('bpf_object__load', c().obj_load(obj) as number);
 }
 
+/**
+ * bpf_object__load on a libuv worker thread: resolves with 0 or -errno. The main thread stays free meanwhile
+ * (the caller builds its decoder while the kernel verifies), and the verifier is not interrupted by signals
+ * aimed at the main thread — a profiler's SIGPROF made it return EAGAIN on every one of libbpf's 5 tries.
+ * Nothing else may use `obj` until it settles; libbpf's log hook must be quiet (pauseLibbpfLog): a JS
+ * callback from this thread would wait for the main thread.
+ */
+export function loadObjectAsync(obj: BpfObjectPtr): Promise<number> {
+  const fn = c().obj_load as unknown as { async: (obj: bigint, cb: (err: unknown, res: number) => void) => void };
+  return new Promise((resolve, reject) => fn.async(obj, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
 export function closeObject(obj: BpfObjectPtr): void {
   c().obj_close(obj);
 }
