@@ -121,6 +121,22 @@ describe('VMM handling time', () => {
     ]);
   });
 
+  it('a dup copy of the vCPU fd is the same vCPU: re-entries through the copy are timed, one row, ended by the last close', () => {
+    const first = loop(2, { fd: 10 }, 0, () => 1000, () => io(0x10, 'out'));
+    const dup: TraceRecord = { type: 'fd', ts_ns: 15_000, pid: 100, tid: 100, op: 'open', fd: 11, fd_kind: 'vcpu', vm: 0, vcpu: 0, via: 'dup', dup_of: 10 };
+    const closeOriginal: TraceRecord = { type: 'fd', ts_ns: 16_000, pid: 100, tid: 100, op: 'close', fd: 10, fd_kind: 'vcpu', vm: 0, vcpu: 0 };
+    const second = loop(2, { fd: 11 }, 20_000, () => 3000, () => io(0x10, 'out'));
+    const closeCopy: TraceRecord = { type: 'fd', ts_ns: 40_000, pid: 100, tid: 100, op: 'close', fd: 11, fd_kind: 'vcpu', vm: 0, vcpu: 0 };
+    const { samples, sum } = track([...first, dup, closeOriginal, ...second, closeCopy]);
+    // 1000 within the first loop; the return on fd 10 at 11 000 to the entry on fd 11 at 20 000; 3000 within the second.
+    expect(samples.map((s) => [s.fd, s.ns])).toEqual([
+      [10, 1000],
+      [11, 9000],
+      [11, 3000],
+    ]);
+    expect(sum.vcpus.map((v) => [v.vm, v.vcpu, v.fd, v.total.count, v.pending])).toEqual([[0, 0, 10, 3, 1]]);
+  });
+
   it('a re-entry seen without its enter, or entering before the previous return, is counted, not timed', () => {
     const recs = [
       run({ enter_ns: 0, ts_ns: 5000 }),

@@ -2,7 +2,9 @@
 // capture's REAL kernel ring by a real BPF program (scripts/lib/ring-producer.ts's RingRecordInjector run
 // with BPF_PROG_TEST_RUN): records too short for a header, of an unknown type, an ioctl record whose
 // data lengths run past its end, a truncated fd record, and a well-formed record on which a sink throws.
-// The capture goes on, the guest run after them decodes in full, and decode_errors equals what was injected.
+// The capture goes on, the guest run after them decodes in full, and decode_errors equals what was injected
+// — in the summary, and in the OpenTelemetry export of the same capture (OTLP metrics to a real receiver and
+// a scrape of the Prometheus endpoint taken after the summary).
 import { describe, expect, it } from 'vitest';
 import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
@@ -13,6 +15,9 @@ import { BPF_MAP_TYPE_RINGBUF, bpfClose, bpfMapFdById, bpfMapInfo } from '../scr
 import { RingRecordInjector } from '../scripts/lib/ring-producer.js';
 import { encodeFd, encodeIoctl } from './helpers/kt-records.js';
 import { bpfSkipReason, runPioGuest } from './bpf-support.js';
+import { createOtelSink } from '../src/export/otel/sink.js';
+import { startOtlpReceiver } from './helpers/otlp-receiver.js';
+import { parsePromText, promSum } from './helpers/prom-text.js';
 import { cmdOf } from './decode-helpers.js';
 
 const skip = bpfSkipReason();
@@ -61,6 +66,11 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
       },
       close: async () => {},
     };
+    const rx = await startOtlpReceiver();
+    const otel = createOtelSink({ endpoint: rx.url, protocol: 'http/protobuf', prometheus: { port: 0 }, warn: () => {} });
+    const { prometheusUrl } = await otel.start();
+    // Closed by hand below, after the scrape (capture closes its sinks right after the summary).
+    const otelSink: RecordSink = { write: (r) => otel.write(r), close: async () => {} };
     const logs: string[] = [];
     const bad = malformed();
     const times = 3; // three rounds of every bad record: 18 in all
@@ -71,7 +81,7 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
     const cap = await capture({
       pids: [process.pid],
       signal: stop.signal,
-      sinks: [collect, poisoned],
+      sinks: [collect, poisoned, otelSink],
       drainIntervalMs: 10,
       log: (l) => logs.push(l),
       onAttached: async (info) => {
@@ -123,5 +133,17 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
     // The poison record reached the sink before the throwing one (sinks are isolated from each other).
     expect(records.filter((r) => r.type === 'ioctl' && r.fd === POISON_FD).length).toBe(times);
     expect(records.at(-1)?.type).toBe('summary');
+
+    // The same counts as metrics: a Prometheus scrape after the summary, and the OTLP export at close.
+    const scrape = parsePromText(await (await fetch(prometheusUrl!)).text());
+    expect(promSum(scrape, 'kvm_records_decode_errors_total')).toBe(bad.length * times);
+    expect(promSum(scrape, 'kvm_ring_resyncs_total')).toBe(0);
+    expect(scrape.some((x) => x.name === 'kvm_ring_resyncs_total')).toBe(true);
+    await otel.close();
+    await rx.close();
+    expect(rx.errors).toEqual([]);
+    const m = rx.latestMetrics();
+    expect(m.get('kvm.records.decode_errors')?.points.map((p) => p.value)).toEqual([bad.length * times]);
+    expect(m.get('kvm.ring.resyncs')?.points.map((p) => p.value)).toEqual([0]);
   });
 });

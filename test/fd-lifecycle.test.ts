@@ -2,69 +2,24 @@
 // with cc) dups, dup2s onto a tracked number, close_ranges, execs with O_CLOEXEC KVM fds, forks and opens
 // /dev/kvm with openat2, while the real BPF programs trace it through the whole capture pipeline. What
 // the capture says about fd kinds, kvm_run addresses and leaked fds must equal what the VMM says it did.
-import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { capture } from '../src/capture/session.js';
-import { stopSignal } from '../src/capture/stop-signal.js';
-import type { FdRecord, IoctlRecord, KvmRunRecord, SummaryRecord, TraceRecord } from '../src/decode/records.js';
-import type { RecordSink } from '../src/decode/sink.js';
+import type { FdRecord, IoctlRecord, KvmRunRecord } from '../src/decode/records.js';
 import { bpfSkipReason } from './bpf-support.js';
+import { buildFdVmm, fdVmmSkipReason, stepOf, traceVmm as traceBin, type Step, type Traced } from './helpers/fd-vmm.js';
 
-const COMM = 'kt-fdvmm';
-const hasCc = spawnSync('cc', ['--version']).status === 0;
-const skip = bpfSkipReason() ?? (hasCc ? undefined : 'no C compiler (cc) to build the test VMM');
+const skip = bpfSkipReason() ?? fdVmmSkipReason();
 if (skip) console.log(`fd-lifecycle tests skipped: ${skip}`);
 
 const dir = mkdtempSync(join(tmpdir(), 'kvm-trace-fdvmm-'));
-const bin = join(dir, COMM);
+let bin = '';
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-type Step = Record<string, number | string> & { step: string };
-
-interface Traced {
-  records: TraceRecord[];
-  steps: Step[];
-  summary: SummaryRecord;
-}
-
 /** Trace every process named kt-fdvmm while the VMM runs `mode`; the capture ends when it has exited. */
-async function traceVmm(mode: string, ...args: string[]): Promise<Traced> {
-  const records: TraceRecord[] = [];
-  const sink: RecordSink = { write: (r) => void records.push(r), close: async () => {} };
-  const stop = stopSignal();
-  let stdout = '';
-  try {
-    const cap = await capture({
-      comm: COMM,
-      signal: stop.signal,
-      sinks: [sink],
-      drainIntervalMs: 10,
-      onAttached: async () => {
-        try {
-          stdout = await new Promise<string>((resolve, reject) =>
-            execFile(bin, [mode, ...args], (err, out, errOut) => (err ? reject(new Error(`${mode}: ${errOut || err.message}`)) : resolve(out))),
-          );
-        } finally {
-          stop.stop('vmm done');
-        }
-      },
-    });
-    const steps = stdout.trim().split('\n').map((l) => JSON.parse(l) as Step);
-    return { records, steps, summary: cap.summary };
-  } finally {
-    stop.dispose();
-  }
-}
+const traceVmm = (mode: string, ...args: string[]): Promise<Traced> => traceBin(bin, [mode, ...args]);
 
-const stepOf = (t: Traced, name: string): Step => {
-  const s = t.steps.find((x) => x.step === name);
-  if (!s) throw new Error(`the VMM printed no "${name}" step: ${JSON.stringify(t.steps)}`);
-  return s;
-};
 const fdsOf = (t: Traced, pid: number): FdRecord[] => t.records.filter((r): r is FdRecord => r.type === 'fd' && r.pid === pid);
 const ioctlsOf = (t: Traced, pid: number): IoctlRecord[] => t.records.filter((r): r is IoctlRecord => r.type === 'ioctl' && r.pid === pid);
 const runsOf = (t: Traced, pid: number): KvmRunRecord[] => t.records.filter((r): r is KvmRunRecord => r.type === 'kvm_run' && r.pid === pid);
@@ -84,9 +39,7 @@ function expectOneKvmRun(t: Traced, setup: Step): void {
 
 describe.skipIf(skip !== undefined)('fd lifecycle on the real kernel', () => {
   beforeAll(() => {
-    const src = fileURLToPath(new URL('./helpers/fd-vmm.c', import.meta.url));
-    const r = spawnSync('cc', ['-O1', '-Wall', '-Werror', '-o', bin, src], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`building ${src} failed: ${r.stderr}`);
+    bin = buildFdVmm(dir);
   });
 
   it('dup, dup2, dup3, fcntl(F_DUPFD, F_DUPFD_CLOEXEC) of a vCPU fd: each copy is that vCPU; closing the original leaves them', async () => {

@@ -3,6 +3,8 @@
  * (resource, span, span event, metric data point) is in the table with that place, and every row of the table
  * is emitted somewhere. The exports: synthetic captures shaped to reach every code path (aggregate and sample
  * run spans, a VM seen late, a call seen without its entry), and — where BPF works — a real `kvm-trace demo`.
+ * The metrics table above it likewise: every instrument exported is a row (name, kind, Prometheus series)
+ * and every row is exported.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -56,6 +58,32 @@ function readmeTable(): Row[] {
   return rows;
 }
 
+interface InstrumentRow {
+  name: string;
+  kind: string;
+  prometheus: string;
+}
+
+/** The rows of the README's metrics table (the one whose first column is "instrument"). */
+function instrumentTable(): InstrumentRow[] {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const head = readme.indexOf('| instrument | kind | Prometheus series |');
+  expect(head, 'the README has a metrics table').toBeGreaterThan(0);
+  const rows: InstrumentRow[] = [];
+  for (const line of readme.slice(head).split('\n').slice(2)) {
+    if (!line.startsWith('|')) break;
+    const cells = line.split('|').map((c) => c.trim());
+    rows.push({ name: cells[1].replace(/`/g, ''), kind: cells[2], prometheus: cells[3].replace(/`/g, '') });
+  }
+  return rows;
+}
+
+/** The Prometheus series of an OTLP instrument as the README writes them (no unit suffix: the names carry theirs). */
+function promSeriesOf(name: string, kind: 'sum' | 'histogram'): string {
+  const base = name.replace(/\./g, '_');
+  return kind === 'sum' ? `${base}_total` : `${base}_{bucket,sum,count}`;
+}
+
 /** Every (attribute, place) an OTLP receiver got. */
 function emitted(rx: OtlpReceiver): Map<string, Set<Place>> {
   const out = new Map<string, Set<Place>>();
@@ -90,6 +118,8 @@ describe('the README attribute table', () => {
   const rows = readmeTable();
   let synthetic: Map<string, Set<Place>>;
   let real: Map<string, Set<Place>> | undefined;
+  /** Instrument name -> kind, of the synthetic exports. */
+  const instruments = new Map<string, string>();
   const dir = mkdtempSync(join(tmpdir(), 'kvm-trace-attrs-'));
 
   beforeAll(async () => {
@@ -105,6 +135,7 @@ describe('the README attribute table', () => {
       const late = cap.records.slice(from).map((r, i): TraceRecord => (i === 0 && r.type === 'ioctl' ? { ...r, enter_ns: 0, latency_ns: 0, no_enter: true } : r));
       await exportRecords(late, opts);
       synthetic = emitted(rx);
+      for (const m of rx.metrics) instruments.set(m.name, m.kind);
     } finally {
       await rx.close();
     }
@@ -149,6 +180,16 @@ describe('the README attribute table', () => {
       expect(keys.length, `${row.name} is in the table but never emitted`).toBeGreaterThan(0);
       const places = new Set(keys.flatMap((k) => [...all.get(k)!]));
       for (const p of row.places) expect(places.has(p), `${row.name}: the table says ${p}, never emitted there`).toBe(true);
+    }
+  });
+
+  it('the metrics table lists exactly the instruments exported, with their kind and Prometheus series', () => {
+    const table = instrumentTable();
+    expect(table.map((r) => r.name).sort()).toEqual([...instruments.keys()].sort());
+    for (const r of table) {
+      const kind = instruments.get(r.name) as 'sum' | 'histogram';
+      expect(r.kind.startsWith(kind === 'sum' ? 'counter' : 'histogram'), `${r.name}: ${r.kind} vs ${kind}`).toBe(true);
+      expect(r.prometheus, r.name).toBe(promSeriesOf(r.name, kind));
     }
   });
 

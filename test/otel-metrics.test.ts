@@ -63,6 +63,10 @@ describe('OTLP metrics', () => {
     }
     expect(total(m.get('kvm.buffer.flags'), { 'kvm.buffer.flag': 'misaligned', 'kvm.ioctl.name': 'KVM_SET_SREGS' })).toBe(1);
     expect(total(m.get('kvm.records.lost'))).toBe(cap.lost);
+    expect(m.get('kvm.records.decode_errors')).toMatchObject({ kind: 'sum', monotonic: true, unit: '{record}' });
+    expect(total(m.get('kvm.records.decode_errors'))).toBe(cap.decodeErrors);
+    expect(m.get('kvm.ring.resyncs')).toMatchObject({ kind: 'sum', monotonic: true, unit: '{resync}' });
+    expect(total(m.get('kvm.ring.resyncs'))).toBe(cap.ringResyncs);
     expect(total(m.get('kvm.trace.runs.aggregated'))).toBe(cap.runs.length);
     expect(total(m.get('kvm.trace.spans.dropped'))).toBe(stats.dropped);
     for (const metric of m.values()) expect(metric.resource['service.name']).toBe('kvm-trace');

@@ -59,6 +59,9 @@ describe('Prometheus endpoint', () => {
         flags.filter((x) => x.f.cacheline_cross && x.name === 'KVM_SET_REGS').length,
       );
       expect(promSum(samples, 'kvm_records_lost_total')).toBe(cap.lost);
+      // Decode errors and ring resyncs come with the summary (the last record): written now, so counted.
+      expect(promSum(samples, 'kvm_records_decode_errors_total')).toBe(cap.decodeErrors);
+      expect(promSum(samples, 'kvm_ring_resyncs_total')).toBe(cap.ringResyncs);
       expect(samples.some((s) => s.name === 'kvm_trace_spans_dropped_total')).toBe(true);
     } finally {
       await sink.close();

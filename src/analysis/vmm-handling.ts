@@ -7,9 +7,11 @@
  * little longer than what the VMM measures around its own ioctl calls (by the syscall's return and entry
  * paths): test/vmm-handling.test.ts checks it against the reference guest's own clock reads.
  *
- * A vCPU is (pid, vCPU fd) while the fd is open; its record also names the VM index and vCPU id, so two VMs
- * in one process, both with a vCPU 0, stay apart, and a closed fd whose number is reused starts a new vCPU.
- * A close (or a process exit) ends the vCPU's pending return without a sample. Memory: per vCPU at most
+ * A vCPU is (pid, VM index, vCPU id) — the file, not the fd number: a VMM that runs it through a dup copy
+ * of its fd (dup, dup2, fcntl F_DUPFD) has one vCPU, and a return on one fd is timed to the re-entry on the
+ * other. Two VMs in one process, both with a vCPU 0, stay apart. Only a record without VM index or vCPU id
+ * (an fd the decoder could not place) is keyed by (pid, fd). The close of the vCPU's last fd (or a process
+ * exit) ends its pending return without a sample; a closed fd whose number is reused names another vCPU. Memory: per vCPU at most
  * MAX_KEYS_PER_VCPU sparse histograms (more distinct keys fold into "<reason> other").
  */
 import type { IoctlRecord, TraceRecord, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
@@ -82,8 +84,17 @@ function keepKeyInputs(o: Open, r: IoctlRecord): void {
   o.keyB = !e ? undefined : e.reason === 'IO' ? e.port : e.reason === 'MMIO' ? e.is_write : undefined;
 }
 
+/** The vCPU a record names: (pid, VM, vCPU id), or (pid, fd) when the decoder could not place the fd. */
+function vcpuKeyOf(pid: number, vm: number | null, vcpu: number | null, fd: number): string {
+  return vm !== null && vcpu !== null ? `${pid}/${vm}/${vcpu}` : `${pid}/fd${fd}`;
+}
+
 export class VmmHandlingTracker {
-  private readonly byFd = new Map<string, Open>();
+  /** vCPU key -> its pending return. */
+  private readonly byVcpu = new Map<string, Open>();
+  /** "pid/fd" -> the vCPU key it names, and vCPU key -> its open fds (dup copies included). */
+  private readonly fdVcpu = new Map<string, string>();
+  private readonly vcpuFds = new Map<string, Set<number>>();
   /** Recent vCPU fds' entries by the fd's low bits (direct-mapped: no key string for a vCPU seen before). */
   private readonly recent: Array<{ pid: number; fd: number; open: Open } | undefined> = new Array(64).fill(undefined);
   private readonly vcpus = new Map<string, VcpuAcc>();
@@ -103,25 +114,49 @@ export class VmmHandlingTracker {
   write(r: TraceRecord): void {
     if (r.type === 'ioctl') {
       if (r.name === 'KVM_RUN') this.run(r);
-    } else if (r.type === 'fd' && (r.op === 'close' || r.op === 'leak')) {
-      this.forget(`${r.pid}/${r.fd}`);
+    } else if (r.type === 'fd') {
+      if (r.op === 'close' || r.op === 'leak') this.closed(r.pid, r.fd, r.vm, r.vcpu);
+      else if (r.fd_kind === 'vcpu' && r.vm !== null && r.vcpu !== null) this.learnFd(r.pid, r.fd, vcpuKeyOf(r.pid, r.vm, r.vcpu, r.fd));
     }
   }
 
-  private forget(fdKey: string): void {
-    this.recent.fill(undefined);
-    const o = this.byFd.get(fdKey);
-    if (!o) return;
-    if (o.key) o.acc.pending++;
-    this.byFd.delete(fdKey);
+  /** fd `fd` of `pid` names vCPU `key` (its creation, a dup copy, or a KVM_RUN on it). */
+  private learnFd(pid: number, fd: number, key: string): void {
+    const fdKey = `${pid}/${fd}`;
+    const had = this.fdVcpu.get(fdKey);
+    if (had === key) return;
+    if (had !== undefined) this.dropFd(had, fd); // the number names another vCPU now (its close was not seen)
+    this.fdVcpu.set(fdKey, key);
+    let fds = this.vcpuFds.get(key);
+    if (!fds) this.vcpuFds.set(key, (fds = new Set()));
+    fds.add(fd);
   }
 
-  private vcpuAcc(r: IoctlRecord): VcpuAcc {
-    const id = `${r.pid}/${r.vm ?? '?'}/${r.vcpu ?? '?'}/${r.fd}`;
-    let a = this.vcpus.get(id);
+  private closed(pid: number, fd: number, vm: number | null, vcpu: number | null): void {
+    this.recent.fill(undefined);
+    const fdKey = `${pid}/${fd}`;
+    const key = this.fdVcpu.get(fdKey) ?? vcpuKeyOf(pid, vm, vcpu, fd);
+    this.fdVcpu.delete(fdKey);
+    this.dropFd(key, fd);
+  }
+
+  /** `fd` no longer names vCPU `key`: when it was its last fd, the vCPU's return stays pending for good. */
+  private dropFd(key: string, fd: number): void {
+    const fds = this.vcpuFds.get(key);
+    fds?.delete(fd);
+    if (fds && fds.size > 0) return;
+    this.vcpuFds.delete(key);
+    const o = this.byVcpu.get(key);
+    if (!o) return;
+    if (o.key) o.acc.pending++;
+    this.byVcpu.delete(key);
+  }
+
+  private vcpuAcc(r: IoctlRecord, key: string): VcpuAcc {
+    let a = this.vcpus.get(key);
     if (!a) {
       a = { pid: r.pid, comm: r.comm, vm: r.vm, vcpu: r.vcpu, fd: r.fd, total: new DurationHistogram(), keys: new Map(), pending: 0 };
-      this.vcpus.set(id, a);
+      this.vcpus.set(key, a);
     }
     return a;
   }
@@ -130,20 +165,18 @@ export class VmmHandlingTracker {
     const slot = r.fd & 63;
     const seen = this.recent[slot];
     let o = seen !== undefined && seen.pid === r.pid && seen.fd === r.fd ? seen.open : undefined;
-    let fdKey: string | undefined;
+    // The fd now names another vCPU (its close was not seen): look it up afresh.
+    if (o && ((r.vcpu !== null && o.acc.vcpu !== null && r.vcpu !== o.acc.vcpu) || (r.vm !== null && o.acc.vm !== null && r.vm !== o.acc.vm))) o = undefined;
     if (o === undefined) {
-      fdKey = `${r.pid}/${r.fd}`;
-      o = this.byFd.get(fdKey);
+      const key = vcpuKeyOf(r.pid, r.vm, r.vcpu, r.fd);
+      this.learnFd(r.pid, r.fd, key);
+      o = this.byVcpu.get(key);
+      if (!o) {
+        o = { acc: this.vcpuAcc(r, key), exitNs: 0, key: null, keyReason: undefined, keyA: undefined, keyB: undefined };
+        this.byVcpu.set(key, o);
+      }
     }
-    // The fd now names another vCPU (its close was not seen): the old one's return stays pending.
-    if (o && ((r.vcpu !== null && o.acc.vcpu !== null && r.vcpu !== o.acc.vcpu) || (r.vm !== null && o.acc.vm !== null && r.vm !== o.acc.vm))) {
-      this.forget((fdKey ??= `${r.pid}/${r.fd}`));
-      o = undefined;
-    }
-    if (!o) {
-      o = { acc: this.vcpuAcc(r), exitNs: 0, key: null, keyReason: undefined, keyA: undefined, keyB: undefined };
-      this.byFd.set((fdKey ??= `${r.pid}/${r.fd}`), o);
-    } else if (o.key) {
+    if (o.key) {
       if (r.no_enter === true) this.untimed++;
       else if (r.enter_ns < o.exitNs) this.overlapped++;
       else this.sample(o, r);
@@ -178,7 +211,7 @@ export class VmmHandlingTracker {
   /** The statistics so far; returns still waiting for a re-entry count as pending. */
   summary(): VmmHandlingSummary {
     const waiting = new Map<VcpuAcc, number>();
-    for (const o of this.byFd.values()) if (o.key) waiting.set(o.acc, (waiting.get(o.acc) ?? 0) + 1);
+    for (const o of this.byVcpu.values()) if (o.key) waiting.set(o.acc, (waiting.get(o.acc) ?? 0) + 1);
     const vcpus: VcpuHandlingStats[] = [...this.vcpus.values()]
       .sort((a, b) => a.pid - b.pid || (a.vm ?? -1) - (b.vm ?? -1) || (a.vcpu ?? -1) - (b.vcpu ?? -1) || a.fd - b.fd)
       .map((a) => ({

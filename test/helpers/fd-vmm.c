@@ -4,7 +4,7 @@
  * KVM fds, fork, openat2 — for test/fd-lifecycle.test.ts, which traces it with the real BPF programs and
  * compares the capture with what this program says it did. Built on the spot with cc.
  *
- *   kt-fdvmm dup|dup2-unrelated|close-range|exec|fork|openat2|names DIR
+ *   kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2|names DIR
  *
  * Every step is one JSON line on stdout ({"step":…, fds and addresses}); exit status 0 when all went as
  * planned. Fds still open at exit are left open on purpose: the capture must list them as leaked.
@@ -69,8 +69,8 @@ static void run_to_hlt(int fd)
 	}
 }
 
-/* /dev/kvm (already in kvm_fd), a VM with one page of `hlt`, vCPU 0 mapped and run once. */
-static void setup_vm(void)
+/* /dev/kvm (already in kvm_fd) → a VM with one page of `hlt` and vCPU 0 (in vm_fd, vcpu_fd), not mapped yet. */
+static void create_vm(void)
 {
 	vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
 	if (vm_fd < 0) die("KVM_CREATE_VM");
@@ -85,16 +85,33 @@ static void setup_vm(void)
 	if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
 	vcpu_fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
 	if (vcpu_fd < 0) die("KVM_CREATE_VCPU");
-	run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0);
+}
+
+/* Map vCPU 0's kvm_run through `map_fd` and set its segments through `fd` (real mode at address 0). */
+static void map_and_prepare(int map_fd, int fd)
+{
+	run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
 	if (run == MAP_FAILED) die("mmap kvm_run");
 	struct kvm_sregs sregs;
-	if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) < 0) die("KVM_GET_SREGS");
+	if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0) die("KVM_GET_SREGS");
 	sregs.cs.base = 0;
 	sregs.cs.selector = 0;
-	if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) < 0) die("KVM_SET_SREGS");
-	run_to_hlt(vcpu_fd);
+	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0) die("KVM_SET_SREGS");
+}
+
+static void setup_step(void)
+{
 	step("{\"step\":\"setup\",\"pid\":%d,\"kvm\":%d,\"vm\":%d,\"vcpu\":%d,\"run\":\"%p\",\"run_size\":%d}", getpid(),
 	     kvm_fd, vm_fd, vcpu_fd, (void *)run, run_size);
+}
+
+/* /dev/kvm (already in kvm_fd), a VM with one page of `hlt`, vCPU 0 mapped and run once. */
+static void setup_vm(void)
+{
+	create_vm();
+	map_and_prepare(vcpu_fd, vcpu_fd);
+	run_to_hlt(vcpu_fd);
+	setup_step();
 }
 
 static void open_kvm(void)
@@ -131,6 +148,25 @@ static int mode_dup(void)
 	if (d2 != 50 || d3 != 51 || d4 < 60 || d5 < 70) die("dup2/dup3/fcntl");
 	run_to_hlt(d5);
 	step("{\"step\":\"dup\",\"dup\":%d,\"dup2\":%d,\"dup3\":%d,\"dupfd\":%d,\"dupfd_cloexec\":%d}", d, d2, d3, d4, d5);
+	return 0;
+}
+
+/*
+ * The vCPU fd copied before anything used it: kvm_run mapped through the original, the vCPU run (twice)
+ * through the copy, both closed. Neither fd sees both halves of the kvm_run join.
+ */
+static int mode_dup_early(void)
+{
+	open_kvm();
+	create_vm();
+	int d = dup(vcpu_fd);
+	if (d < 0) die("dup");
+	map_and_prepare(vcpu_fd, d);
+	run_to_hlt(d);
+	run_to_hlt(d);
+	setup_step();
+	if (close(vcpu_fd) < 0 || close(d) < 0) die("close");
+	step("{\"step\":\"dup_early\",\"dup\":%d}", d);
 	return 0;
 }
 
@@ -245,6 +281,7 @@ int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
 	if (!strcmp(mode, "dup")) return mode_dup();
+	if (!strcmp(mode, "dup-early")) return mode_dup_early();
 	if (!strcmp(mode, "dup2-unrelated")) return mode_dup2_unrelated();
 	if (!strcmp(mode, "close-range")) return mode_close_range();
 	if (!strcmp(mode, "exec")) return mode_exec(argv[0]);
@@ -252,6 +289,6 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "fork")) return mode_fork();
 	if (!strcmp(mode, "openat2")) return mode_openat2();
 	if (!strcmp(mode, "names") && argc > 2) return mode_names(argv[2]);
-	fprintf(stderr, "usage: kt-fdvmm dup|dup2-unrelated|close-range|exec|fork|openat2|names DIR\n");
+	fprintf(stderr, "usage: kt-fdvmm dup|dup-early|dup2-unrelated|close-range|exec|fork|openat2|names DIR\n");
 	return 2;
 }

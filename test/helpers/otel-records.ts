@@ -27,6 +27,9 @@ export interface SyntheticCapture {
   /** vcpu -> exit reason -> count (successful runs). */
   exits: Map<number, Map<string, number>>;
   lost: number;
+  /** The summary's decode_errors and ring_resyncs. */
+  decodeErrors: number;
+  ringResyncs: number;
 }
 
 const KVMIO_CMDS: Record<string, string> = {
@@ -232,6 +235,8 @@ export function syntheticCapture(o: SyntheticOptions): SyntheticCapture {
     exits: {},
     kvm_run: [],
     fds: { opened: 2 + nVcpus, closed: 2 + nVcpus, leaked: 0 },
+    decode_errors: 2,
+    ring_resyncs: 1,
     // A kernel that emits kvm:kvm_exit (attach --hw-exits on kvm-amd): the hardware-exit table.
     hw_exits: { available: true, statement: 'hardware exits counted: 3 kvm:kvm_exit in 2 KVM_RUN calls', names: 'tracefs kvm:kvm_exit format' },
     hw_exit_stats: [
@@ -250,5 +255,7 @@ export function syntheticCapture(o: SyntheticOptions): SyntheticCapture {
     runs,
     exits,
     lost: 3,
+    decodeErrors: 2,
+    ringResyncs: 1,
   };
 }

@@ -14,7 +14,8 @@
  * Prometheus exporters append a unit suffix unless the name already ends with it, while the Prometheus
  * exporter used here never does, so only that spelling gives the same series name both ways and one
  * dashboard serves both setups. Exits count successful KVM_RUNs by the exit reason they returned; lost
- * records come from `lost` records (topped up from the summary's total).
+ * records come from `lost` records (topped up from the summary's total); decode errors and ring resyncs
+ * from the summary (the only record that carries them), 0 until then, so their series exist from the start.
  */
 import { ValueType } from '@opentelemetry/api';
 import type { Attributes, HrTime } from '@opentelemetry/api';
@@ -33,6 +34,8 @@ export const METRIC_IOCTL_DURATION = 'kvm.ioctl.duration.seconds';
 export const METRIC_EXITS = 'kvm.exits';
 export const METRIC_BUFFER_FLAGS = 'kvm.buffer.flags';
 export const METRIC_RECORDS_LOST = 'kvm.records.lost';
+export const METRIC_DECODE_ERRORS = 'kvm.records.decode_errors';
+export const METRIC_RING_RESYNCS = 'kvm.ring.resyncs';
 export const METRIC_SPANS_DROPPED = 'kvm.trace.spans.dropped';
 export const METRIC_RUNS_AGGREGATED = 'kvm.trace.runs.aggregated';
 export const METRIC_RUNS_SAMPLED_OUT = 'kvm.trace.runs.sampled_out';
@@ -129,6 +132,9 @@ export class RecordMetrics implements MetricProducer {
   /** Pairs each KVM_RUN return with the same vCPU's next entry (the capture's own rule, vmm-handling.ts). */
   private readonly handling = new VmmHandlingTracker({ onSample: (s) => this.handled(s) });
   private lost = 0;
+  /** The summary's decode_errors and ring_resyncs: the capture counts them, the record stream shows them at its end. */
+  private decodeErrors = 0;
+  private ringResyncs = 0;
   private readonly startTime: HrTime = hrTime();
 
   constructor(private readonly spanCounts: SpanCounts) {}
@@ -166,6 +172,8 @@ export class RecordMetrics implements MetricProducer {
         break;
       case 'summary':
         if (r.lost > this.lost) this.lost = r.lost;
+        this.decodeErrors = Math.max(this.decodeErrors, countOf(r.decode_errors ?? r.rejected));
+        this.ringResyncs = Math.max(this.ringResyncs, countOf(r.ring_resyncs));
         if (r.hw_exit_stats) this.hardware(r.hw_exit_stats);
         break;
       case 'fd':
@@ -263,6 +271,8 @@ export class RecordMetrics implements MetricProducer {
       sum(this.hwExits),
       sum(this.flags),
       single(METRIC_RECORDS_LOST, '{record}', 'Records the ring buffer could not take', this.lost),
+      single(METRIC_DECODE_ERRORS, '{record}', 'Records the decoder could not decode (too short, unknown type, or a stage threw on them)', this.decodeErrors),
+      single(METRIC_RING_RESYNCS, '{resync}', 'Times the ring buffer was resynchronised after a corrupt or stuck record header', this.ringResyncs),
       single(METRIC_SPANS_DROPPED, '{span}', 'Spans that did not reach the collector', spans.dropped),
       single(METRIC_RUNS_AGGREGATED, '{run}', 'KVM_RUNs folded into aggregate spans', spans.aggregatedRuns),
       single(METRIC_RUNS_SAMPLED_OUT, '{run}', 'KVM_RUNs that got no span (sample mode)', spans.sampledOutRuns),
@@ -273,4 +283,10 @@ export class RecordMetrics implements MetricProducer {
       errors: [],
     };
   }
+}
+
+/** A summary count (an extra field, so typed unknown): a non-negative integer, else 0. */
+function countOf(v: unknown): number {
+  const n = Number(v ?? 0);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }

@@ -15,8 +15,9 @@
  * VM root span carries a span link to its process span, so a tracing UI can hop between them.
  *
  * A VM's span ends at the later of its fd's close and its last vCPU's end (vCPU fds keep a VM alive in the
- * kernel); a leaked fd (still open at process exit) ends the span with kvm.end = "leak"; whatever is still
- * open at the end of the capture ends then with kvm.end = "capture_end". VMs and vCPUs first seen mid-life
+ * kernel); a VM or vCPU is its file, so dup copies of its fd keep it (one span) until the last one closes; a
+ * leaked fd (still open at process exit) ends the span with kvm.end = "leak"; whatever is still open at the
+ * end of the capture ends then with kvm.end = "capture_end". VMs and vCPUs first seen mid-life
  * (the capture attached late) get their span at the first ioctl that names them, marked kvm.seen_late.
  * `copy` records (kernel copies seen by kprobe/fentry, where the kernel allows those) are not exported: the
  * flags derived from them already travel on the ioctl records.
@@ -107,13 +108,17 @@ export class SpanBuilder {
     const enter = enterOf(r);
     if (where.kind === 'vcpu') {
       const v = tree.vcpu(p, where.vm, where.vcpu, enter);
-      if (v.fd === undefined && r.fd_kind === 'vcpu') v.fd = r.fd;
+      if (r.fd_kind === 'vcpu') {
+        if (v.fd === undefined) v.fd = r.fd;
+        tree.addFd(v, r.fd); // a dup copy is the same vCPU: one span, open until its last fd closes
+      }
       if (r.name === 'KVM_RUN') this.runs.run(r, v);
       else this.ioctlSpan(r, v.ctx);
       return;
     }
     if (where.kind === 'vm') {
       const vm = tree.vm(p, where.vm, enter);
+      if (r.fd_kind === 'vm') tree.addFd(vm, r.fd);
       if (r.name === 'KVM_CREATE_VCPU' && r.ret >= 0) {
         const id = vcpuIdOf(r);
         if (id !== undefined) {
