@@ -154,7 +154,8 @@ static __always_inline void agg_pend(struct enter_state *st, __u32 tgid, struct 
 	struct kt_pending *p = &st->pend;
 
 	if (p->exit_ns) {
-		if (p->vcpu != st->i.vcpu || p->fd != st->i.fd)
+		/* The vCPU, not the fd: a dup'd vCPU fd is the same vCPU. */
+		if (p->vcpu != st->i.vcpu)
 			agg_spill(p, tgid); /* another vCPU's return: keep it for that vCPU */
 		else
 			stat_inc(KT_STAT_HANDLING_UNTIMED); /* the re-entry in between was not seen */
@@ -204,7 +205,7 @@ static __always_inline void agg_reenter(struct enter_state *st, __u32 tgid)
 
 	if (!in->vcpu)
 		return;
-	if (!p->exit_ns || p->vcpu != in->vcpu || p->fd != in->fd) {
+	if (!p->exit_ns || p->vcpu != in->vcpu) {
 		p = bpf_map_lookup_elem(&pending, &fk);
 		if (!p || !p->exit_ns)
 			return;

@@ -85,16 +85,13 @@ int kt_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* A vCPU fd closed: its return waiting for a re-entry (aggregate mode) goes — from the hash, and from the
- * closing thread's state (another thread's state keeps it, but it names the fd and vCPU: a reused fd number
- * on another vCPU does not match it). */
+/* A vCPU fd closed: its return waiting in the hash (aggregate mode) goes with it. The closing thread's state
+ * keeps its return: it names the vCPU, not the fd, so a copy of the fd (dup) that re-enters the same vCPU is
+ * timed, and another vCPU on a reused number does not match it. (A vCPU freed and another allocated at the
+ * same address is caught by last_ran_it: a new vCPU's pid is unset until its first KVM_RUN.) */
 static __always_inline void forget_pending(struct fd_key *key)
 {
-	struct enter_state *st = state_lookup();
-
 	bpf_map_delete_elem(&pending, key);
-	if (st && st->pend.fd == key->fd)
-		st->pend.exit_ns = 0;
 }
 
 /* close of a tracked fd: report and forget it (a close that failed with EBADF closed nothing). */

@@ -82,7 +82,8 @@ struct enter_info {
 /* Aggregate mode: a KVM_RUN's return waiting for the next KVM_RUN on its vCPU (VMM handling time). Kept in the
  * returning thread's state (no map operation on the hot path: the thread that returns is, in every VMM we
  * know, the one that re-enters), spilled to the "pending" hash when the thread runs another vCPU first. The
- * vCPU and fd are kept so a reused fd number does not time another vCPU's entry. */
+ * vCPU is kept so a reused fd number does not time another vCPU's entry (and a dup'd fd of the same vCPU
+ * does); the fd keys the spill in the hash. */
 struct kt_pending {
 	__u64 exit_ns; /* 0: no return waiting */
 	__u64 vcpu;    /* struct kvm_vcpu * */

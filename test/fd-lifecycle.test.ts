@@ -68,6 +68,16 @@ describe.skipIf(skip !== undefined)('fd lifecycle on the real kernel', () => {
     expect(t.summary.decode_errors).toBe(0);
   });
 
+  it('aggregate mode: a vCPU run through its copies is one vCPU, and each re-entry through a copy is timed in the kernel', async () => {
+    const t = await traceBin(bin, ['dup'], [], { aggregate: true });
+    const pid = num(stepOf(t, 'setup').pid);
+    const rows = (t.summary.vmm_handling?.vcpus ?? []).filter((v) => v.pid === pid);
+    // Three KVM_RUNs (original fd, then two copies), one thread: two re-entries, both timed, one return left.
+    expect(rows.map((v) => [v.vm, v.vcpu, v.total.count, v.pending])).toEqual([[0, 0, 2, 1]]);
+    expect(rows[0].by_exit.map((e) => [e.key, e.count])).toEqual([['HLT', 2]]);
+    expect(t.summary.vmm_handling!.untimed).toBe(0);
+  });
+
   it('dup2 of an unrelated file onto the vCPU number: reported closed, and its offset-0 mmap is no kvm_run', async () => {
     const t = await traceVmm('dup2-unrelated');
     const s = stepOf(t, 'setup');

@@ -93,7 +93,9 @@ export class ProcessState {
     this.fds.set(newFd, { ...info });
     const vm = this.vmIndex.get(oldFd);
     if (vm !== undefined) this.vmIndex.set(newFd, vm);
-    const run = this.runs.get(oldFd);
+    // A vCPU copied before it was mapped or run still has one kvm_run: share the entry now, so an mmap
+    // through one fd and a KVM_RUN through the other join.
+    const run = info.kind === 'vcpu' && this.fds.has(oldFd) ? this.run(oldFd) : this.runs.get(oldFd);
     if (run) this.runs.set(newFd, run);
   }
 

@@ -37,9 +37,9 @@ export interface Traced {
 
 /**
  * Trace every process named kt-fdvmm while `bin` runs `argv` (a mode and its arguments); the capture ends
- * when it has exited. `extraSinks` get the records too.
+ * when it has exited. `extraSinks` get the records too; `aggregate` captures in aggregate mode.
  */
-export async function traceVmm(bin: string, argv: string[], extraSinks: RecordSink[] = []): Promise<Traced> {
+export async function traceVmm(bin: string, argv: string[], extraSinks: RecordSink[] = [], opts: { aggregate?: boolean } = {}): Promise<Traced> {
   const mode = argv[0];
   const records: TraceRecord[] = [];
   const sink: RecordSink = { write: (r) => void records.push(r), close: async () => {} };
@@ -48,6 +48,7 @@ export async function traceVmm(bin: string, argv: string[], extraSinks: RecordSi
   try {
     const cap = await capture({
       comm: FD_VMM_COMM,
+      aggregate: opts.aggregate,
       signal: stop.signal,
       sinks: [sink, ...extraSinks],
       drainIntervalMs: 10,
