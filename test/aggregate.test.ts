@@ -2,7 +2,7 @@
  * Aggregate-only capture (`attach --aggregate`): the kernel counts instead of emitting a record per ioctl.
  * Against the reference guest's ground truth: every per-ioctl count and error count equal, exit reasons per
  * vCPU equal, latency estimates bounded by what the guest measured around each call, nothing lost, no
- * record but the summary, nothing left in the kernel. Plus the histogram arithmetic on plain numbers.
+ * record but the summary, nothing left in the kernel (the histogram arithmetic: test/histogram.test.ts).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
@@ -12,8 +12,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
 import { runGuest, type GtRecord } from '../src/guest/index.js';
-import { aggBucket, aggBucketBounds, aggQuantile, type AggCounters } from '../src/bpf/aggregate.js';
-import { KT_AGG_BUCKETS } from '../src/bpf/event-layout.js';
 import { close, ioctlRaw, open, O_CLOEXEC, O_RDWR } from '../src/ffi/libc.js';
 import { cmdHex, ioc, KVMIO } from '../src/kvm/abi/ioc.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
@@ -27,63 +25,6 @@ const skip = bpfSkipReason();
 if (skip) console.log(`aggregate capture tests skipped: ${skip}`);
 const dir = mkdtempSync(join(tmpdir(), 'kvm-trace-aggregate-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const counters = (hist: Record<number, number>, maxNs: number): AggCounters => {
-  const h = new Array<number>(KT_AGG_BUCKETS).fill(0);
-  let count = 0;
-  for (const [b, n] of Object.entries(hist)) {
-    h[Number(b)] = n;
-    count += n;
-  }
-  return { count, errors: 0, noEnter: 0, sumNs: 0, maxNs, hist: h };
-};
-
-describe('aggregate histogram arithmetic', () => {
-  it.each([
-    [0, 0],
-    [3, 3],
-    [4, 4],
-    [7, 7],
-    [8, 8],
-    [9, 8],
-    [10, 9],
-    [15, 11],
-    [16, 12],
-    [1023, 35],
-    [1024, 36],
-    [8000, 47], // 2^12 ≤ 8000 < 2^13: e = 12, the two bits below the top one are 0b11 → (12 - 1) * 4 + 3
-    [2 ** 33 - 1, 127],
-    [2 ** 40, 127], // past the last bucket: folded into it
-  ])('%d ns → bucket %d, inside its bounds', (ns, bucket) => {
-    expect(aggBucket(ns)).toBe(bucket);
-    const [lo, hi] = aggBucketBounds(bucket);
-    if (ns < 2 ** 33) {
-      expect(ns).toBeGreaterThanOrEqual(lo);
-      expect(ns).toBeLessThanOrEqual(hi);
-    }
-  });
-
-  it('buckets tile the line: each starts right after the previous one ends, at most a quarter octave wide', () => {
-    for (let b = 1; b < KT_AGG_BUCKETS; b++) {
-      const [lo, hi] = aggBucketBounds(b);
-      expect(lo).toBe(aggBucketBounds(b - 1)[1] + 1);
-      expect(hi - lo + 1).toBeLessThanOrEqual(Math.max(1, lo / 4));
-      expect(aggBucket(lo)).toBe(b);
-      expect(aggBucket(hi)).toBe(b);
-    }
-  });
-
-  it('quantiles: nearest rank, bucket midpoint, clamped to the max', () => {
-    // 90 calls in bucket 47 = [7168, 8191], 10 in bucket 52 = [16384, 20479]
-    expect(aggBucketBounds(47)).toEqual([7168, 8191]);
-    expect(aggBucketBounds(52)).toEqual([16384, 20479]);
-    const c = counters({ 47: 90, 52: 10 }, 17000);
-    expect(aggQuantile(c, 0.5)).toBe(7680);
-    expect(aggQuantile(c, 0.9)).toBe(7680);
-    expect(aggQuantile(c, 0.91)).toBe(17000); // midpoint 18432 clamped to the exact max
-    expect(aggQuantile(counters({}, 0), 0.5)).toBe(0);
-  });
-});
 
 /**
  * Two KVM ioctls that fail, on a fresh /dev/kvm fd: KVM_CREATE_VCPU on the system fd (valid only on a VM

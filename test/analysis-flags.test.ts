@@ -9,7 +9,7 @@ import type { CopyRecord, IoctlRecord } from '../src/decode/records.js';
 import { bufferGeometry, lineSpan, systemLineSize } from '../src/analysis/cacheline.js';
 import { parseAddr } from '../src/cdata/values.js';
 import { deriveCopies } from '../src/kvm/abi/copy-rules.js';
-import { CopyJoiner, FlagAnalyzer, flagRecord } from '../src/analysis/flags.js';
+import { CopyJoiner, FlagAnalyzer, flagRecord, routinesOf } from '../src/analysis/flags.js';
 import { kernelTypeSource, type TypeSource } from '../src/btf/type-source.js';
 import { findMember } from '../src/btf/layout.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
@@ -358,6 +358,14 @@ describe.skipIf(!haveBtf)('observed and derived copies complement each other (pe
       ['kvm_msr_list.indices', '0x7004', 12, 'observed'],
       ['kvm_msr_list.indices', '0x7010', 8, 'observed'],
     ]);
+  });
+});
+
+describe('routines of observed copies', () => {
+  it('hook names from a file that are Object.prototype keys name no routine (fuzz finding)', () => {
+    const copy = (hook: string): CopyRecord => ({ hook } as CopyRecord);
+    expect([...routinesOf([copy('__proto__'), copy('constructor'), copy('toString')])]).toEqual([]);
+    expect([...routinesOf([copy('memdup_user')])]).toEqual(['memdup_user']);
   });
 });
 

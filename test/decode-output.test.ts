@@ -14,7 +14,7 @@ import { frameRecords } from '../src/ringbuf/stream.js';
 import { KT_FD_VCPU, KT_F_RUN, KT_RUN_SNAP } from '../src/bpf/event-layout.js';
 import { encodeIoctl } from './helpers/kt-records.js';
 import type { IoctlRecord, TraceRecord } from '../src/decode/records.js';
-import { LatencyHistogram, SummaryBuilder } from '../src/decode/summary.js';
+import { SummaryBuilder } from '../src/decode/summary.js';
 
 const ioctl = (over: Partial<IoctlRecord>): IoctlRecord => ({
   type: 'ioctl',
@@ -36,43 +36,6 @@ const ioctl = (over: Partial<IoctlRecord>): IoctlRecord => ({
   errno: null,
   latency_ns: 3200,
   ...over,
-});
-
-describe('LatencyHistogram', () => {
-  it.each([
-    [[5], 0.5, 5],
-    [[1, 2, 3], 0.5, 2],
-    [[10, 20, 30, 40], 0.99, 40],
-  ])('exact for small values: %j q=%d → %d', (values, q, want) => {
-    const h = new LatencyHistogram();
-    for (const v of values) h.add(v);
-    expect(h.quantile(q)).toBe(want);
-  });
-
-  it('within 2 % on a wide distribution, in bounded memory', () => {
-    const h = new LatencyHistogram();
-    const values: number[] = [];
-    let x = 12345;
-    for (let i = 0; i < 200_000; i++) {
-      x = (x * 1103515245 + 12345) % 2 ** 31;
-      const v = Math.floor(500 + (x / 2 ** 31) ** 3 * 5e7); // 500 ns … 50 ms, skewed
-      values.push(v);
-      h.add(v);
-    }
-    values.sort((a, b) => a - b);
-    for (const q of [0.5, 0.9, 0.99]) {
-      const exact = values[Math.ceil(q * values.length) - 1];
-      expect(Math.abs(h.quantile(q) - exact) / exact).toBeLessThan(0.02);
-    }
-    expect(h.max).toBe(values.at(-1));
-    expect(h.count).toBe(200_000);
-  });
-
-  it.each([0, 1, 31, 32, 33, 63, 64, 1000, 2 ** 32 + 7, 2 ** 52])('bucket bounds contain %d', (v) => {
-    const [lo, hi] = LatencyHistogram.bounds(LatencyHistogram.bucket(v));
-    expect(lo).toBeLessThanOrEqual(v);
-    expect(hi).toBeGreaterThanOrEqual(v);
-  });
 });
 
 describe('SummaryBuilder', () => {

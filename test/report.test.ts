@@ -13,7 +13,6 @@ import { PassThrough } from 'node:stream';
 import { sampleTrace, toJsonl } from './report-fixtures.js';
 import { buildReportModel, buildReportModelFromFile, reportCounts, type ReportModel } from '../src/report/model.js';
 import { renderHtml, renderJson, renderText } from '../src/report/index.js';
-import { LatencyHistogram } from '../src/report/histogram.js';
 import { kernelTypeSource } from '../src/btf/type-source.js';
 import { ioctlByName } from '../src/kvm/abi/ioctl-table.js';
 import { buildProgram } from '../src/cli/program.js';
@@ -32,31 +31,6 @@ beforeAll(async () => {
   model = await buildReportModelFromFile(sample, { types, typesError: btfError, lookup: ioctlByName, lineSize: 64 });
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-describe('latency histogram', () => {
-  it.each([
-    ['uniform 1..10000', Array.from({ length: 10000 }, (_, i) => i + 1)],
-    ['constant', Array.from({ length: 100 }, () => 8100)],
-    ['bimodal', [...Array.from({ length: 990 }, () => 8000), ...Array.from({ length: 10 }, () => 1_000_000)]],
-  ])('%s: percentiles within one bucket (6.25%%) of the exact value', (_l, values) => {
-    const h = new LatencyHistogram();
-    for (const v of values) h.add(v);
-    const sorted = [...values].sort((a, b) => a - b);
-    for (const q of [0.5, 0.9, 0.99]) {
-      const exact = sorted[Math.ceil(q * sorted.length) - 1];
-      const got = h.quantile(q);
-      expect(Math.abs(got - exact)).toBeLessThanOrEqual(exact / 16 + 1);
-    }
-    expect(h.summary()).toMatchObject({ count: values.length, min_ns: sorted[0], max_ns: sorted[sorted.length - 1] });
-    expect(h.toJSON().counts.reduce((a, b) => a + b, 0)).toBe(values.length);
-  });
-
-  it('stays bounded: at most 16 buckets per power of two', () => {
-    const h = new LatencyHistogram();
-    for (let v = 1; v < 1e12; v *= 1.01) h.add(v);
-    expect(h.toJSON().bounds_ns.length).toBeLessThanOrEqual(16 * Math.ceil(Math.log2(1e12)));
-  });
-});
 
 describe('report model', () => {
   it('counts calls, errors, exits, fds and lost records from the records', () => {

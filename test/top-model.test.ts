@@ -11,12 +11,12 @@ import { selectRows } from '../src/top/select.js';
 import { renderTop } from '../src/top/render.js';
 import { IntervalLog, viewCsv, viewJson } from '../src/top/outputs.js';
 import type { TopEntity, TopSnapshot } from '../src/top/snapshot.js';
-import { aggBucket } from '../src/bpf/aggregate.js';
+import { kernelBucket } from '../src/decode/histogram.js';
 import { KT_AGG_BUCKETS } from '../src/bpf/event-layout.js';
 
 const hist = (values: Record<number, number>): number[] => {
   const h = new Array<number>(KT_AGG_BUCKETS).fill(0);
-  for (const [ns, n] of Object.entries(values)) h[aggBucket(Number(ns))] += n;
+  for (const [ns, n] of Object.entries(values)) h[kernelBucket(Number(ns))] += n;
   return h;
 };
 

@@ -5,7 +5,7 @@
  * (the KVM_RUN returns) with percentiles. Hardware exits join later where the kernel emits them.
  */
 import type { ExitReasonStats, IoctlRecord } from '../decode/records.js';
-import { DurationHistogram } from './duration-histogram.js';
+import { DurationHistogram } from '../decode/histogram.js';
 import { exitReasonOf } from './exit-key.js';
 
 export class ExitStatsTracker {

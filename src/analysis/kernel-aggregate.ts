@@ -7,7 +7,6 @@
  */
 import {
   AGG_REASON_CAP,
-  aggQuantile,
   emptyHist,
   mergeHist,
   vmIndexes,
@@ -18,6 +17,7 @@ import {
   type AggVcpuKey,
   type KernelAggregate,
 } from '../bpf/aggregate.js';
+import { kernelQuantile } from '../decode/histogram.js';
 import { KT_XK_ERROR, KT_XK_FOLDED, KT_XK_IO, KT_XK_MMIO } from '../bpf/event-layout.js';
 import { hwReasonName, isaName, type HwReasonNames } from '../bpf/hw-reasons.js';
 import { errnoName } from '../ffi/errors.js';
@@ -94,7 +94,7 @@ export function vcpuViews(agg: KernelAggregate, granule: number): VcpuAggView[] 
 /** DurationStats of a kernel histogram: count, min, max, sum exact; percentiles within its bucket (~12 %). */
 export function histStats(h: AggHist): DurationStats {
   if (h.count === 0) return { count: 0, min_ns: 0, p50_ns: 0, p90_ns: 0, p99_ns: 0, max_ns: 0, sum_ns: 0 };
-  const q = (p: number): number => aggQuantile(h, p);
+  const q = (p: number): number => kernelQuantile(h, p);
   return { count: h.count, min_ns: h.minNs, p50_ns: q(0.5), p90_ns: q(0.9), p99_ns: q(0.99), max_ns: h.maxNs, sum_ns: h.sumNs };
 }
 

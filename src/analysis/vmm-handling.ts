@@ -15,7 +15,7 @@
  * MAX_KEYS_PER_VCPU sparse histograms (more distinct keys fold into "<reason> other").
  */
 import type { IoctlRecord, TraceRecord, VcpuHandlingStats, VmmHandlingSummary } from '../decode/records.js';
-import { DurationHistogram } from './duration-histogram.js';
+import { DurationHistogram } from '../decode/histogram.js';
 import { exitKeyOf, foldedExitKey, MMIO_GRANULE, type ExitKey } from './exit-key.js';
 
 export const MAX_KEYS_PER_VCPU = 64;

@@ -2,13 +2,11 @@
  * Aggregate-only mode, user side of the kernel counters: the agg_* maps of bpf/kt_maps.bpf.h (struct kt_agg_*
  * of bpf/kvm_trace.h) summed over CPUs into plain numbers — per process and request, per process / VM / vCPU
  * (KVM_RUN latency, exit reasons, hardware-exit totals), VMM handling time per vCPU and exit key, hardware
- * exits per vCPU and reason, and which process created each VM when — plus the log-linear latency histogram
- * read back as percentiles.
+ * exits per vCPU and reason, and which process created each VM when.
  *
- * The histogram's bucket rule mirrors lat_bucket() in the BPF program (KT_AGG_BUCKETS in kvm_trace.h):
- * exact below 4 ns, then 4 buckets per power of two. A percentile is the midpoint of the bucket holding
- * its rank, clamped to the exact maximum: an estimate within a quarter octave (about ±12 %), and the
- * summary says so.
+ * The latency histograms are read as the kernel's counts (KT_AGG_BUCKETS of them, in lat_bucket()'s rule:
+ * exact below 4 ns, then 4 buckets per power of two); src/decode/histogram.ts holds that rule on the user
+ * side (kernelBucket) and turns the counts into percentiles (kernelQuantile).
  */
 import { type BpfMapPtr, mapKeys, mapLookup, mapUpdate } from '../ffi/libbpf.js';
 import {
@@ -115,41 +113,6 @@ export interface KernelAggregate {
 
 /** The last exit-reason index also counts every larger value. */
 export const AGG_REASON_CAP = KT_AGG_REASONS - 1;
-
-/** The histogram bucket of a latency in ns (what lat_bucket() computes in the kernel). */
-export function aggBucket(ns: number): number {
-  if (ns < 4) return Math.max(0, Math.floor(ns));
-  const e = Math.floor(Math.log2(ns));
-  // Math.log2 may round up just below a power of two: correct e against the value itself.
-  const exp = 2 ** e > ns ? e - 1 : e;
-  const b = (exp - 1) * 4 + (Math.floor(ns / 2 ** (exp - 2)) & 3);
-  return Math.min(b, KT_AGG_BUCKETS - 1);
-}
-
-/** Smallest and largest latency (ns) of bucket `b`. */
-export function aggBucketBounds(b: number): [number, number] {
-  if (b < 4) return [b, b];
-  const exp = Math.floor(b / 4) + 1;
-  const w = 2 ** (exp - 2);
-  const lo = (4 + (b % 4)) * w;
-  return [lo, lo + w - 1];
-}
-
-/** Nearest-rank quantile (q in [0, 1]) from the histogram: bucket midpoint, clamped to the exact min/max. */
-export function aggQuantile(c: Pick<AggCounters, 'maxNs' | 'hist'> & { minNs?: number }, q: number): number {
-  const n = c.hist.reduce((a, b) => a + b, 0);
-  if (n === 0) return 0;
-  const rank = Math.max(1, Math.ceil(q * n));
-  let seen = 0;
-  for (let b = 0; b < c.hist.length; b++) {
-    seen += c.hist[b];
-    if (seen >= rank) {
-      const [lo, hi] = aggBucketBounds(b);
-      return Math.max(Math.min(c.maxNs, Math.round((lo + hi) / 2)), Math.min(c.minNs ?? 0, c.maxNs));
-    }
-  }
-  return c.maxNs;
-}
 
 /** An empty counter set / histogram, and sums of two. */
 export const emptyCounters = (): AggCounters => ({ count: 0, errors: 0, noEnter: 0, sumNs: 0, maxNs: 0, hist: new Array<number>(KT_AGG_BUCKETS).fill(0) });

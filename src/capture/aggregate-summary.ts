@@ -10,7 +10,8 @@
  * histogram rule; `kvm_run` is empty, since a vCPU's kernel address comes from its KVM_RUN records.
  */
 import type { AggCounters, KernelAggregate } from '../bpf/aggregate.js';
-import { aggQuantile, mergeCounters } from '../bpf/aggregate.js';
+import { mergeCounters } from '../bpf/aggregate.js';
+import { kernelQuantile } from '../decode/histogram.js';
 import type { LatencyStats, SummaryRecord } from '../decode/records.js';
 import { cmdHex } from '../kvm/abi/ioc.js';
 import { ioctlByCmd, ioctlByName } from '../kvm/abi/ioctl-table.js';
@@ -30,8 +31,8 @@ function latency(c: AggCounters): LatencyStats & { mean_ns: number } {
   return {
     count: c.count,
     errors: c.errors,
-    p50_ns: aggQuantile(c, 0.5),
-    p99_ns: aggQuantile(c, 0.99),
+    p50_ns: kernelQuantile(c, 0.5),
+    p99_ns: kernelQuantile(c, 0.99),
     max_ns: c.maxNs,
     mean_ns: timed > 0 ? Math.round(c.sumNs / timed) : 0,
   };

@@ -3,7 +3,8 @@
  * live line formatter. See each module's header for the rules.
  */
 export { Decoder, type DecoderOptions, type DecoderStats } from './decoder.js';
-export { SummaryBuilder, LatencyHistogram, type SummaryMeta } from './summary.js';
+export { SummaryBuilder, type SummaryMeta } from './summary.js';
+export { DurationHistogram, kernelQuantile, type HistogramJson } from './histogram.js';
 export { JsonlSink, type JsonlSinkOptions, type JsonlSinkStats } from './jsonl-sink.js';
 export { LineSink, formatRecord, formatIoctl, formatExit, formatDuration, type FormatOptions } from './format.js';
 export { decodeStream } from './stream.js';

@@ -1,75 +1,16 @@
 /**
  * The end-of-trace summary (SummaryRecord): counts and latency p50/p99/max per ioctl name, exit reasons per
  * "pid/vcpu", the kvm_run addresses per vCPU, fds opened/closed/leaked, lost and unknown ioctls. It is a
- * RecordSink, so the capture session feeds it like any other sink. Latencies go into a fixed-size
- * log-linear histogram per ioctl name (32 buckets per power of two: ≤ 1.6 % relative error, ~13 KB), never
+ * RecordSink, so the capture session feeds it like any other sink. Latencies go into a log-linear histogram
+ * per ioctl name (histogram.ts: 32 buckets per power of two, quantiles within 1/64 of the exact value), never
  * an array of samples: a run can have millions of KVM_RUNs.
  */
+import { DurationHistogram } from './histogram.js';
 import type { RecordSink } from './sink.js';
 import type { KvmRunRecord, LatencyStats, SummaryRecord, TraceRecord } from './records.js';
 
-const SUB_BITS = 5;
-const SUB = 1 << SUB_BITS; // buckets per power of two
-const BUCKETS = SUB + 49 * SUB; // exact below 32, then octaves 2^5 … 2^53
-
-/** Latency histogram with bounded memory; values are non-negative integers (ns). */
-export class LatencyHistogram {
-  private readonly counts = new Float64Array(BUCKETS);
-  count = 0;
-  max = 0;
-  min = Infinity;
-
-  add(v: number): void {
-    if (!(v >= 0)) v = 0;
-    this.counts[LatencyHistogram.bucket(v)]++;
-    this.count++;
-    if (v > this.max) this.max = v;
-    if (v < this.min) this.min = v;
-  }
-
-  static bucket(v: number): number {
-    if (v < SUB) return Math.floor(v);
-    if (v < 0x80000000) {
-      // The common case without Math.log2: the octave is the top set bit (exact for integers, and the
-      // floor of a fractional v has the same octave and mantissa bucket).
-      const i = v | 0;
-      const e = 31 - Math.clz32(i);
-      return SUB + (e - SUB_BITS) * SUB + ((i >>> (e - SUB_BITS)) - SUB);
-    }
-    const e = Math.min(Math.floor(Math.log2(v)), 53);
-    let m = Math.floor(v / 2 ** (e - SUB_BITS));
-    if (m >= 2 * SUB) m = 2 * SUB - 1; // log2 rounding at octave edges
-    if (m < SUB) m = SUB;
-    return SUB + (e - SUB_BITS) * SUB + (m - SUB);
-  }
-
-  /** Lower and upper bound of bucket `i`. */
-  static bounds(i: number): [number, number] {
-    if (i < SUB) return [i, i];
-    const e = Math.floor((i - SUB) / SUB) + SUB_BITS;
-    const m = ((i - SUB) % SUB) + SUB;
-    const w = 2 ** (e - SUB_BITS);
-    return [m * w, (m + 1) * w - 1];
-  }
-
-  /** Nearest-rank quantile (q in [0, 1]): the bucket's midpoint, clamped to the observed min/max. */
-  quantile(q: number): number {
-    if (this.count === 0) return 0;
-    const rank = Math.max(1, Math.ceil(q * this.count));
-    let seen = 0;
-    for (let i = 0; i < BUCKETS; i++) {
-      seen += this.counts[i];
-      if (seen >= rank) {
-        const [lo, hi] = LatencyHistogram.bounds(i);
-        return Math.min(this.max, Math.max(this.min, Math.round((lo + hi) / 2)));
-      }
-    }
-    return this.max;
-  }
-}
-
 interface PerIoctl {
-  hist: LatencyHistogram;
+  hist: DurationHistogram;
   errors: number;
   noEnter: number;
 }
@@ -109,16 +50,17 @@ export class SummaryBuilder implements RecordSink {
         if (r.name !== this.lastName || s === undefined) {
           s = this.ioctls.get(r.name);
           if (!s) {
-            s = { hist: new LatencyHistogram(), errors: 0, noEnter: 0 };
+            s = { hist: new DurationHistogram(), errors: 0, noEnter: 0 };
             this.ioctls.set(r.name, s);
           }
           this.lastName = r.name;
           this.lastIoctl = s;
         }
         if (r.name.startsWith('KVM_UNKNOWN_')) this.unknown++;
-        // A call seen without its enter has no latency: counted, kept out of the histogram.
+        // A call seen without its enter has no latency: counted, kept out of the histogram. A latency that
+        // is not a number ≥ 0 counts as 0, so that every call is in `count`.
         if (r.no_enter === true) s.noEnter++;
-        else s.hist.add(r.latency_ns);
+        else s.hist.add(r.latency_ns >= 0 && r.latency_ns < Infinity ? r.latency_ns : 0);
         if (r.ret < 0) s.errors++;
         if (r.exit) {
           const slot = (r.vcpu ?? 0) & 63;

@@ -2,9 +2,9 @@
  * The shape of the one report model (model.ts builds it; render-text, render-json and render-html draw it).
  * `kvm-trace report --format json` prints exactly this object.
  */
-import type { BufferFlag, ExitReasonStats, HookStatus, HwExitStats, HwExitsStatus, RunSplit, VmmHandlingSummary } from '../decode/records.js';
+import type { BufferFlag, DurationStats, ExitReasonStats, HookStatus, HwExitStats, HwExitsStatus, RunSplit, VmmHandlingSummary } from '../decode/records.js';
 import type { RunMapBlock } from '../analysis/kvm-run-lines.js';
-import type { HistogramJson, LatencySummary } from './histogram.js';
+import type { HistogramJson } from '../decode/histogram.js';
 
 export interface FlagExample extends BufferFlag {
   pid: number;
@@ -14,6 +14,9 @@ export interface FlagExample extends BufferFlag {
   /** The ioctl's argument pointer. */
   arg: string;
 }
+
+/** An ioctl's latency: DurationStats (percentiles from decode/histogram.ts) and the mean, rounded. */
+export type LatencySummary = DurationStats & { mean_ns: number };
 
 export interface IoctlSummary {
   name: string;

@@ -8,12 +8,12 @@
  * same analysis (src/analysis/flags.ts) when the kernel's BTF is at hand.
  */
 import type { BufferFlag, IoctlRecord, KvmRunRecord, TraceRecord } from '../decode/records.js';
+import { DurationHistogram } from '../decode/histogram.js';
 import { FlagAnalyzer, type IoctlLookup } from '../analysis/flags.js';
 import { kvmRunBlocks, kvmRunLines, lineAddresses, type RunField } from '../analysis/kvm-run-lines.js';
 import { DEFAULT_LINE_SIZE } from '../analysis/cacheline.js';
 import type { StructLayout } from '../btf/layout.js';
 import type { TypeSource } from '../btf/type-source.js';
-import { LatencyHistogram } from './histogram.js';
 import { JsonlError, readRecords, type ReadStats } from './jsonl.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
 import { exitPathCounts } from './exit-path-section.js';
@@ -47,7 +47,7 @@ interface IoctlAcc {
   unknown: number;
   observed: number;
   derived: number;
-  hist: LatencyHistogram;
+  hist: DurationHistogram;
   worst: FlagExample[];
 }
 
@@ -149,7 +149,7 @@ export class ReportBuilder {
   private addIoctl(r: IoctlRecord): void {
     let a = this.ioctls.get(r.name);
     if (!a) {
-      a = { name: r.name, calls: 0, errors: 0, errnos: new Map(), copies: 0, bytes: 0, misaligned: 0, cross: 0, unknown: 0, observed: 0, derived: 0, hist: new LatencyHistogram(), worst: [] };
+      a = { name: r.name, calls: 0, errors: 0, errnos: new Map(), copies: 0, bytes: 0, misaligned: 0, cross: 0, unknown: 0, observed: 0, derived: 0, hist: new DurationHistogram(), worst: [] };
       this.ioctls.set(r.name, a);
     }
     a.calls++;
@@ -236,7 +236,7 @@ export class ReportBuilder {
         unknown_copies: a.unknown,
         observed_copies: a.observed,
         derived_copies: a.derived,
-        latency: a.hist.summary(),
+        latency: { ...a.hist.stats(), mean_ns: a.hist.count ? Math.round(a.hist.sum / a.hist.count) : 0 },
         histogram: a.hist.toJSON(),
         worst: a.worst,
       }));

@@ -11,6 +11,7 @@
  */
 import type { IoctlSummary, KvmRunMap, ReportModel } from './model-types.js';
 import { fmtNs } from './render-text.js';
+import { BUCKETS_PER_OCTAVE } from '../decode/histogram.js';
 import { exitPathHtml } from './exit-path-section.js';
 import { copySourcesHtml, flagBarsHtml } from './buffers-section.js';
 
@@ -237,6 +238,9 @@ function runMap(k: KvmRunMap): string {
 </div></div>`;
 }
 
+/** Upper / lower bound of a histogram bucket, about (a bucket is 1/32 to 1/64 of its value wide). */
+const BUCKET_RATIO = 1 + 1 / BUCKETS_PER_OCTAVE;
+
 function histogram(i: IoctlSummary): string {
   // SVG user units: the plot area; the axis labels take 14 more below it.
   const plotWidth = 250;
@@ -249,7 +253,7 @@ function histogram(i: IoctlSummary): string {
   const sx = (v: number) => ((Math.log10(Math.max(1, v)) - lo) / (hi - lo || 1)) * plotWidth;
   const bars = b
     .map((ub, k) => {
-      const lb = k > 0 && b[k - 1] < ub ? Math.max(b[k - 1], ub / 1.0625) : ub / 1.0625;
+      const lb = k > 0 && b[k - 1] < ub ? Math.max(b[k - 1], ub / BUCKET_RATIO) : ub / BUCKET_RATIO;
       const x = sx(lb);
       const w = Math.max(1.5, sx(ub) - x - 0.5);
       const h = Math.max(1, (c[k] / max) * (plotHeight - 6));
@@ -361,7 +365,7 @@ ${m.kvm_run ? runMap(m.kvm_run) : '<p class="empty">No kvm_run map: the kernel B
 <section id="ioctls"><h2>Ioctls</h2><p class="lede">Calls, errors, the user buffers the kernel copied and how many were misaligned or crossed more cache lines than their length needs; latency percentiles from the trace (click a column to sort).</p>
 ${m.ioctls.length ? ioctlTable(m) : '<p class="empty">No ioctl records.</p>'}
 </section>
-<section id="latency"><h2>Latency per ioctl</h2><p class="lede">Histograms on a log scale (bucket width ≤ 6.25% of its value); dashed lines mark p50 and p99.</p>
+<section id="latency"><h2>Latency per ioctl</h2><p class="lede">Histograms on a log scale (bucket width ≤ 1/32 of its value); dashed lines mark p50 and p99.</p>
 <div class="grid">${hists || '<p class="empty">No latencies.</p>'}</div></section>
 <section id="crossing"><h2>Buffer flags per ioctl</h2>${flagBarsHtml(m, { esc, count, num })}</section>
 ${copySourcesHtml(m, { esc, count })}

@@ -7,7 +7,7 @@
  * Reset takes the last snapshot as the new baseline for totals (the kernel counters keep running: the BPF
  * side only reads). A field the source did not provide stays undefined in the row — never 0.
  */
-import { aggQuantile } from '../bpf/aggregate.js';
+import { kernelQuantile } from '../decode/histogram.js';
 import type { BucketCounts, TopEntity, TopProcess, TopSnapshot } from './snapshot.js';
 
 export interface Counter {
@@ -71,7 +71,7 @@ export function intervalQuantile(cur: BucketCounts | undefined, prev: BucketCoun
   if (!cur) return undefined;
   const hist = cur.counts.map((n, i) => n - (prev?.counts[i] ?? 0));
   if (!hist.some((n) => n > 0)) return undefined;
-  return aggQuantile({ maxNs: cur.max_ns, hist }, q);
+  return kernelQuantile({ maxNs: cur.max_ns, hist }, q);
 }
 
 export class TopModel {

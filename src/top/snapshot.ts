@@ -10,7 +10,7 @@ import type { BpfIds } from '../bpf/tracer.js';
 
 /**
  * A cumulative latency histogram in the kernel aggregate's bucket rule (bpf/kvm_trace.h KT_AGG_BUCKETS:
- * exact below 4 ns, then 4 buckets per power of two; see aggBucketBounds), with the exact maximum.
+ * exact below 4 ns, then 4 buckets per power of two; see kernelBucket in src/decode/histogram.ts), with the exact maximum.
  */
 export interface BucketCounts {
   counts: number[];

@@ -31,7 +31,8 @@ export const ROUTINES_SEEN_BY: Readonly<Record<string, readonly CopyRoutine[]>> 
 /** The routines the attached hooks (kernel function names) observe. */
 export function routinesSeen(hooks: Iterable<string>): Set<CopyRoutine> {
   const out = new Set<CopyRoutine>();
-  for (const h of hooks) for (const r of ROUTINES_SEEN_BY[h] ?? []) out.add(r);
+  // Own keys only: a hook name read from a file may be "__proto__" or "constructor".
+  for (const h of hooks) if (Object.hasOwn(ROUTINES_SEEN_BY, h)) for (const r of ROUTINES_SEEN_BY[h]) out.add(r);
   return out;
 }
 
