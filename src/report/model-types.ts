@@ -18,11 +18,10 @@ export interface FlagExample extends BufferFlag {
 /** An ioctl's latency: DurationStats (percentiles from decode/histogram.ts) and the mean, rounded. */
 export type LatencySummary = DurationStats & { mean_ns: number };
 
-export interface IoctlSummary {
-  name: string;
+/** Calls and the buffers they copied: per ioctl, and over all of them. */
+export interface CallCounts {
   calls: number;
   errors: number;
-  errnos: Record<string, number>;
   /** Copied buffers with a known length (flagged). */
   copies: number;
   bytes_copied: number;
@@ -34,6 +33,11 @@ export interface IoctlSummary {
   observed_copies: number;
   /** Of `copies`: derived from the copy rules (no attached hook sees their routine). */
   derived_copies: number;
+}
+
+export interface IoctlSummary extends CallCounts {
+  name: string;
+  errnos: Record<string, number>;
   latency: LatencySummary;
   histogram: HistogramJson;
   /** Flagged buffers, worst first (most extra lines, then misaligned). */
@@ -83,18 +87,7 @@ export interface ReportModel {
   line_size: number;
   /** Where the buffer flags came from. */
   flags_from: 'records' | 'derived' | 'mixed' | 'none';
-  totals: {
-    calls: number;
-    errors: number;
-    copies: number;
-    bytes_copied: number;
-    misaligned: number;
-    cacheline_cross: number;
-    unknown_copies: number;
-    observed_copies: number;
-    derived_copies: number;
-    exits: number;
-  };
+  totals: CallCounts & { exits: number };
   /** Per copy hook (the kernel function it observes), from the capture's summary: attached or not, and why. */
   hooks: Record<string, HookStatus> | null;
   ioctls: IoctlSummary[];
