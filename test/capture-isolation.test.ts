@@ -4,7 +4,7 @@
 // data lengths run past its end, a truncated fd record, and a well-formed record on which a sink throws.
 // The capture goes on, the guest run after them decodes in full, and decode_errors equals what was injected
 // — in the summary, and in the OpenTelemetry export of the same capture (OTLP metrics to a real receiver and
-// a scrape of the Prometheus endpoint taken after the summary).
+// a scrape of the Prometheus endpoint taken while the capture runs and one after the summary).
 import { describe, expect, it } from 'vitest';
 import { capture } from '../src/capture/session.js';
 import { stopSignal } from '../src/capture/stop-signal.js';
@@ -70,7 +70,7 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
     const otel = createOtelSink({ endpoint: rx.url, protocol: 'http/protobuf', prometheus: { port: 0 }, warn: () => {} });
     const { prometheusUrl } = await otel.start();
     // Closed by hand below, after the scrape (capture closes its sinks right after the summary).
-    const otelSink: RecordSink = { write: (r) => otel.write(r), close: async () => {} };
+    const otelSink: RecordSink = { write: (r) => otel.write(r), health: (h) => otel.health?.(h), close: async () => {} };
     const logs: string[] = [];
     const bad = malformed();
     const times = 3; // three rounds of every bad record: 18 in all
@@ -78,6 +78,7 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
     let before: ReturnType<typeof runPioGuest> | undefined;
     let after: ReturnType<typeof runPioGuest> | undefined;
     let injectedAt = 0;
+    let liveDecodeErrors = -1;
     const cap = await capture({
       pids: [process.pid],
       signal: stop.signal,
@@ -100,6 +101,14 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
           await new Promise((r) => setTimeout(r, 50));
           after = runPioGuest();
           await new Promise((r) => setTimeout(r, 50));
+          // Live, before any summary: the capture hands its running counts to the sinks every second.
+          const deadline = Date.now() + 5_000;
+          for (;;) {
+            const live = parsePromText(await (await fetch(prometheusUrl!)).text());
+            liveDecodeErrors = promSum(live, 'kvm_records_decode_errors_total');
+            if (liveDecodeErrors >= bad.length * times || Date.now() > deadline) break;
+            await new Promise((r) => setTimeout(r, 200));
+          }
         } finally {
           stop.stop('done');
         }
@@ -134,7 +143,8 @@ describe.skipIf(skip !== undefined)('a capture survives bad records in its real 
     expect(records.filter((r) => r.type === 'ioctl' && r.fd === POISON_FD).length).toBe(times);
     expect(records.at(-1)?.type).toBe('summary');
 
-    // The same counts as metrics: a Prometheus scrape after the summary, and the OTLP export at close.
+    // The same counts as metrics: a scrape while the capture ran, one after the summary, and the OTLP export at close.
+    expect(liveDecodeErrors).toBe(bad.length * times);
     const scrape = parsePromText(await (await fetch(prometheusUrl!)).text());
     expect(promSum(scrape, 'kvm_records_decode_errors_total')).toBe(bad.length * times);
     expect(promSum(scrape, 'kvm_ring_resyncs_total')).toBe(0);

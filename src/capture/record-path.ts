@@ -159,6 +159,18 @@ export class RecordPath {
     }
   }
 
+  /** The running decode-error and resync counts to every sink that wants them; a throw is counted, not raised. */
+  health(ringRejected: number, ringResyncs: number): void {
+    const h = { decode_errors: this.decoder.errors.count + ringRejected, ring_resyncs: ringResyncs };
+    for (const s of this.sinks) {
+      try {
+        s.health?.(h);
+      } catch (err) {
+        this.decoder.errors.add('threw', `${errorLine(err)} (health counts)`, undefined, 0, 0, err);
+      }
+    }
+  }
+
   /** End of the records: the kvm_run joins still open are emitted. */
   finish(): void {
     this.decoder.finish();

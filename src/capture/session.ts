@@ -160,6 +160,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   const raw = opts.raw;
   const decode = opts.decode ?? true;
   const reportLost = (): void => {
+    if (consumer) path.health(consumer.stats.rejected, consumer.stats.resyncs);
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
       const count = lost - lostReported;

@@ -8,6 +8,7 @@ import { ExportResultCode, getNumberFromEnv } from '@opentelemetry/core';
 import { PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import type { AggregationOption, AggregationTemporality, IMetricReader, InstrumentType, PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { TraceRecord } from '../../decode/records.js';
+import type { CaptureHealth } from '../../decode/sink.js';
 import { metricExporter, targetLabel } from './exporters.js';
 import type { SignalTarget } from './options.js';
 import { PrometheusEndpoint } from './prometheus.js';
@@ -107,6 +108,10 @@ export class MetricsPipeline {
 
   get exportErrors(): number {
     return this.exporter?.errors ?? 0;
+  }
+
+  health(h: CaptureHealth): void {
+    this.producer.health(h);
   }
 
   write(r: TraceRecord): void {

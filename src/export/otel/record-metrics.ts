@@ -24,6 +24,7 @@ import { emptyResource } from '@opentelemetry/resources';
 import { AggregationTemporality, DataPointType } from '@opentelemetry/sdk-metrics';
 import type { CollectionResult, HistogramMetricData, MetricData, MetricProducer, SumMetricData } from '@opentelemetry/sdk-metrics';
 import type { HwExitStats, IoctlRecord, TraceRecord } from '../../decode/records.js';
+import type { CaptureHealth } from '../../decode/sink.js';
 import { exitReasonOf } from '../../analysis/exit-key.js';
 import { VmmHandlingTracker, type HandlingSample } from '../../analysis/vmm-handling.js';
 import * as A from './attributes.js';
@@ -132,7 +133,7 @@ export class RecordMetrics implements MetricProducer {
   /** Pairs each KVM_RUN return with the same vCPU's next entry (the capture's own rule, vmm-handling.ts). */
   private readonly handling = new VmmHandlingTracker({ onSample: (s) => this.handled(s) });
   private lost = 0;
-  /** The summary's decode_errors and ring_resyncs: the capture counts them, the record stream shows them at its end. */
+  /** decode_errors and ring_resyncs: running totals from the capture every second (health()), the summary's at the end. */
   private decodeErrors = 0;
   private ringResyncs = 0;
   private readonly startTime: HrTime = hrTime();
@@ -160,6 +161,12 @@ export class RecordMetrics implements MetricProducer {
       if (had) had.value = r.samples;
       else this.hwExits.add(key, () => ({ [A.ATTR_EXIT_HW_REASON]: r.reason, [A.ATTR_ISA]: r.isa }), r.samples);
     }
+  }
+
+  /** The capture's running counts (never lowered: the summary may already have set them). */
+  health(h: CaptureHealth): void {
+    this.decodeErrors = Math.max(this.decodeErrors, countOf(h.decode_errors));
+    this.ringResyncs = Math.max(this.ringResyncs, countOf(h.ring_resyncs));
   }
 
   write(r: TraceRecord): void {

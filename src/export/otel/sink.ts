@@ -24,7 +24,7 @@ import { NodeSDK } from '@opentelemetry/sdk-node';
 import { AlwaysOnSampler } from '@opentelemetry/sdk-trace';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { TraceRecord } from '../../decode/records.js';
-import type { RecordSink } from '../sink.js';
+import type { CaptureHealth, RecordSink } from '../../decode/sink.js';
 import { MonotonicToEpoch, type ClockPair } from './clock.js';
 import { MetricsPipeline } from './metrics.js';
 import { DEFAULT_SERVICE_NAME, resolveOtelConfig, type OtelSinkOptions, type ResolvedOtelConfig } from './options.js';
@@ -190,6 +190,11 @@ class OtelSinkImpl implements OtelSink {
   async start(): Promise<OtelEndpoints> {
     const prometheusUrl = await this.metrics?.start();
     return { tracesUrl: this.config.traces?.url, metricsUrl: this.config.metrics?.url, prometheusUrl };
+  }
+
+  health(h: CaptureHealth): void {
+    if (this.closing || !this.metrics) return;
+    this.guard(() => this.metrics!.health(h));
   }
 
   write(record: TraceRecord): void {
