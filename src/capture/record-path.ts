@@ -27,17 +27,7 @@ import { btfTypeSource } from '../btf/type-source.js';
 import { explainFailure } from '../analysis/abi/explain.js';
 import { ioctlByName } from '../kvm/abi/ioctl-table.js';
 import { ExitPathAnalyzer } from '../analysis/exit-path.js';
-import type { ProcSeed } from '../decode/processes.js';
-import { readFileSync } from 'node:fs';
-
-/** /proc/PID/comm, '' when the process is gone. */
-function procComm(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trimEnd();
-  } catch {
-    return '';
-  }
-}
+import { procComm, type ProcSeed } from '../decode/processes.js';
 import { errorLine, formatDecodeError } from '../decode/decode-errors.js';
 
 export interface RecordPathOptions {
@@ -125,7 +115,7 @@ export class RecordPath {
   /** One decoded record: enriched, counted into the summary, handed to every sink. */
   deliver(r: TraceRecord): void {
     if (this.aggregate) {
-      if (r.type === 'fd' && !this.comms.has(r.pid)) this.comms.set(r.pid, procComm(r.pid));
+      if (r.type === 'fd' && !this.comms.has(r.pid)) this.comms.set(r.pid, procComm(r.pid) ?? '');
       this.summary.write(r);
       return;
     }

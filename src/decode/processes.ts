@@ -131,6 +131,15 @@ const DEVICE_LINK = /^anon_inode:kvm-(.+)$/;
 // "start-end perms offset dev inode    path"
 const MAPS_LINE = /^([0-9a-f]+)-([0-9a-f]+)\s+\S+\s+([0-9a-f]+)\s+\S+\s+\d+\s+anon_inode:kvm-vcpu:(\d+)\s*$/;
 
+/** /proc/PID/comm without its newline, or undefined when the process is gone. */
+export function procComm(pid: number, procRoot = '/proc'): string | undefined {
+  try {
+    return readFileSync(join(procRoot, String(pid), 'comm'), 'utf8').trimEnd();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Classify a /proc/PID/fd symlink target; undefined for anything that is not a KVM fd. */
 export function classifyFdLink(target: string): { kind: FdKind; vcpu: number | null } | undefined {
   if (target === '/dev/kvm') return { kind: 'system', vcpu: null };

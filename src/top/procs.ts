@@ -3,19 +3,10 @@
  * how many VM fds it holds and the ids of its vCPU fds (`anon_inode:kvm-vcpu:N`). Cheap enough for once a
  * second: one readdir of /proc plus the fd links of each candidate.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { classifyFdLink, pidsWithKvmFds } from '../decode/processes.js';
+import { classifyFdLink, pidsWithKvmFds, procComm } from '../decode/processes.js';
 import type { TopProcess } from './snapshot.js';
-
-/** /proc/PID/comm without its newline, or undefined when the process is gone. */
-export function procComm(pid: number, procRoot = '/proc'): string | undefined {
-  try {
-    return readFileSync(join(procRoot, String(pid), 'comm'), 'utf8').trimEnd();
-  } catch {
-    return undefined;
-  }
-}
 
 /** One process's KVM fds; undefined when it is gone or its fds cannot be read. */
 export function kvmProcess(pid: number, procRoot = '/proc'): TopProcess | undefined {
