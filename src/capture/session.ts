@@ -25,7 +25,7 @@ import { KvmTracer, type BpfIds, type HookResult, type TracerOptions } from '../
 import { RingBufferConsumer } from '../ringbuf/index.js';
 import type { HookStatus, SummaryRecord } from '../decode/records.js';
 import type { RecordSink } from '../decode/sink.js';
-import { pidsWithKvmFds, readProcSeed, type ProcSeed } from '../decode/processes.js';
+import { pidsWithKvmFds, procComm, readProcSeed, type ProcSeed } from '../decode/processes.js';
 import { systemLineSize } from '../analysis/cacheline.js';
 import { untilAborted } from './stop-signal.js';
 import { kernelSummary } from './kernel-summary.js';
@@ -33,7 +33,6 @@ import { MMIO_GRANULE } from '../analysis/exit-key.js';
 import { RecordPath, type CaptureFacts } from './record-path.js';
 import type { CaptureWriter } from './ktcap/writer.js';
 import { layoutFingerprint } from './ktcap/format.js';
-import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 
 export interface CaptureOptions extends Pick<TracerOptions, 'pids' | 'comm' | 'strategy' | 'ringBytes' | 'verbose' | 'aggregate' | 'hwExits' | 'mmioGranule'> {
@@ -83,8 +82,9 @@ export interface CaptureResult {
   attach: AttachInfo;
 }
 
-/** Lost-record polling period: a `lost` record is emitted as soon as the kernel counter moves. */
-const LOST_POLL_MS = 1000;
+/** How often the running counts go out: a `lost` record as soon as the kernel counter moves, and the sinks'
+ * health counts (decode errors, ring resyncs). */
+const COUNTS_POLL_MS = 1000;
 
 /**
  * What /proc shows of processes that were already running when we attached: their fd kinds and kvm_run
@@ -109,14 +109,6 @@ function runningSeeds(opts: CaptureOptions): ProcSeed[] {
     }
   }
   return out;
-}
-
-function procComm(pid: number): string | undefined {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trimEnd();
-  } catch {
-    return undefined;
-  }
 }
 
 export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
@@ -148,7 +140,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
 
   let tracer: KvmTracer | undefined;
   let consumer: RingBufferConsumer | undefined;
-  let lostTimer: NodeJS.Timeout | undefined;
+  let countsTimer: NodeJS.Timeout | undefined;
   let attach: AttachInfo | undefined;
   let result!: CaptureResult;
   let failure: unknown;
@@ -159,7 +151,8 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   });
   const raw = opts.raw;
   const decode = opts.decode ?? true;
-  const reportLost = (): void => {
+  // Every COUNTS_POLL_MS and once at the end: records the ring could not take, and the running health counts.
+  const reportCounts = (): void => {
     if (consumer) path.health(consumer.stats.rejected, consumer.stats.resyncs);
     const lost = tracer?.stats().lost ?? 0;
     if (lost > lostReported) {
@@ -215,7 +208,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
       seeds,
     );
     for (const w of path.decoder.warnings) log(w);
-    lostTimer = setInterval(reportLost, LOST_POLL_MS);
+    countsTimer = setInterval(reportCounts, COUNTS_POLL_MS);
     attach = {
       strategy: tracer.strategy,
       reason: tracer.reason,
@@ -234,7 +227,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
   } catch (err) {
     failure ??= err;
   } finally {
-    if (lostTimer) clearInterval(lostTimer);
+    if (countsTimer) clearInterval(countsTimer);
     try {
       // close() drains what is left unless a drain already failed.
       consumer?.close();
@@ -244,7 +237,7 @@ export async function capture(opts: CaptureOptions): Promise<CaptureResult> {
     let detached: Promise<void> = Promise.resolve();
     let sumRec: SummaryRecord | undefined;
     try {
-      reportLost();
+      reportCounts();
       const stats = tracer?.stats();
       // The kernel's maps (aggregate counters; hardware exits in either mode), read before detaching.
       const kernelAgg = tracer && (tracer.aggregateOnly || tracer.hwExits.requested) ? tracer.aggregate() : undefined;
