@@ -139,10 +139,10 @@ export function planOpen(opts: TracerOptions): OpenPlan {
   const rdonlyCast = rdonlyCastUsable(log);
   const mmioShift = checkMmioGranule(opts.mmioGranule ?? 4096);
   const plan = planHooks(choice, requested, aggregate, opts.hookFamilies);
-  const hwSkip = (): string | undefined => {
-    const failed = HW_PROGRAMS.map((prog) => plan.notLoaded.get(prog)).find((x) => x !== undefined);
-    return opts.programs ? 'an explicit program list was given' : (hwNotLoadedReason(opts.hwExits === true) ?? failed);
-  };
+  // Not requested, or the tracepoints are missing: known once (tracefs is read here). A program the kernel
+  // refused on a load try: asked again each time (the plan's notLoaded grows).
+  const hwMissing = opts.programs ? 'an explicit program list was given' : hwNotLoadedReason(opts.hwExits === true);
+  const hwSkip = (): string | undefined => hwMissing ?? HW_PROGRAMS.map((prog) => plan.notLoaded.get(prog)).find((x) => x !== undefined);
   const hwPrograms = (): string[] => (hwSkip() === undefined ? [...HW_PROGRAMS] : []);
   return {
     opts,

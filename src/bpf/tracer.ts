@@ -136,6 +136,7 @@ export class KvmTracer {
       setLibbpfLogger(null);
     }
   }
+
   static #create(init: AttachedObject): KvmTracer {
     const tracer = new KvmTracer(init);
     registerOpen(tracer);
@@ -201,15 +202,14 @@ export class KvmTracer {
   }
 
   /**
-   * close(), with the links destroyed side by side on worker threads: each detach waits for RCU grace
-   * periods in the kernel, and overlapping them takes one wait instead of one per link. Programs may run
-   * until it settles. Safe to call more than once; close() may follow (and does nothing more).
+   * close(), with the links destroyed a few at a time on libuv's pool: each detach waits for RCU grace
+   * periods in the kernel, and overlapping them shortens the whole. Programs may run until it settles. Safe to call more than once; close() may follow (and does nothing more).
    */
   async detach(): Promise<void> {
     if (!this.#obj) return;
     const links = this.#links;
     this.#links = [];
-    // Two at a time: the kernel serializes most of each destroy's wait anyway (16 links: 0.70 s one per
+    // Three at a time: the kernel serializes most of each destroy's wait anyway (16 links: 0.70 s one per
     // pool thread on 4, 0.52 s on 32), and libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise,
     // fixed before any of our code runs) must keep threads for the caller's file writes — the summary —
     // which otherwise waited for the whole detach.
