@@ -85,15 +85,6 @@ int kt_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* A vCPU fd closed: its return waiting in the hash (aggregate mode) goes with it. The closing thread's state
- * keeps its return: it names the vCPU, not the fd, so a copy of the fd (dup) that re-enters the same vCPU is
- * timed, and another vCPU on a reused number does not match it. (A vCPU freed and another allocated at the
- * same address is caught by last_ran_it: a new vCPU's pid is unset until its first KVM_RUN.) */
-static __always_inline void forget_pending(struct fd_key *key)
-{
-	bpf_map_delete_elem(&pending, key);
-}
-
 /* close of a tracked fd: report and forget it (a close that failed with EBADF closed nothing). */
 SEC("tracepoint/syscalls/sys_exit_close")
 int kt_close_exit(struct trace_event_raw_sys_exit *ctx)
@@ -110,7 +101,7 @@ int kt_close_exit(struct trace_event_raw_sys_exit *ctx)
 	k = *kind;
 	if (ret != -9 /* EBADF */) {
 		bpf_map_delete_elem(&fds, &key);
-		forget_pending(&key);
+		bpf_map_delete_elem(&pending, &key);
 	}
 	emit_fd(pid_tgid, key.fd, KT_FD_CLOSE, k, ret);
 	return 0;

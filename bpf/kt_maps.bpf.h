@@ -190,7 +190,11 @@ struct {
 
 /* Aggregate mode: the hash of vCPU-fd returns not kept in their thread's state (enter_state.pend) because the
  * thread went on to run another vCPU (a thread driving several vCPUs). Keyed by (tgid, fd) as the full
- * capture's tracker keys a vCPU. Deleted when the fd is closed or the process exits. */
+ * capture's tracker keys a vCPU. Deleted when the fd is closed (close, dup2 over it, close_range, exec) or
+ * the process exits. A thread's own state keeps its return through such a close: it names the vCPU, not the
+ * fd, so a copy of the fd (dup) that re-enters the same vCPU is timed and another vCPU on a reused number
+ * does not match it; a vCPU freed and another allocated at the same address is caught by last_ran_it (a new
+ * vCPU's pid is unset until its first KVM_RUN). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
