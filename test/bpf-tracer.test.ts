@@ -105,7 +105,7 @@ describe.skipIf(skip !== undefined)('KvmTracer, tracepoint strategy, real KVM gu
       'kt_mmap_exit',
       'kt_close_exit',
       'kt_process_exit',
-          'kt_dup_exit',
+      'kt_dup_exit',
       'kt_dup2_exit',
       'kt_dup3_exit',
       'kt_fcntl_exit',
